@@ -1,0 +1,150 @@
+# shellcheck shell=bash
+# Configuration: defaults, then harness.conf (KEY=VALUE, parsed, never sourced),
+# then HARNESS_<KEY> environment variables, then flags. Sourced, not executed.
+# Every value lives in CFG[KEY]; where it came from in CFG_SRC[KEY].
+
+declare -gA CFG=() CFG_SRC=() CFG_TYPE=() CFG_HELP=()
+declare -ga CFG_KEYS=()
+CFG_ERROR=""
+
+# config_define <key> <type> <default> <help>: type is int, num, bool or str.
+config_define() { # <key> <type> <default> <help>
+  CFG_KEYS+=("$1")
+  CFG_TYPE[$1]=$2
+  CFG[$1]=$3
+  CFG_SRC[$1]=default
+  CFG_HELP[$1]=$4
+}
+
+config_defaults() { # <harness-root>
+  local root=$1
+  CFG_KEYS=()
+  config_define CLAUDE_BIN str claude "agent binary (name on PATH or path); env CLAUDE_BIN also works"
+  config_define STATE_DIR str "$root/state" "runtime data: queue, sessions, audit log"
+  config_define REPO_DIR str "" "git repository the sessions work on (a worktree each); empty: plain directories"
+  config_define BASE_REF str HEAD "what each session's branch starts from"
+  config_define BOOTSTRAP str "$root/bootstrap/default.md" "prompt template appended to the system prompt"
+  config_define MAX_TURNS int 50 "--max-turns for each session (an item may lower or raise it)"
+  config_define MAX_BUDGET_USD num 5 "--max-budget-usd for each session; 0: no limit"
+  config_define MODEL str "" "--model; empty: the CLI's default"
+  config_define ALLOWED_TOOLS str "" "--allowedTools, e.g. 'Bash,Read,Write,Edit'; empty: none pre-approved"
+  config_define PERMISSION_MODE str "" "--permission-mode (default, acceptEdits, plan, bypassPermissions)"
+  config_define SKIP_PERMISSIONS bool false "pass --dangerously-skip-permissions (sandboxes only)"
+  config_define MAX_ATTEMPTS int 3 "sessions an item may use before it is quarantined"
+  config_define RETRY_BASE_S num 30 "first retry delay; doubles each attempt (full jitter)"
+  config_define RETRY_CAP_S num 1800 "longest retry delay"
+  config_define SESSION_TIMEOUT_S num 3600 "wall-clock limit for one session; 0: none"
+  config_define KILL_GRACE_S num 10 "seconds between SIGINT, SIGTERM and SIGKILL when stopping a session"
+  config_define POLL_INTERVAL_S num 0.2 "how often running sessions are checked"
+  config_define IDLE_POLL_S num 5 "how often an idle loop looks at the queue"
+  config_define JOBS int 1 "sessions at once"
+  config_define PYTHON str "" "python with orjson for the helpers; empty: .venv/bin/python, else python3"
+}
+
+config_is_key() { # <key>
+  [[ -n "${CFG_TYPE[$1]+x}" ]]
+}
+
+# config_set <key> <value> <source>: validates and stores one value.
+config_set() { # <key> <value> <source>
+  local key=$1 value=$2 src=$3
+  config_is_key "$key" || { CFG_ERROR="unknown configuration key $key ($src)"; return 1; }
+  case "${CFG_TYPE[$key]}" in
+    int) [[ "$value" =~ ^[0-9]+$ ]] || { CFG_ERROR="$key must be a whole number, got \"$value\" ($src)"; return 1; } ;;
+    num) [[ "$value" =~ ^[0-9]+([.][0-9]+)?$ ]] || { CFG_ERROR="$key must be a number, got \"$value\" ($src)"; return 1; } ;;
+    bool)
+      case "${value,,}" in
+        1 | true | yes | on) value=true ;;
+        0 | false | no | off | "") value=false ;;
+        *) CFG_ERROR="$key must be true or false, got \"$value\" ($src)"; return 1 ;;
+      esac
+      ;;
+  esac
+  CFG[$key]=$value
+  CFG_SRC[$key]=$src
+}
+
+# config_load_file <path>: KEY=VALUE lines; '#' comments and blank lines skipped;
+# one pair of matching quotes around a value is removed; nothing is expanded.
+config_load_file() { # <path>
+  local file=$1 line key value n=0
+  [[ -r "$file" ]] || { CFG_ERROR="cannot read config file $file"; return 1; }
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    n=$((n + 1))
+    line=${line%$'\r'}
+    [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
+    if [[ ! "$line" =~ ^[[:space:]]*([A-Z_][A-Z0-9_]*)[[:space:]]*=(.*)$ ]]; then
+      CFG_ERROR="$file:$n: expected KEY=VALUE"
+      return 1
+    fi
+    key=${BASH_REMATCH[1]}
+    value=${BASH_REMATCH[2]}
+    value=${value#"${value%%[![:space:]]*}"}
+    value=${value%"${value##*[![:space:]]}"}
+    if [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]]; then
+      value=${BASH_REMATCH[1]}
+    fi
+    config_set "$key" "$value" "$file:$n" || return 1
+  done <"$file"
+}
+
+# config_load_env: HARNESS_<KEY> for every key, and CLAUDE_BIN itself.
+config_load_env() {
+  local key var
+  if [[ -n "${CLAUDE_BIN:-}" ]]; then
+    config_set CLAUDE_BIN "$CLAUDE_BIN" "env CLAUDE_BIN" || return 1
+  fi
+  for key in "${CFG_KEYS[@]}"; do
+    var="HARNESS_$key"
+    if [[ -n "${!var+x}" ]]; then
+      config_set "$key" "${!var}" "env $var" || return 1
+    fi
+  done
+}
+
+# config_load <root> <config-file-or-empty> <flag-assignments...>: the whole chain.
+# A missing explicit config file is an error; a missing default harness.conf is not.
+# On failure CFG_ERROR says why.
+config_load() { # <root> <config-file> [KEY=VALUE from flags...]
+  local root=$1 file=$2 kv
+  shift 2
+  config_defaults "$root"
+  if [[ -n "$file" ]]; then
+    config_load_file "$file" || return 1
+  elif [[ -f "$root/harness.conf" ]]; then
+    config_load_file "$root/harness.conf" || return 1
+  fi
+  config_load_env || return 1
+  for kv in "$@"; do
+    [[ "$kv" == *=* ]] || { CFG_ERROR="expected KEY=VALUE, got \"$kv\" (flag)"; return 1; }
+    config_set "${kv%%=*}" "${kv#*=}" "flag" || return 1
+  done
+}
+
+# config_print: every value and where it came from.
+config_print() {
+  local key
+  for key in "${CFG_KEYS[@]}"; do
+    printf '%-18s = %-40s # %s\n' "$key" "${CFG[$key]}" "${CFG_SRC[$key]}"
+  done
+}
+
+# config_python <root>: picks the interpreter for the helpers (PYTHON, then the
+# project's .venv, then python3) and checks that it can import them.
+config_python() { # <root>
+  local root=$1 py=${CFG[PYTHON]}
+  if [[ -z "$py" ]]; then
+    if [[ -x "$root/.venv/bin/python" ]]; then py="$root/.venv/bin/python"; else py=python3; fi
+  fi
+  command -v "$py" >/dev/null 2>&1 || { CFG_ERROR="python not found: $py (run 'make setup')"; return 1; }
+  if ! PYTHONPATH="$root/lib" "$py" -c 'import orjson, harness' >/dev/null 2>&1; then
+    CFG_ERROR="$py cannot import orjson and the harness helpers (run 'make setup')"
+    return 1
+  fi
+  HARNESS_PY=$py
+}
+
+# py <command> [args...]: runs one helper command of lib/harness.
+py() { # <command> [args...]
+  PYTHONPATH="$HARNESS_ROOT/lib" "$HARNESS_PY" -m harness "$@"
+}

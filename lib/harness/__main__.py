@@ -1,0 +1,204 @@
+"""Command line of the helpers: ``python -m harness <command> ...``.
+
+Called by the bash modules; exit 0 on success, 2 with one line on stderr for
+refused input, 3 for "nothing to claim".
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import facts as facts_mod
+from . import jsonio, queue, receipt, render, verdict
+
+EXIT_REFUSED = 2
+EXIT_NOTHING = 3
+
+
+def _q(args: argparse.Namespace) -> queue.Queue:
+    return queue.Queue(Path(args.state_dir))
+
+
+def cmd_queue_add(args: argparse.Namespace) -> int:
+    if args.file in (None, "-"):
+        data, label = sys.stdin.buffer.read(), "stdin"
+    else:
+        try:
+            data, label = Path(args.file).read_bytes(), args.file
+        except OSError as exc:
+            raise queue.QueueError(f"cannot read {args.file}: {exc.strerror}") from None
+    ids = queue.add(_q(args), queue.parse_items(data, label))
+    for item_id in ids:
+        print(item_id)
+    return 0
+
+
+def _age(created: str | None, now: float) -> str:
+    try:
+        secs = now - jsonio.parse_iso(str(created)).timestamp()
+    except ValueError:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{int(secs // size)}{unit}"
+    return f"{int(max(secs, 0))}s"
+
+
+def _cell(text: Any, width: int) -> str:
+    s = " ".join(str(text if text is not None else "").split())
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    states = args.state or list(queue.STATES)
+    for s in states:
+        if s not in queue.STATES:
+            raise queue.QueueError(f"unknown state {s!r} (known: {', '.join(queue.STATES)})")
+    rows = queue.list_items(_q(args), states)
+    if args.json:
+        sys.stdout.buffer.write(jsonio.dumps(rows, pretty=True) + b"\n")
+        return 0
+    now = time.time()
+    print(f"{'ID':<30} {'STATE':<11} {'PRIORITY':<8} {'TRIES':>5} {'AGE':>5}  {'LAST':<15} TITLE")
+    for r in rows:
+        print(f"{_cell(r['id'], 30):<30} {r['state']:<11} {_cell(r.get('priority', ''), 8):<8} "
+              f"{r.get('attempts', 0):>5} {_age(r.get('created_at'), now):>5}  "
+              f"{_cell(r.get('last_verdict') or '-', 15):<15} {_cell(r.get('title', ''), 60)}")
+    return 0
+
+
+def cmd_queue_show(args: argparse.Namespace) -> int:
+    q = _q(args)
+    state, path = q.find(args.id)
+    item = jsonio.read_json(path)
+    item["state"] = state
+    sys.stdout.buffer.write(jsonio.dumps(item, pretty=True) + b"\n")
+    return 0
+
+
+def cmd_queue_cancel(args: argparse.Namespace) -> int:
+    print(queue.cancel(_q(args), args.id))
+    return 0
+
+
+def cmd_queue_retry(args: argparse.Namespace) -> int:
+    print(queue.retry(_q(args), args.id))
+    return 0
+
+
+def cmd_queue_claim(args: argparse.Namespace) -> int:
+    item = queue.claim(_q(args), args.session, args.worker, time.time())
+    if item is None:
+        return EXIT_NOTHING
+    sys.stdout.buffer.write(jsonio.dumps(queue.summary_row(item, "running")) + b"\n")
+    return 0
+
+
+def cmd_queue_finish(args: argparse.Namespace) -> int:
+    record = jsonio.loads(args.record)
+    queue.finish(_q(args), args.id, args.to, record, args.attempts, args.not_before or None)
+    return 0
+
+
+def cmd_queue_ready(args: argparse.Namespace) -> int:
+    for item_id in queue.ready(_q(args), time.time()):
+        print(item_id)
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    extra: dict[str, str] = {}
+    for kv in args.var or []:
+        key, _, value = kv.partition("=")
+        extra[key] = value
+    render.prepare(Path(args.item), Path(args.template), Path(args.out_dir), extra)
+    return 0
+
+
+def cmd_finalize(args: argparse.Namespace) -> int:
+    sdir = Path(args.session_dir)
+    meta: dict[str, Any] = {}
+    try:
+        meta = jsonio.read_json(sdir / "meta.json")
+    except (FileNotFoundError, ValueError):
+        pass
+    f = facts_mod.scan(sdir / "events.jsonl")
+    v = verdict.classify(sdir, f)
+    metrics = receipt.build(sdir, f, v, meta)
+    receipt.write(sdir, metrics)
+    out = v.as_dict()
+    out["receipt"] = receipt.line(metrics)
+    out["cost_usd"] = metrics["cost_usd"]
+    sys.stdout.buffer.write(jsonio.dumps(out) + b"\n")
+    return 0
+
+
+def cmd_receipt(args: argparse.Namespace) -> int:
+    print(receipt.line(jsonio.read_json(Path(args.session_dir) / "metrics.json")))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m harness")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def with_state(name: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name)
+        p.add_argument("--state-dir", required=True)
+        return p
+
+    p = with_state("queue-add")
+    p.add_argument("--file")
+    p.set_defaults(fn=cmd_queue_add)
+    p = with_state("queue-list")
+    p.add_argument("--state", action="append")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_queue_list)
+    for name, fn in (("queue-show", cmd_queue_show), ("queue-cancel", cmd_queue_cancel), ("queue-retry", cmd_queue_retry)):
+        p = with_state(name)
+        p.add_argument("id")
+        p.set_defaults(fn=fn)
+    p = with_state("queue-claim")
+    p.add_argument("--session", required=True)
+    p.add_argument("--worker", required=True)
+    p.set_defaults(fn=cmd_queue_claim)
+    p = with_state("queue-ready")
+    p.set_defaults(fn=cmd_queue_ready)
+    p = with_state("queue-finish")
+    p.add_argument("id")
+    p.add_argument("--to", required=True, choices=["pending", "succeeded", "quarantined", "canceled"])
+    p.add_argument("--record", required=True)
+    p.add_argument("--attempts", type=int, required=True)
+    p.add_argument("--not-before", default="")
+    p.set_defaults(fn=cmd_queue_finish)
+    p = sub.add_parser("prepare")
+    p.add_argument("--item", required=True)
+    p.add_argument("--template", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--var", action="append")
+    p.set_defaults(fn=cmd_prepare)
+    p = sub.add_parser("finalize")
+    p.add_argument("--session-dir", required=True)
+    p.set_defaults(fn=cmd_finalize)
+    p = sub.add_parser("receipt")
+    p.add_argument("--session-dir", required=True)
+    p.set_defaults(fn=cmd_receipt)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except queue.QueueError as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""JSON in and out with orjson, and atomic file writes (temp file + rename)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+FILE_MODE = 0o600
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)
+
+
+def dumps(obj: Any, pretty: bool = False) -> bytes:
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return orjson.dumps(obj, option=option)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    with open(path, "rb") as fh:
+        return orjson.loads(fh.read())
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
+    """Writes data to path so that a reader sees the old file or the new one, never a part.
+
+    The temp file lives in the same directory (rename(2) is atomic there) and is
+    created 0600. With durable, the data reaches the disk before the rename.
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=target.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, pretty: bool = True) -> None:
+    write_atomic(path, dumps(obj, pretty=pretty) + b"\n")
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    """Parses an ISO 8601 time; a time without a zone is taken as UTC."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value

@@ -1,0 +1,94 @@
+"""metrics.json, the receipt of one session, and its one-line form."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import jsonio
+from .facts import SessionFacts, _int, estimate_cost_usd
+from .verdict import Verdict
+
+
+def _tokens(facts: SessionFacts) -> tuple[dict[str, int], str]:
+    """Token totals from the result's modelUsage (every API call, as billed), else
+    from its usage, else from the streamed per-message usage."""
+    res = facts.result or {}
+    model_usage = res.get("modelUsage")
+    if isinstance(model_usage, dict) and model_usage:
+        t = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+        for mu in model_usage.values():
+            if isinstance(mu, dict):
+                t["input"] += _int(mu.get("inputTokens"))
+                t["output"] += _int(mu.get("outputTokens"))
+                t["cache_read"] += _int(mu.get("cacheReadInputTokens"))
+                t["cache_write"] += _int(mu.get("cacheCreationInputTokens"))
+        return t, "result.modelUsage"
+    usage = res.get("usage")
+    if isinstance(usage, dict) and any(_int(usage.get(k)) for k in ("input_tokens", "output_tokens")):
+        return {
+            "input": _int(usage.get("input_tokens")),
+            "output": _int(usage.get("output_tokens")),
+            "cache_read": _int(usage.get("cache_read_input_tokens")),
+            "cache_write": _int(usage.get("cache_creation_input_tokens")),
+        }, "result.usage"
+    t = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+    for mu in facts.messages.values():
+        t["input"] += mu.input_tokens
+        t["output"] += mu.output_tokens
+        t["cache_read"] += mu.cache_read
+        t["cache_write"] += mu.cache_write
+    return t, "stream"
+
+
+def build(session_dir: Path, facts: SessionFacts, verdict: Verdict, meta: dict[str, Any]) -> dict[str, Any]:
+    res = facts.result or {}
+    tokens, token_source = _tokens(facts)
+    cost = res.get("total_cost_usd")
+    estimated = not isinstance(cost, (int, float))
+    if estimated:
+        model = str((facts.init or {}).get("model") or meta.get("model") or "")
+        cost = estimate_cost_usd(facts.messages, model)
+    wall_s = None
+    started, ended = meta.get("started_epoch"), meta.get("ended_epoch")
+    if isinstance(started, (int, float)) and isinstance(ended, (int, float)):
+        wall_s = round(ended - started, 3)
+    return {
+        "session_id": meta.get("session_id", session_dir.name),
+        "item_id": meta.get("item_id"),
+        "attempt": meta.get("attempt"),
+        "verdict": verdict.verdict,
+        "reason": verdict.reason,
+        "exit_code": verdict.exit_code,
+        "model": (facts.init or {}).get("model") or meta.get("model"),
+        "started_at": meta.get("started_at"),
+        "ended_at": meta.get("ended_at"),
+        "wall_s": wall_s,
+        "duration_ms": res.get("duration_ms"),
+        "duration_api_ms": res.get("duration_api_ms"),
+        "turns": res.get("num_turns", len(facts.messages)),
+        "tokens": tokens,
+        "token_source": token_source,
+        "cost_usd": round(float(cost), 6),
+        "cost_estimated": estimated,
+        "tool_calls": dict(facts.tool_calls),
+        "tool_errors": dict(facts.tool_errors),
+        "permission_denials": len(res.get("permission_denials") or []),
+        "api_retries": dict(facts.api_retries),
+        "compactions": facts.compactions,
+        "events": facts.events,
+        "malformed_lines": facts.stats.malformed,
+    }
+
+
+def line(m: dict[str, Any]) -> str:
+    t = m.get("tokens") or {}
+    tools = ",".join(f"{k}:{v}" for k, v in sorted((m.get("tool_calls") or {}).items())) or "-"
+    wall = f"{m['wall_s']:.1f}s" if isinstance(m.get("wall_s"), (int, float)) else "?"
+    cost = f"${m.get('cost_usd', 0):.4f}" + ("~" if m.get("cost_estimated") else "")
+    return (f"{m.get('session_id')} item={m.get('item_id')} verdict={m.get('verdict')} turns={m.get('turns')} "
+            f"tokens(in={t.get('input', 0)} out={t.get('output', 0)} cache_read={t.get('cache_read', 0)} "
+            f"cache_write={t.get('cache_write', 0)}) cost={cost} tools={tools} wall={wall}")
+
+
+def write(session_dir: Path, metrics: dict[str, Any]) -> None:
+    jsonio.write_json(session_dir / "metrics.json", metrics)

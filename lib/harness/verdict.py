@@ -1,0 +1,145 @@
+"""The verdict of a finished session, with its reason.
+
+Order of trust: what the harness itself did to the session (kill.json: it stopped
+the session for a stall, a timeout, an interrupt or a cancel), then the stream
+(the result line, rate_limit_event, api_retry lines), then the exit status, then
+stderr.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import jsonio
+from .facts import SessionFacts
+
+VERDICTS = (
+    "succeeded", "failed", "max_turns", "budget_exceeded", "stalled", "timed_out", "crashed",
+    "usage_limited", "api_error", "auth_error", "spawn_failed", "interrupted", "verify_failed",
+)
+USAGE_LIMIT_RE = re.compile(r"usage limit reached|hit your (usage )?limit|out of (extra )?usage", re.IGNORECASE)
+RESET_EPOCH_RE = re.compile(r"\|(\d{10})\b")
+MAX_REASON_CHARS = 400
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    reason: str
+    retryable: bool | None = None  # None: the verdict's policy decides
+    resets_at: float | None = None
+    exit_code: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _clip(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
+def read_exit_code(session_dir: Path) -> int | None:
+    try:
+        text = (session_dir / "exit_code").read_text().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return int(text) if re.fullmatch(r"-?\d+", text) else None
+
+
+def _tail(path: Path, limit_bytes: int = 4096) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - limit_bytes))
+            return fh.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _from_kill(kill: dict[str, Any], facts: SessionFacts, code: int | None) -> Verdict | None:
+    res = facts.result
+    if res and res.get("subtype") == "success" and not res.get("is_error") and code == 0:
+        return None  # it finished on its own before the stop took effect
+    reason = str(kill.get("reason") or "interrupted")
+    detail = str(kill.get("detail") or "")
+    verdict = reason if reason in ("stalled", "timed_out", "interrupted") else "interrupted"
+    return Verdict(verdict, _clip(detail or f"stopped by the harness ({reason})"), exit_code=code)
+
+
+def _usage_limit(facts: SessionFacts, text: str) -> Verdict | None:
+    rl = facts.rate_limit
+    if rl and rl.get("status") == "rejected":
+        resets = rl.get("resetsAt")
+        kind = rl.get("rateLimitType") or "usage"
+        at = float(resets) if isinstance(resets, (int, float)) else None
+        return Verdict("usage_limited", _clip(f"{kind} limit reached" + (f"; resets at {int(at)}" if at else "")), resets_at=at)
+    if USAGE_LIMIT_RE.search(text):
+        m = RESET_EPOCH_RE.search(text)
+        at = float(m.group(1)) if m else None
+        return Verdict("usage_limited", _clip(text), resets_at=at)
+    return None
+
+
+def _from_result(res: dict[str, Any], facts: SessionFacts, code: int | None) -> Verdict:
+    subtype = res.get("subtype")
+    text = str(res.get("result") or "")
+    if subtype == "success" and not res.get("is_error"):
+        return Verdict("succeeded", _clip(f"completed in {res.get('num_turns', '?')} turns"), exit_code=code)
+    if subtype == "error_max_turns":
+        return Verdict("max_turns", f"reached the turn limit after {res.get('num_turns', '?')} turns", exit_code=code)
+    if subtype == "error_max_budget_usd":
+        return Verdict("budget_exceeded", f"spent ${res.get('total_cost_usd', 0):.4f}, over the budget", exit_code=code)
+    limited = _usage_limit(facts, text)
+    if limited:
+        limited.exit_code = code
+        return limited
+    status = res.get("api_error_status")
+    if status in (401, 403):
+        return Verdict("auth_error", _clip(f"credentials rejected ({status}): {text}"), exit_code=code)
+    if isinstance(status, int) and (status in (408, 409, 429) or status >= 500):
+        return Verdict("api_error", _clip(f"API error {status}: {text}"), exit_code=code)
+    if isinstance(status, int):
+        return Verdict("failed", _clip(f"API rejected the request ({status}): {text}"), retryable=False, exit_code=code)
+    if text.startswith("API Error"):
+        return Verdict("api_error", _clip(text), exit_code=code)
+    errors = res.get("errors")
+    if isinstance(errors, list) and errors:
+        text = "; ".join(str(e) for e in errors)
+    return Verdict("failed", _clip(f"{subtype}: {text}" if text else str(subtype)), exit_code=code)
+
+
+def classify(session_dir: Path, facts: SessionFacts) -> Verdict:
+    code = read_exit_code(session_dir)
+    try:
+        kill = jsonio.read_json(session_dir / "kill.json")
+    except (FileNotFoundError, ValueError):
+        kill = None
+    if isinstance(kill, dict):
+        stopped = _from_kill(kill, facts, code)
+        if stopped:
+            return stopped
+    try:
+        spawn_error = (session_dir / "spawn_error").read_text().strip()
+    except FileNotFoundError:
+        spawn_error = ""
+    if spawn_error:
+        return Verdict("spawn_failed", _clip(spawn_error), exit_code=code)
+    if facts.result:
+        return _from_result(facts.result, facts, code)
+    stderr = _tail(session_dir / "stderr.log")
+    limited = _usage_limit(facts, stderr)
+    if limited:
+        limited.exit_code = code
+        return limited
+    last_err = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    if code is None:
+        return Verdict("crashed", "the agent ended without recording an exit status (killed with its wrapper?)")
+    if code in (126, 127) and facts.init is None:
+        return Verdict("spawn_failed", _clip(f"the agent could not be started (exit {code}) {last_err}"), exit_code=code)
+    if code > 128:
+        return Verdict("crashed", _clip(f"killed by signal {code - 128} with no result line {last_err}"), exit_code=code)
+    return Verdict("crashed", _clip(f"exited {code} with no result line {last_err}"), exit_code=code)

@@ -1,0 +1,72 @@
+# shellcheck shell=bash
+# Logging, errors and the audit log (state/events.jsonl). Sourced, not executed.
+
+# Exit codes shared by every entry point (docs/exit-codes.md lists them).
+readonly EXIT_OK=0
+readonly EXIT_FATAL=1
+readonly EXIT_USAGE=2
+readonly EXIT_BUSY=3
+readonly EXIT_HALTED=4
+
+# die <message> [exit-code]: one line on stderr, then exit (default 1).
+die() { # <message> [code]
+  printf 'harness: %s\n' "$1" >&2
+  exit "${2:-$EXIT_FATAL}"
+}
+
+# usage_error <message>: a bad flag or argument; exit 2.
+usage_error() { # <message>
+  die "$1" "$EXIT_USAGE"
+}
+
+warn() { # <message>
+  printf 'harness: %s\n' "$1" >&2
+}
+
+# info <message>: progress for a person at a terminal; quiet with HARNESS_QUIET=1.
+info() { # <message>
+  [[ "${HARNESS_QUIET:-0}" == 1 ]] || printf '%s %s\n' "$(log_now)" "$1" >&2
+}
+
+# log_now: UTC time as ISO 8601 with milliseconds, without forking.
+log_now() {
+  local t=${EPOCHREALTIME:-} s ms
+  if [[ -z "$t" ]]; then
+    date -u +%Y-%m-%dT%H:%M:%S.000Z
+    return
+  fi
+  s=${t%[.,]*}
+  ms=${t#*[.,]}
+  TZ=UTC printf '%(%Y-%m-%dT%H:%M:%S)T.%sZ\n' "$s" "${ms:0:3}"
+}
+
+# log_epoch: seconds since the epoch, with microseconds.
+log_epoch() {
+  local t=${EPOCHREALTIME:-}
+  [[ -n "$t" ]] || t=$(date +%s.%N)
+  printf '%s\n' "${t/,/.}"
+}
+
+# log_audit <event> [jq --arg/--argjson pairs...]: appends one JSON line to the
+# audit log. Lines are written with one O_APPEND write, so concurrent writers never
+# interleave a line.
+log_audit() { # <event> [--arg k v | --argjson k v]...
+  local event=$1 line
+  shift
+  line=$(jq -nc --arg ts "$(log_now)" --arg event "$event" "$@" '$ARGS.named') || {
+    warn "audit: could not encode event $event"
+    return 1
+  }
+  if ! printf '%s\n' "$line" >>"${HARNESS_AUDIT_LOG:?audit log not set}"; then
+    warn "audit: could not append to $HARNESS_AUDIT_LOG: $line"
+    return 1
+  fi
+}
+
+# log_debug_init: HARNESS_DEBUG=1 turns on tracing with file:line prefixes.
+log_debug_init() {
+  if [[ "${HARNESS_DEBUG:-0}" == 1 ]]; then
+    PS4='+ ${BASH_SOURCE##*/}:${LINENO}: '
+    set -x
+  fi
+}

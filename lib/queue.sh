@@ -1,0 +1,25 @@
+# shellcheck shell=bash
+# The work queue (state/queue/<state>/<item>.json); the file work is done by the
+# Python helpers, each an atomic rename. Sourced, not executed.
+
+queue_init() { # <state-dir>
+  local s
+  for s in pending running succeeded quarantined canceled; do
+    mkdir -p -m 700 "$1/queue/$s" || die "cannot create $1/queue/$s"
+  done
+}
+
+# queue_claim <session-id> <worker>: prints the claimed item (JSON, without its
+# prompt); returns 3 when nothing is ready.
+queue_claim() { # <session-id> <worker>
+  py queue-claim --state-dir "${CFG[STATE_DIR]}" --session "$1" --worker "$2"
+}
+
+# queue_finish <item> <to-state> <history-record-json> <attempts> [not-before]
+queue_finish() { # <item> <to-state> <record-json> <attempts> [not-before]
+  py queue-finish --state-dir "${CFG[STATE_DIR]}" "$1" --to "$2" --record "$3" --attempts "$4" --not-before "${5:-}"
+}
+
+queue_running_path() { # <item>
+  printf '%s/queue/running/%s.json\n' "${CFG[STATE_DIR]}" "$1"
+}

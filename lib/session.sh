@@ -1,0 +1,243 @@
+# shellcheck shell=bash
+# One session's life inside the loop: start (claim, worktree, prompt, spawn),
+# poll, stop in steps, finalize (verdict, policy, queue move, receipt).
+# Sourced, not executed. The loop keeps live sessions in the S_* maps below.
+
+declare -gA S_ITEM=() S_WRAPPER=() S_WSTART=() S_DEADLINE=() S_STOP_STAGE=() S_STOP_AT=() S_BRANCH=()
+
+session_dir() { # <session>
+  printf '%s/sessions/%s\n' "${CFG[STATE_DIR]}" "$1"
+}
+
+# session_proc_start <pid>: the process's start time (clock ticks since boot), to
+# tell a live process from a later one that reused its pid.
+session_proc_start() { # <pid>
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  read -r -a _f <<<"$stat"
+  printf '%s\n' "${_f[19]}"
+}
+
+session_alive() { # <session>
+  local pid=${S_WRAPPER[$1]:-} start
+  [[ -n "$pid" ]] || return 1
+  start=$(session_proc_start "$pid") || return 1
+  [[ -z "${S_WSTART[$1]:-}" || "$start" == "${S_WSTART[$1]}" ]]
+}
+
+session_count() {
+  printf '%s\n' "${#S_ITEM[@]}"
+}
+
+# session_start <worker>: claims the best ready item and spawns its session.
+# Returns 0 when a session started (or failed to and was finalized), 3 when
+# nothing is ready, 1 when the claim itself failed.
+session_start() { # <worker>
+  local uuid sid dir item item_id attempt rc timeout now
+  uuid=$(</proc/sys/kernel/random/uuid)
+  sid="ses_$uuid"
+  item=$(queue_claim "$sid" "$1") && rc=0 || rc=$?
+  [[ $rc == 3 ]] && return 3
+  if [[ $rc != 0 ]]; then
+    log_audit loop.claim_failed --arg error "queue-claim exited $rc"
+    warn "claiming an item failed (exit $rc)"
+    return 1
+  fi
+  item_id=$(jq -r .id <<<"$item")
+  attempt=$(($(jq -r '.attempts // 0' <<<"$item") + 1))
+  dir=$(session_dir "$sid")
+  mkdir -p -m 700 "$dir"
+  S_ITEM[$sid]=$item_id
+  S_STOP_STAGE[$sid]=0
+  log_audit item.claimed --arg item "$item_id" --arg session "$sid" --argjson attempt "$attempt" \
+    --arg from pending --arg to running
+  if ! worktree_create "$sid" "$item_id" "$attempt"; then
+    session__spawn_failed "$sid" "$item" "$attempt" "$WT_ERROR"
+    return 0
+  fi
+  S_BRANCH[$sid]=$WT_BRANCH
+  if ! py prepare --item "$(queue_running_path "$item_id")" --template "${CFG[BOOTSTRAP]}" --out-dir "$dir" \
+    --var "SESSION_ID=$sid" --var "WORKTREE=$WT_DIR" --var "BRANCH=${WT_BRANCH:-none}" 2>"$dir/prepare.err"; then
+    session__spawn_failed "$sid" "$item" "$attempt" "rendering the prompt failed: $(head -c 300 "$dir/prepare.err")"
+    return 0
+  fi
+  spawn_build_argv "$item" "$uuid" "$dir/prompt.md"
+  session__write_meta "$sid" "$item" "$attempt" "$WT_DIR" "$WT_BRANCH"
+  spawn_agent "$dir" "$WT_DIR" "${SPAWN_ARGV[@]}"
+  S_WRAPPER[$sid]=$SPAWN_PID
+  S_WSTART[$sid]=$(session_proc_start "$SPAWN_PID" || true)
+  printf '%s %s\n' "$SPAWN_PID" "${S_WSTART[$sid]}" >"$dir/wrapper.pid"
+  timeout=$(jq -r --arg d "${CFG[SESSION_TIMEOUT_S]}" '.timeout_s // $d' <<<"$item")
+  now=$(log_epoch)
+  S_DEADLINE[$sid]=$(awk -v n="$now" -v t="$timeout" 'BEGIN { printf "%.3f", (t > 0 ? n + t : 0) }')
+  log_audit session.started --arg item "$item_id" --arg session "$sid" --argjson attempt "$attempt" \
+    --arg worktree "$WT_DIR" --arg branch "$WT_BRANCH" --argjson wrapper_pid "$SPAWN_PID"
+  info "started $sid for $item_id (attempt $attempt)"
+}
+
+session__write_meta() { # <session> <item-json> <attempt> <workdir> <branch>
+  local dir argv='[]'
+  dir=$(session_dir "$1")
+  # argv travels NUL-separated on stdin: as jq arguments, "-p" would be read as a jq option.
+  ((${#SPAWN_ARGV[@]} == 0)) || argv=$(printf '%s\0' "${SPAWN_ARGV[@]}" | jq -Rsc 'rtrimstr("\u0000") | split("\u0000")')
+  jq -n --arg sid "$1" --argjson item "$2" --argjson attempt "$3" --arg workdir "$4" --arg branch "$5" \
+    --arg started_at "$(log_now)" --argjson started_epoch "$(log_epoch)" --arg host "$(hostname)" \
+    --argjson loop_pid "$$" --arg model "$(jq -r '.model // empty' <<<"$2")" --argjson argv "$argv" \
+    '{session_id: $sid, claude_session_id: ($sid | ltrimstr("ses_")), item_id: $item.id,
+      title: $item.title, attempt: $attempt, host: $host, loop_pid: $loop_pid, cwd: $workdir,
+      branch: $branch, model: $model, started_at: $started_at, started_epoch: $started_epoch,
+      argv: $argv}' >"$dir/.meta.tmp" && mv -f "$dir/.meta.tmp" "$dir/meta.json"
+}
+
+session__spawn_failed() { # <session> <item-json> <attempt> <error>
+  local dir
+  dir=$(session_dir "$1")
+  printf '%s\n' "$4" >"$dir/spawn_error"
+  SPAWN_ARGV=()
+  session__write_meta "$1" "$2" "$3" "" ""
+  warn "session $1 could not start: $4"
+  session_finalize "$1"
+}
+
+# session_stop <session> <reason> <detail>: records why in kill.json, then SIGINT
+# to the agent's process group; session_poll escalates to SIGTERM and SIGKILL.
+session_stop() { # <session> <reason> <detail>
+  local sid=$1 dir
+  [[ "${S_STOP_STAGE[$sid]:-0}" == 0 ]] || return 0
+  dir=$(session_dir "$sid")
+  jq -n --arg reason "$2" --arg detail "$3" --arg at "$(log_now)" '{reason: $reason, detail: $detail, at: $at}' \
+    >"$dir/.kill.tmp" && mv -f "$dir/.kill.tmp" "$dir/kill.json"
+  log_audit session.stopping --arg session "$sid" --arg item "${S_ITEM[$sid]}" --arg reason "$2" --arg detail "$3"
+  S_STOP_STAGE[$sid]=1
+  S_STOP_AT[$sid]=$(log_epoch)
+  session__signal "$sid" INT
+}
+
+session__signal() { # <session> <signal>
+  local pid
+  pid=$(cat "$(session_dir "$1")/agent.pid" 2>/dev/null) || return 0
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+  kill -s "$2" -- "-$pid" 2>/dev/null || true
+}
+
+# session_poll <session>: 0 when the session has ended, 1 while it runs. Acts on
+# cancel requests, the wall-clock limit and pending stop escalations.
+session_poll() { # <session>
+  local sid=$1 dir now stage
+  dir=$(session_dir "$sid")
+  [[ -e "$dir/exit_code" ]] && return 0
+  session_alive "$sid" || return 0
+  now=$(log_epoch)
+  stage=${S_STOP_STAGE[$sid]:-0}
+  if [[ $stage == 0 ]]; then
+    if [[ -e "$dir/cancel" ]]; then
+      session_stop "$sid" interrupted "canceled by operator"
+    elif awk -v d="${S_DEADLINE[$sid]:-0}" -v n="$now" 'BEGIN { exit !(d > 0 && n > d) }'; then
+      session_stop "$sid" timed_out "ran past its wall-clock limit"
+    fi
+  elif awk -v a="${S_STOP_AT[$sid]}" -v n="$now" -v g="${CFG[KILL_GRACE_S]}" 'BEGIN { exit !(n - a > g) }'; then
+    if [[ $stage == 1 ]]; then
+      session__signal "$sid" TERM
+    else
+      session__signal "$sid" KILL
+    fi
+    S_STOP_STAGE[$sid]=$((stage + 1))
+    S_STOP_AT[$sid]=$now
+  fi
+  return 1
+}
+
+# session_finalize <session>: verdict, policy, queue move, worktree, receipt.
+session_finalize() { # <session>
+  local sid=$1 dir item_id out verdict reason retryable resets action attempts to nb record max receipt
+  dir=$(session_dir "$sid")
+  item_id=${S_ITEM[$sid]}
+  session__merge_meta "$dir" --arg ended_at "$(log_now)" --argjson ended_epoch "$(log_epoch)"
+  if ! out=$(py finalize --session-dir "$dir"); then
+    out='{"verdict":"crashed","reason":"the session could not be analysed","retryable":null,"resets_at":null,"exit_code":null}'
+    warn "finalize failed for $sid; treating it as crashed"
+  fi
+  verdict=$(jq -r .verdict <<<"$out")
+  reason=$(jq -r .reason <<<"$out")
+  retryable=$(jq -r '.retryable // "null"' <<<"$out")
+  resets=$(jq -r '.resets_at // empty' <<<"$out")
+  receipt=$(jq -r '.receipt // empty' <<<"$out")
+  action=$(resilience_action "$verdict" "$retryable")
+  [[ -e "$dir/cancel" && "$verdict" == interrupted ]] && action=cancel
+  attempts=$(jq -r '.attempts // 0' "$(queue_running_path "$item_id")" 2>/dev/null) || attempts=""
+  if [[ -z "$attempts" ]]; then
+    log_audit session.orphaned --arg session "$sid" --arg item "$item_id" --arg verdict "$verdict" \
+      --arg reason "item file is no longer in running/"
+    warn "session $sid ended ($verdict) but item $item_id is no longer in running/"
+    session__forget "$sid"
+    return 0
+  fi
+  max=$(jq -r --arg d "${CFG[MAX_ATTEMPTS]}" '.max_attempts // $d' "$(queue_running_path "$item_id")")
+  nb=""
+  case "$action" in
+    succeed) to=succeeded attempts=$((attempts + 1)) ;;
+    quarantine) to=quarantined attempts=$((attempts + 1)) ;;
+    cancel) to=canceled ;;
+    requeue | halt | pause) to=pending ;;
+    retry)
+      attempts=$((attempts + 1))
+      if ((attempts >= max)); then
+        to=quarantined
+        reason="$reason (gave up after $attempts attempts)"
+      else
+        to=pending
+        nb=$(resilience_iso_in "$(resilience_backoff_s "$attempts")")
+      fi
+      ;;
+  esac
+  if [[ "$action" == pause ]]; then
+    [[ -n "$resets" ]] || resets=$(awk -v n="$(log_epoch)" 'BEGIN { printf "%d", n + 300 }')
+    resilience_pause_until "$resets" "$reason"
+  fi
+  [[ "$action" == halt ]] && LOOP_HALT="$reason"
+  record=$(jq -nc --arg session_id "$sid" --arg verdict "$verdict" --arg reason "$reason" \
+    --argjson attempt "$(jq '.attempt // null' "$dir/meta.json" 2>/dev/null || echo null)" \
+    --argjson m "$(cat "$dir/metrics.json" 2>/dev/null || echo '{}')" \
+    '{session_id: $session_id, attempt: $attempt, verdict: $verdict, reason: $reason,
+      exit_code: $m.exit_code, started_at: $m.started_at, ended_at: $m.ended_at, cost_usd: $m.cost_usd}')
+  if ! queue_finish "$item_id" "$to" "$record" "$attempts" "$nb"; then
+    log_audit item.finish_failed --arg item "$item_id" --arg session "$sid" --arg to "$to"
+    warn "could not move item $item_id to $to; it stays in running/ for the next start to reconcile"
+  fi
+  session__merge_meta "$dir" --arg verdict "$verdict" --arg reason "$reason"
+  worktree_release "$sid" "$verdict" "${S_BRANCH[$sid]:-}"
+  log_audit session.ended --arg session "$sid" --arg item "$item_id" --arg verdict "$verdict" --arg reason "$reason" \
+    --argjson exit_code "$(jq '.exit_code' <<<"$out")" --argjson cost_usd "$(jq '.cost_usd // 0' <<<"$out")"
+  log_audit "item.$to" --arg item "$item_id" --arg session "$sid" --arg from running --arg to "$to" \
+    --arg verdict "$verdict" --arg reason "$reason" --argjson attempts "$attempts" --arg not_before "$nb"
+  [[ -n "$receipt" ]] && printf '%s\n' "$receipt"
+  info "$sid $item_id: $verdict ($reason) -> $to"
+  session__forget "$sid"
+}
+
+session__merge_meta() { # <dir> [jq args...]
+  local dir=$1
+  shift
+  [[ -f "$dir/meta.json" ]] || printf '{}\n' >"$dir/meta.json"
+  jq "$@" '. + $ARGS.named' "$dir/meta.json" >"$dir/.meta.tmp" && mv -f "$dir/.meta.tmp" "$dir/meta.json"
+}
+
+session__forget() { # <session>
+  unset "S_ITEM[$1]" "S_WRAPPER[$1]" "S_WSTART[$1]" "S_DEADLINE[$1]" "S_STOP_STAGE[$1]" "S_STOP_AT[$1]" "S_BRANCH[$1]"
+}
+
+# session_adopt <session> <item>: supervises a session that a previous loop started.
+session_adopt() { # <session> <item>
+  local sid=$1 dir pidline timeout started
+  dir=$(session_dir "$sid")
+  S_ITEM[$sid]=$2
+  S_STOP_STAGE[$sid]=0
+  S_BRANCH[$sid]=$(jq -r '.branch // empty' "$dir/meta.json" 2>/dev/null || true)
+  pidline=$(cat "$dir/wrapper.pid" 2>/dev/null || true)
+  S_WRAPPER[$sid]=${pidline%% *}
+  S_WSTART[$sid]=${pidline#* }
+  timeout=$(jq -r --arg d "${CFG[SESSION_TIMEOUT_S]}" '.timeout_s // $d' "$(queue_running_path "$2")" 2>/dev/null || echo 0)
+  started=$(jq -r '.started_epoch // 0' "$dir/meta.json" 2>/dev/null || echo 0)
+  S_DEADLINE[$sid]=$(awk -v s="$started" -v t="$timeout" 'BEGIN { printf "%.3f", (t > 0 && s > 0 ? s + t : 0) }')
+}

@@ -1,0 +1,66 @@
+# shellcheck shell=bash
+# Spawning one agent session: the argv (an array, never a string), and a small
+# wrapper that runs the agent in its own process group, detached from the loop,
+# and records its exit status. Sourced, not executed.
+
+# spawn_build_argv <item-json> <uuid> <bootstrap-file>: fills SPAWN_ARGV. Item
+# limits win over the configuration's.
+spawn_build_argv() { # <item-json> <uuid> <bootstrap-file>
+  local item=$1 uuid=$2 bootstrap=$3 turns budget model tools
+  turns=$(jq -r --arg d "${CFG[MAX_TURNS]}" '.max_turns // $d' <<<"$item")
+  budget=$(jq -r --arg d "${CFG[MAX_BUDGET_USD]}" '.max_budget_usd // $d' <<<"$item")
+  model=$(jq -r --arg d "${CFG[MODEL]}" '.model // $d' <<<"$item")
+  tools=$(jq -r --arg d "${CFG[ALLOWED_TOOLS]}" '.allowed_tools // $d' <<<"$item")
+  SPAWN_ARGV=("$SPAWN_BIN" -p --output-format stream-json --verbose --include-partial-messages
+    --session-id "$uuid" --append-system-prompt-file "$bootstrap")
+  [[ "$turns" != 0 ]] && SPAWN_ARGV+=(--max-turns "$turns")
+  [[ "$budget" != 0 ]] && SPAWN_ARGV+=(--max-budget-usd "$budget")
+  [[ -n "$model" ]] && SPAWN_ARGV+=(--model "$model")
+  [[ -n "$tools" ]] && SPAWN_ARGV+=(--allowedTools "$tools")
+  [[ -n "${CFG[PERMISSION_MODE]}" ]] && SPAWN_ARGV+=(--permission-mode "${CFG[PERMISSION_MODE]}")
+  [[ "${CFG[SKIP_PERMISSIONS]}" == true ]] && SPAWN_ARGV+=(--dangerously-skip-permissions)
+  return 0
+}
+
+# spawn_resolve_bin: SPAWN_BIN is CLAUDE_BIN as an absolute path.
+spawn_resolve_bin() {
+  local bin=${CFG[CLAUDE_BIN]}
+  SPAWN_BIN=$(command -v -- "$bin" 2>/dev/null) || { CFG_ERROR="agent binary not found: $bin (set CLAUDE_BIN)"; return 1; }
+  [[ -x "$SPAWN_BIN" ]] || { CFG_ERROR="agent binary is not executable: $SPAWN_BIN"; return 1; }
+}
+
+# spawn_agent <session-dir> <workdir> <argv...>: starts the wrapper in a new
+# session (setsid) without the loop's lock fd; sets SPAWN_PID to its pid.
+spawn_agent() { # <session-dir> <workdir> <argv...>
+  local dir=$1
+  # shellcheck disable=SC2016 # $1.. are expanded by the child shell, on purpose
+  setsid bash -c 'source "$1" && shift && spawn_wrapper "$@"' harness-wrapper \
+    "$HARNESS_ROOT/lib/spawn.sh" "$@" </dev/null >>"$dir/wrapper.log" 2>&1 9>&- &
+  SPAWN_PID=$!
+}
+
+# spawn_wrapper <session-dir> <workdir> <argv...>: runs in the child. The agent
+# gets its own process group (set -m), so a stop signal sent to that group never
+# reaches this wrapper, which then records the exit status.
+spawn_wrapper() { # <session-dir> <workdir> <argv...>
+  local dir=$1 workdir=$2 pid rc
+  shift 2
+  umask 077
+  if ! cd -- "$workdir"; then
+    printf 'cannot enter working directory %s\n' "$workdir" >"$dir/spawn_error"
+    spawn__record "$dir" exit_code 126
+    return 126
+  fi
+  set -m
+  "$@" <"$dir/input.txt" >>"$dir/events.jsonl" 2>>"$dir/stderr.log" &
+  pid=$!
+  spawn__record "$dir" agent.pid "$pid"
+  wait "$pid"
+  rc=$?
+  spawn__record "$dir" exit_code "$rc"
+  return 0
+}
+
+spawn__record() { # <dir> <name> <value>
+  printf '%s\n' "$3" >"$1/.$2.tmp" && mv -f "$1/.$2.tmp" "$1/$2"
+}

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# Summary: Runs work items from the queue as headless Claude Code sessions, one per item.
+# Usage: loop.sh [--once | --drain | --max-iterations N] [-j N] [--state DIR] [--config FILE]
+#                [--set KEY=VALUE]... [--print-config] [--help]
+#
+#   --once              run one item to its end, then exit
+#   --drain             exit when nothing is ready and nothing is running
+#   --max-iterations N  start at most N sessions, then exit when they have ended
+#   -j, --jobs N        sessions at once (JOBS)
+#   --state DIR         state directory (STATE_DIR)
+#   --config FILE       configuration file (default: harness.conf beside loop.sh, if any)
+#   --set KEY=VALUE     set any configuration key (see --print-config)
+#   --print-config      show every setting and where it came from, then exit
+#
+# Without --once, --drain or --max-iterations the loop runs until SIGINT, SIGTERM or
+# a state/STOP file. Exit codes: 0 done, 1 fatal error, 2 usage error, 3 busy (another
+# loop holds the state directory), 4 halted (credentials rejected), 130/143 stopped by
+# SIGINT/SIGTERM.
+set -euo pipefail
+
+HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib/log.sh
+source "$HARNESS_ROOT/lib/log.sh"
+# shellcheck source=lib/config.sh
+source "$HARNESS_ROOT/lib/config.sh"
+# shellcheck source=lib/lock.sh
+source "$HARNESS_ROOT/lib/lock.sh"
+# shellcheck source=lib/queue.sh
+source "$HARNESS_ROOT/lib/queue.sh"
+# shellcheck source=lib/worktree.sh
+source "$HARNESS_ROOT/lib/worktree.sh"
+# shellcheck source=lib/spawn.sh
+source "$HARNESS_ROOT/lib/spawn.sh"
+# shellcheck source=lib/resilience.sh
+source "$HARNESS_ROOT/lib/resilience.sh"
+# shellcheck source=lib/session.sh
+source "$HARNESS_ROOT/lib/session.sh"
+
+loop_help() {
+  sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_SIGNAL="" LOOP_STOPPING=""
+declare -a LOOP_SETS=()
+
+loop_parse_args() { # <args...>
+  while (($#)); do
+    case "$1" in
+      -h | --help) loop_help; exit 0 ;;
+      --once) LOOP_MODE=once LOOP_MAX=1 ;;
+      --drain) LOOP_MODE=drain ;;
+      --max-iterations)
+        [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || usage_error "--max-iterations needs a whole number above 0"
+        LOOP_MODE=max LOOP_MAX=$2; shift ;;
+      -j | --jobs)
+        [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || usage_error "$1 needs a whole number above 0"
+        LOOP_SETS+=("JOBS=$2"); shift ;;
+      --state) [[ -n "${2:-}" ]] || usage_error "--state needs a directory"; LOOP_SETS+=("STATE_DIR=$2"); shift ;;
+      --config) [[ -n "${2:-}" ]] || usage_error "--config needs a file"; LOOP_CONFIG=$2; shift ;;
+      --set) [[ "${2:-}" == *=* ]] || usage_error "--set needs KEY=VALUE"; LOOP_SETS+=("$2"); shift ;;
+      --print-config) LOOP_PRINT=1 ;;
+      *) usage_error "unknown argument: $1 (see --help)" ;;
+    esac
+    shift
+  done
+}
+
+loop_state_init() {
+  local s=${CFG[STATE_DIR]} d
+  [[ "$s" == /* ]] || s="$PWD/$s"
+  CFG[STATE_DIR]=$s
+  for d in "$s" "$s/sessions" "$s/worktrees"; do
+    mkdir -p -m 700 "$d" || die "cannot create $d"
+  done
+  chmod 700 "$s" || die "cannot set permissions on $s"
+  queue_init "$s"
+  HARNESS_AUDIT_LOG="$s/events.jsonl"
+  export HARNESS_AUDIT_LOG
+}
+
+# loop_reconcile: before anything is claimed, every item left in running/ by an
+# earlier loop is adopted (its session still runs), finalized (it ended while no
+# loop watched) or returned to pending (its session never started).
+loop_reconcile() {
+  local f item sid dir
+  for f in "${CFG[STATE_DIR]}"/queue/running/*.json; do
+    [[ -e "$f" ]] || continue
+    item=$(basename "$f" .json)
+    sid=$(jq -r '.lease.session_id // empty' "$f" 2>/dev/null || true)
+    dir=$(session_dir "${sid:-none}")
+    if [[ -z "$sid" || ! -f "$dir/meta.json" || ! -f "$dir/wrapper.pid" ]]; then
+      loop_requeue_unstarted "$item" "$sid"
+      continue
+    fi
+    session_adopt "$sid" "$item"
+    if [[ ! -e "$dir/exit_code" ]] && session_alive "$sid"; then
+      log_audit session.adopted --arg session "$sid" --arg item "$item"
+      info "adopted running session $sid for $item"
+    else
+      log_audit session.recovered --arg session "$sid" --arg item "$item" --arg reason "ended while no loop watched"
+      session_finalize "$sid"
+    fi
+  done
+}
+
+loop_requeue_unstarted() { # <item> <session>
+  local record
+  record=$(jq -nc --arg s "$2" '{session_id: $s, verdict: "interrupted", reason: "the loop stopped before the session started"}')
+  if queue_finish "$1" pending "$record" "$(jq -r '.attempts // 0' "$(queue_running_path "$1")")"; then
+    log_audit item.pending --arg item "$1" --arg session "$2" --arg from running --arg to pending \
+      --arg verdict interrupted --arg reason "the loop stopped before the session started"
+  else
+    warn "could not return $1 to pending"
+  fi
+}
+
+loop_on_signal() { # <signal>
+  if [[ -n "$LOOP_STOPPING" ]]; then
+    LOOP_STOPPING=now
+  else
+    LOOP_STOPPING=graceful
+  fi
+  LOOP_SIGNAL=$1
+}
+
+# loop_tick: polls every live session, finalizing those that ended.
+loop_tick() {
+  local sid
+  for sid in "${!S_ITEM[@]}"; do
+    if session_poll "$sid"; then
+      session_finalize "$sid"
+    elif [[ "$LOOP_STOPPING" == now ]]; then
+      session_stop "$sid" interrupted "the loop was stopped (${LOOP_SIGNAL:-STOP})"
+    fi
+  done
+}
+
+loop_can_claim() {
+  [[ -z "$LOOP_HALT" && -z "$LOOP_STOPPING" ]] || return 1
+  [[ $LOOP_MAX == 0 || $LOOP_STARTED -lt $LOOP_MAX ]] || return 1
+  (($(session_count) < ${CFG[JOBS]})) || return 1
+  ! resilience_paused
+}
+
+loop_sleep() { # <seconds>
+  sleep "$1" 9>&- &
+  wait $! 2>/dev/null || true
+}
+
+loop_run() {
+  local nothing_ready rc
+  LOOP_STARTED=0
+  while :; do
+    if [[ -z "$LOOP_STOPPING" && -e "${CFG[STATE_DIR]}/STOP" ]]; then
+      LOOP_STOPPING=graceful LOOP_SIGNAL=STOP
+      log_audit loop.stopping --arg reason "STOP file"
+    fi
+    loop_tick
+    nothing_ready=0
+    while loop_can_claim; do
+      session_start "$LOOP_WORKER" && rc=0 || rc=$?
+      if [[ $rc == 3 ]]; then nothing_ready=1; break; fi
+      [[ $rc == 0 ]] && LOOP_STARTED=$((LOOP_STARTED + 1))
+      [[ $rc == 1 ]] && break
+    done
+    if [[ $(session_count) == 0 ]]; then
+      [[ -n "$LOOP_STOPPING" || -n "$LOOP_HALT" ]] && return 0
+      [[ $LOOP_MAX != 0 && $LOOP_STARTED -ge $LOOP_MAX ]] && return 0
+      if [[ "$LOOP_MODE" != forever ]] && { ((nothing_ready)) || resilience_paused; }; then
+        return 0
+      fi
+      loop_sleep "${CFG[IDLE_POLL_S]}"
+    else
+      loop_sleep "${CFG[POLL_INTERVAL_S]}"
+    fi
+  done
+}
+
+main() {
+  log_debug_init
+  umask 077
+  loop_parse_args "$@"
+  config_load "$HARNESS_ROOT" "${LOOP_CONFIG:-${HARNESS_CONFIG:-}}" "${LOOP_SETS[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
+  if ((LOOP_PRINT)); then
+    config_print
+    exit 0
+  fi
+  command -v jq >/dev/null || die "jq is required (apt-get install jq)"
+  command -v setsid >/dev/null || die "setsid is required (util-linux)"
+  command -v flock >/dev/null || die "flock is required (util-linux)"
+  config_python "$HARNESS_ROOT" || die "$CFG_ERROR"
+  spawn_resolve_bin || die "$CFG_ERROR"
+  worktree_check_repo || die "$CFG_ERROR"
+  [[ -r "${CFG[BOOTSTRAP]}" ]] || die "bootstrap template not readable: ${CFG[BOOTSTRAP]}"
+  loop_state_init
+  lock_acquire "${CFG[STATE_DIR]}/loop.lock" ||
+    die "another loop is running on ${CFG[STATE_DIR]} (pid $(cat "${CFG[STATE_DIR]}/loop.lock.pid" 2>/dev/null || echo '?'))" "$EXIT_BUSY"
+  LOOP_WORKER="$(hostname):$$"
+  trap 'loop_on_signal INT' INT
+  trap 'loop_on_signal TERM' TERM
+  log_audit loop.started --arg worker "$LOOP_WORKER" --arg mode "$LOOP_MODE" --argjson jobs "${CFG[JOBS]}"
+  loop_reconcile
+  loop_run
+  log_audit loop.stopped --arg reason "${LOOP_HALT:-${LOOP_SIGNAL:-$LOOP_MODE}}" --argjson started "$LOOP_STARTED"
+  if [[ -n "$LOOP_HALT" ]]; then
+    die "halted: $LOOP_HALT" "$EXIT_HALTED"
+  fi
+  case "$LOOP_SIGNAL" in
+    INT) exit 130 ;;
+    TERM) exit 143 ;;
+  esac
+  exit 0
+}
+
+main "$@"

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Summary: Manages the work queue: add, list, show, cancel and retry work items.
+# Usage: queue.sh [--state DIR] [--config FILE] <command> [args]
+#
+#   add --prompt TEXT | --prompt-file FILE [--id ID] [--title T] [--priority P]
+#       [--depends-on ID]... [--max-turns N] [--max-budget-usd X] [--timeout S]
+#       [--stall-timeout S] [--model M] [--allowed-tools T] [--max-attempts N]
+#   add --file FILE            one JSON item, a JSON array, or JSON lines ('-': stdin)
+#   list [--state S]... [--json]
+#   show <id>                  the whole item, prompt included, as JSON
+#   cancel <id>                pending/quarantined -> canceled; running: the loop stops it
+#   retry <id>                 quarantined/canceled -> pending, attempts reset
+#
+# Priorities: critical, high, normal (default), low. Ids: 1-64 of A-Z a-z 0-9 . _ -
+# starting with a letter or digit; generated when omitted. Exit codes: 0 done,
+# 1 fatal error, 2 refused (malformed item, unknown or duplicate id, bad usage).
+set -euo pipefail
+
+HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/log.sh
+source "$HARNESS_ROOT/lib/log.sh"
+# shellcheck source=lib/config.sh
+source "$HARNESS_ROOT/lib/config.sh"
+# shellcheck source=lib/queue.sh
+source "$HARNESS_ROOT/lib/queue.sh"
+
+queue_help() {
+  sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+# queue_cmd_add <args...>: builds one item from flags (jq, no string splicing), or
+# passes a file through; the helper validates everything before writing anything.
+queue_cmd_add() { # <args...>
+  local file="" prompt_file="" have_prompt=0 prompt="" key
+  local -a jq_args=() deps=()
+  while (($#)); do
+    case "$1" in
+      --file) file=${2:?--file needs a path}; shift ;;
+      --prompt) prompt=${2-}; have_prompt=1; shift ;;
+      --prompt-file) prompt_file=${2:?--prompt-file needs a path}; shift ;;
+      --depends-on) deps+=("${2:?--depends-on needs an id}"); shift ;;
+      --id | --title | --priority | --model | --allowed-tools)
+        [[ $# -ge 2 ]] || usage_error "$1 needs a value"
+        key=${1#--}
+        jq_args+=(--arg "${key//-/_}" "$2"); shift ;;
+      --max-turns | --max-budget-usd | --timeout | --stall-timeout | --max-attempts)
+        [[ "${2:-}" =~ ^[0-9]+([.][0-9]+)?$ ]] || usage_error "$1 needs a number"
+        key=${1#--}
+        key=${key//-/_}
+        [[ $key == timeout || $key == stall_timeout ]] && key="${key}_s"
+        jq_args+=(--argjson "$key" "$2"); shift ;;
+      *) usage_error "add: unknown argument: $1 (see --help)" ;;
+    esac
+    shift
+  done
+  if [[ -n "$file" ]]; then
+    [[ $have_prompt == 0 && -z "$prompt_file" && ${#jq_args[@]} == 0 ]] ||
+      usage_error "add: --file cannot be combined with other item flags"
+    if [[ "$file" == - ]]; then py queue-add --state-dir "$STATE" --file -; else py queue-add --state-dir "$STATE" --file "$file"; fi
+    return
+  fi
+  if [[ -n "$prompt_file" ]]; then
+    [[ $have_prompt == 0 ]] || usage_error "add: give --prompt or --prompt-file, not both"
+    [[ "$prompt_file" == - ]] && prompt_file=/dev/stdin
+    [[ -r "$prompt_file" ]] || usage_error "add: cannot read $prompt_file"
+    jq_args+=(--rawfile prompt "$prompt_file")
+  elif [[ $have_prompt == 1 ]]; then
+    jq_args+=(--arg prompt "$prompt")
+  else
+    usage_error "add: needs --prompt, --prompt-file or --file"
+  fi
+  jq -n "${jq_args[@]}" --args '$ARGS.named + (if ($ARGS.positional | length) > 0
+    then {depends_on: $ARGS.positional} else {} end)' "${deps[@]}" |
+    py queue-add --state-dir "$STATE" --file -
+}
+
+main() {
+  local config="" cmd
+  local -a sets=()
+  log_debug_init
+  umask 077
+  while (($#)); do
+    case "$1" in
+      -h | --help) queue_help; exit 0 ;;
+      --state) sets+=("STATE_DIR=${2:?--state needs a directory}"); shift ;;
+      --config) config=${2:?--config needs a file}; shift ;;
+      -*) usage_error "unknown option: $1 (see --help)" ;;
+      *) break ;;
+    esac
+    shift
+  done
+  (($#)) || { queue_help >&2; exit "$EXIT_USAGE"; }
+  cmd=$1
+  shift
+  config_load "$HARNESS_ROOT" "${config:-${HARNESS_CONFIG:-}}" "${sets[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
+  config_python "$HARNESS_ROOT" || die "$CFG_ERROR"
+  command -v jq >/dev/null || die "jq is required (apt-get install jq)"
+  STATE=${CFG[STATE_DIR]}
+  mkdir -p -m 700 "$STATE" || die "cannot create $STATE"
+  queue_init "$STATE"
+  case "$cmd" in
+    add) queue_cmd_add "$@" ;;
+    list)
+      local -a args=()
+      while (($#)); do
+        case "$1" in
+          --json) args+=(--json) ;;
+          --state) args+=(--state "${2:?--state needs a state}"); shift ;;
+          *) usage_error "list: unknown argument: $1" ;;
+        esac
+        shift
+      done
+      py queue-list --state-dir "$STATE" "${args[@]}" ;;
+    show | cancel | retry)
+      [[ $# == 1 ]] || usage_error "$cmd needs exactly one item id"
+      py "queue-$cmd" --state-dir "$STATE" "$1" ;;
+    help) queue_help ;;
+    *) usage_error "unknown command: $cmd (see --help)" ;;
+  esac
+}
+
+main "$@"
