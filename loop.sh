@@ -40,7 +40,7 @@ loop_help() {
   sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
 }
 
-LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_SIGNAL="" LOOP_STOPPING=""
+LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_SIGNAL="" LOOP_STOPPING="" LOOP_STOP_AT=0
 declare -a LOOP_SETS=()
 
 loop_parse_args() { # <args...>
@@ -114,18 +114,30 @@ loop_requeue_unstarted() { # <item> <session>
   fi
 }
 
+# loop_on_signal <signal>: the first signal stops claiming and gives running
+# sessions SHUTDOWN_GRACE_S to finish; a second one stops them at once.
 loop_on_signal() { # <signal>
   if [[ -n "$LOOP_STOPPING" ]]; then
     LOOP_STOPPING=now
   else
-    LOOP_STOPPING=graceful
+    loop_begin_stop "$1"
   fi
+  LOOP_SIGNAL=$1
+}
+
+loop_begin_stop() { # <why>
+  LOOP_STOPPING=graceful
+  LOOP_STOP_AT=$(log_epoch)
   LOOP_SIGNAL=$1
 }
 
 # loop_tick: polls every live session, finalizing those that ended.
 loop_tick() {
   local sid
+  if [[ "$LOOP_STOPPING" == graceful ]] &&
+    awk -v a="$LOOP_STOP_AT" -v n="$(log_epoch)" -v g="${CFG[SHUTDOWN_GRACE_S]}" 'BEGIN { exit !(n - a >= g) }'; then
+    LOOP_STOPPING=now
+  fi
   for sid in "${!S_ITEM[@]}"; do
     if session_poll "$sid"; then
       session_finalize "$sid"
@@ -152,7 +164,7 @@ loop_run() {
   LOOP_STARTED=0
   while :; do
     if [[ -z "$LOOP_STOPPING" && -e "${CFG[STATE_DIR]}/STOP" ]]; then
-      LOOP_STOPPING=graceful LOOP_SIGNAL=STOP
+      loop_begin_stop STOP
       log_audit loop.stopping --arg reason "STOP file"
     fi
     loop_tick

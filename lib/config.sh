@@ -35,6 +35,7 @@ config_defaults() { # <harness-root>
   config_define RETRY_CAP_S num 1800 "longest retry delay"
   config_define SESSION_TIMEOUT_S num 3600 "wall-clock limit for one session; 0: none"
   config_define KILL_GRACE_S num 10 "seconds between SIGINT, SIGTERM and SIGKILL when stopping a session"
+  config_define SHUTDOWN_GRACE_S num 60 "after SIGINT/SIGTERM/STOP: how long running sessions may go on before they are stopped"
   config_define POLL_INTERVAL_S num 0.2 "how often running sessions are checked"
   config_define IDLE_POLL_S num 5 "how often an idle loop looks at the queue"
   config_define JOBS int 1 "sessions at once"

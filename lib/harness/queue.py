@@ -24,7 +24,8 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PRIORITIES = ("critical", "high", "normal", "low")
 STATES = ("pending", "running", "succeeded", "quarantined", "canceled")
 TERMINAL_STATES = ("succeeded", "quarantined", "canceled")
-MAX_PROMPT_BYTES = 64 * 1024 * 1024
+# The Claude Code CLI refuses piped stdin above 10 MiB ("piped stdin input exceeds 10MB").
+MAX_PROMPT_BYTES = 10 * 1024 * 1024
 MAX_TITLE_CHARS = 1000
 INPUT_FIELDS = (
     "id", "title", "prompt", "priority", "depends_on", "created_at",
@@ -142,8 +143,10 @@ def normalize(raw: Any, now_iso: str) -> dict[str, Any]:
     prompt = raw.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise QueueError("prompt is required and must be a non-empty string")
-    if len(prompt.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES:
-        raise QueueError(f"prompt is larger than {MAX_PROMPT_BYTES} bytes")
+    size = len(prompt.encode("utf-8", "surrogatepass"))
+    if size > MAX_PROMPT_BYTES:
+        raise QueueError(f"prompt is {size} bytes; the Claude Code CLI takes at most {MAX_PROMPT_BYTES} (10 MiB) "
+                         "on stdin: put large content in a file and name it in the prompt")
     item_id = raw.get("id")
     item_id = new_id() if item_id in (None, "") else check_id(item_id)
     title = raw.get("title")

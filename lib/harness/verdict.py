@@ -136,10 +136,12 @@ def classify(session_dir: Path, facts: SessionFacts) -> Verdict:
         limited.exit_code = code
         return limited
     last_err = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    if "input exceeds" in stderr:
+        return Verdict("failed", _clip(f"the CLI refused the prompt: {last_err}"), retryable=False, exit_code=code)
     if code is None:
         return Verdict("crashed", "the agent ended without recording an exit status (killed with its wrapper?)")
-    if code in (126, 127) and facts.init is None:
-        return Verdict("spawn_failed", _clip(f"the agent could not be started (exit {code}) {last_err}"), exit_code=code)
+    if code != 0 and code < 128 and facts.init is None:
+        return Verdict("spawn_failed", _clip(f"the agent did not start (exit {code}): {last_err}"), exit_code=code)
     if code > 128:
         return Verdict("crashed", _clip(f"killed by signal {code - 128} with no result line {last_err}"), exit_code=code)
     return Verdict("crashed", _clip(f"exited {code} with no result line {last_err}"), exit_code=code)

@@ -1,0 +1,49 @@
+# Two commands matter: `make demo` and `make test`. Everything they need is
+# installed into the project (.venv for Python, .tools/ for the Claude Code CLI),
+# plus Debian packages for the test tools.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := .venv
+PY := $(VENV)/bin/python
+CLAUDE_CODE_VERSION := 2.1.197
+CLAUDE := .tools/claude/node_modules/.bin/claude
+SH_FILES := loop.sh $(wildcard lib/*.sh scripts/*.sh tests/bats/*.bash tests/*.sh) tests/mocks/claude
+
+.PHONY: setup demo test test-deps lint shellcheck pylint bats pytest clean
+
+setup: $(PY) $(CLAUDE)
+
+$(PY): requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(PY)
+
+$(CLAUDE):
+	npm install --silent --no-audit --no-fund --prefix .tools/claude @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	$(CLAUDE) --version
+
+demo: setup
+	scripts/demo.sh
+
+test-deps:
+	tests/install-deps.sh
+
+test: test-deps setup lint bats pytest
+
+lint: shellcheck pylint
+
+shellcheck:
+	shellcheck -x $(SH_FILES)
+
+pylint: $(PY)
+	$(VENV)/bin/ruff check lib/harness tests/python tests/fakeapi
+	$(VENV)/bin/mypy --strict lib/harness tests/fakeapi/server.py
+
+bats: setup
+	bats --print-output-on-failure tests/bats
+
+pytest: $(PY)
+	$(PY) -m pytest -q tests/python
+
+clean:
+	rm -rf $(VENV) .tools .demo .pytest_cache .mypy_cache .ruff_cache

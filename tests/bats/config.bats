@@ -1,0 +1,61 @@
+#!/usr/bin/env bats
+# Configuration: defaults < harness.conf < HARNESS_* environment < flags.
+
+setup() {
+  load helpers
+  sandbox_setup
+}
+
+teardown() { sandbox_teardown; }
+
+@test "--print-config shows each value and where it came from" {
+  printf '# a comment\n\nMAX_TURNS=11\nMODEL="claude-file"\nJOBS = 2\n' >"$T/h.conf"
+  HARNESS_MODEL=claude-env run "$LOOP" --config "$T/h.conf" -j 4 --set MAX_BUDGET_USD=1.5 --print-config
+  assert_success
+  assert_line --regexp "^MAX_TURNS += 11 +# $T/h.conf:3$"
+  assert_line --regexp "^MODEL += claude-env +# env HARNESS_MODEL$"
+  assert_line --regexp "^JOBS += 4 +# flag$"
+  assert_line --regexp "^MAX_BUDGET_USD += 1.5 +# flag$"
+  assert_line --regexp "^MAX_ATTEMPTS += 3 +# default$"
+  assert_line --regexp "^CLAUDE_BIN += $HARNESS_ROOT/tests/mocks/claude +# env CLAUDE_BIN$"
+}
+
+@test "harness.conf is parsed, never sourced: nothing in it runs" {
+  printf 'MODEL=$(touch %s/pwned)\nALLOWED_TOOLS=`touch %s/pwned2`\n' "$T" "$T" >"$T/h.conf"
+  run "$LOOP" --config "$T/h.conf" --print-config
+  assert_success
+  assert_line --regexp '^MODEL += \$\(touch .*/pwned\) +#'
+  [ ! -e "$T/pwned" ] && [ ! -e "$T/pwned2" ]
+}
+
+@test "bad configuration is a one-line error with exit 2" {
+  printf 'MAX_TURNS=ten\n' >"$T/a.conf"
+  run "$LOOP" --config "$T/a.conf" --print-config
+  assert_failure 2
+  assert_output "harness: MAX_TURNS must be a whole number, got \"ten\" ($T/a.conf:1)"
+  printf 'NOPE=1\n' >"$T/b.conf"
+  run "$LOOP" --config "$T/b.conf" --print-config
+  assert_failure 2
+  assert_output "harness: unknown configuration key NOPE ($T/b.conf:1)"
+  printf 'just words\n' >"$T/c.conf"
+  run "$LOOP" --config "$T/c.conf" --print-config
+  assert_failure 2
+  assert_output "harness: $T/c.conf:1: expected KEY=VALUE"
+  run "$LOOP" --config "$T/missing.conf" --print-config
+  assert_failure 2
+  assert_output "harness: cannot read config file $T/missing.conf"
+  HARNESS_SKIP_PERMISSIONS=maybe run "$LOOP" --print-config
+  assert_failure 2
+  run "$LOOP" --bogus
+  assert_failure 2
+  assert_output "harness: unknown argument: --bogus (see --help)"
+}
+
+@test "REPO_DIR that is not a git work tree is refused before anything is claimed" {
+  mkdir "$T/notgit"
+  q add --id a --prompt p >/dev/null
+  run loop --drain --set REPO_DIR="$T/notgit"
+  assert_failure 1
+  assert_output --partial "is not a git work tree"
+  [ "$(item_state a)" = pending ]
+}

@@ -1,0 +1,110 @@
+# shellcheck shell=bash
+# Shared setup for the bats suites: one sandbox per test (HOME, state, PATH with
+# the stub first), helpers to poll with a deadline, and the fake Messages API.
+
+HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
+export HARNESS_ROOT
+load /usr/lib/bats/bats-support/load.bash
+load /usr/lib/bats/bats-assert/load.bash
+
+REAL_CLAUDE="$HARNESS_ROOT/.tools/claude/node_modules/.bin/claude"
+
+sandbox_setup() {
+  T=$BATS_TEST_TMPDIR
+  export HOME="$T/home" STATE="$T/state"
+  mkdir -p "$HOME"
+  # Nothing of the caller's Claude or API configuration may leak into a test.
+  local v
+  for v in $(compgen -e | grep -E '^(ANTHROPIC_|CLAUDE|HARNESS_|MOCK_CLAUDE_)' | grep -vx HARNESS_ROOT || true); do
+    unset "$v"
+  done
+  export PATH="$HARNESS_ROOT/tests/mocks:$PATH"
+  export CLAUDE_BIN="$HARNESS_ROOT/tests/mocks/claude"
+  export MOCK_CLAUDE_LOG="$T/mock.log"
+  export HARNESS_QUIET=1 HARNESS_RETRY_BASE_S=0 HARNESS_IDLE_POLL_S=0.1 HARNESS_POLL_INTERVAL_S=0.05
+  export HARNESS_KILL_GRACE_S=1
+  Q="$HARNESS_ROOT/scripts/queue.sh"
+  LOOP="$HARNESS_ROOT/loop.sh"
+}
+
+sandbox_teardown() {
+  fakeapi_stop
+  # A test must not leave agents behind.
+  local pids
+  pids=$(pgrep -f "$BATS_TEST_TMPDIR" || true)
+  if [[ -n "$pids" ]]; then
+    kill -9 $pids 2>/dev/null || true
+  fi
+}
+
+q() { "$Q" --state "$STATE" "$@"; }
+loop() { "$LOOP" --state "$STATE" "$@"; }
+
+# wait_for <seconds> <command...>: polls until the command succeeds.
+wait_for() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    ((SECONDS < deadline)) || { echo "timed out waiting for: $*" >&2; return 1; }
+    sleep 0.05
+  done
+}
+
+item_state() { # <id>: prints the state directory holding the item
+  local s
+  for s in pending running succeeded quarantined canceled; do
+    [[ -f "$STATE/queue/$s/$1.json" ]] && { echo "$s"; return 0; }
+  done
+  echo missing
+}
+
+item_field() { # <id> <jq-filter>
+  jq -r "$2" "$STATE/queue/$(item_state "$1")/$1.json"
+}
+
+audit_events() { # [item]: the audit log's event names, in order, optionally for one item
+  if [[ -n "${1:-}" ]]; then
+    jq -r --arg i "$1" 'select(.item == $i) | .event' "$STATE/events.jsonl"
+  else
+    jq -r .event "$STATE/events.jsonl"
+  fi
+}
+
+session_of() { # <item>: the newest session directory of the item
+  local sid
+  sid=$(jq -r --arg i "$1" 'select(.item == $i and .event == "session.started") | .session' "$STATE/events.jsonl" | tail -n 1)
+  echo "$STATE/sessions/$sid"
+}
+
+# fakeapi_start [scenario]: the scripted Messages API on a free loopback port;
+# exports what the real CLI needs to talk to it.
+fakeapi_start() {
+  FAKEAPI_DIR="$T/fakeapi"
+  mkdir -p "$FAKEAPI_DIR/bodies"
+  python3 "$HARNESS_ROOT/tests/fakeapi/server.py" --scenario "${1:-answer}" --port-file "$FAKEAPI_DIR/port" \
+    --log "$FAKEAPI_DIR/requests.jsonl" --bodies "$FAKEAPI_DIR/bodies" 2>"$FAKEAPI_DIR/stderr.log" 3>&- &
+  FAKEAPI_PID=$!
+  wait_for 10 test -s "$FAKEAPI_DIR/port"
+  export ANTHROPIC_BASE_URL="http://127.0.0.1:$(cat "$FAKEAPI_DIR/port")"
+  export ANTHROPIC_API_KEY=sk-test-not-a-secret-0000
+  export CLAUDE_CODE_MAX_RETRIES=1 DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1
+  export CLAUDE_BIN="$REAL_CLAUDE"
+  export HARNESS_ALLOWED_TOOLS="Bash,Write,Read"
+}
+
+fakeapi_stop() {
+  if [[ -n "${FAKEAPI_PID:-}" ]]; then
+    kill "$FAKEAPI_PID" 2>/dev/null || true
+    wait "$FAKEAPI_PID" 2>/dev/null || true
+    FAKEAPI_PID=""
+  fi
+}
+
+# git_repo <dir>: a repository with one commit, for REPO_DIR.
+git_repo() {
+  mkdir -p "$1"
+  git -C "$1" init -q -b main
+  echo "base" >"$1/README"
+  git -C "$1" add README
+  git -C "$1" -c user.name=test -c user.email=test@example.invalid commit -qm "initial commit"
+}

@@ -1,0 +1,267 @@
+#!/usr/bin/env bats
+# loop.sh with the fast stub agent: claiming, spawning, verdicts, policies, config.
+
+setup() {
+  load helpers
+  sandbox_setup
+}
+
+teardown() { sandbox_teardown; }
+
+@test "spawns the exact argv, the prompt on stdin, the bootstrap as a file, in its own directory and process group" {
+  q add --id a --title "T" --prompt "hello agent" --max-turns 9 --model claude-x --allowed-tools "Bash,Read" >/dev/null
+  run loop --once
+  assert_success
+  local dir sid uuid
+  dir=$(session_of a)
+  sid=$(basename "$dir")
+  uuid=${sid#ses_}
+  run jq -c '.argv' "$MOCK_CLAUDE_LOG"
+  assert_output "[\"-p\",\"--output-format\",\"stream-json\",\"--verbose\",\"--include-partial-messages\",\"--session-id\",\"$uuid\",\"--append-system-prompt-file\",\"$dir/prompt.md\",\"--max-turns\",\"9\",\"--max-budget-usd\",\"5\",\"--model\",\"claude-x\",\"--allowedTools\",\"Bash,Read\"]"
+  [ "$(jq -r .stdin_bytes "$MOCK_CLAUDE_LOG")" = 11 ]
+  [ "$(jq -r .cwd "$MOCK_CLAUDE_LOG")" = "$STATE/worktrees/$sid" ]
+  # its own process group: the agent leads it, so a signal to the group reaches its tools
+  [ "$(jq -r .pgid "$MOCK_CLAUDE_LOG")" = "$(jq -r .pid "$MOCK_CLAUDE_LOG")" ]
+  [ "$(cat "$dir/input.txt")" = "hello agent" ]
+  grep -qF "Work item: a — T" "$dir/prompt.md"
+  grep -qF "Unattended session $sid" "$dir/prompt.md"
+  [ "$(jq -r '.item_id + " " + .claude_session_id' "$dir/meta.json")" = "a $uuid" ]
+}
+
+@test "no permission flags unless the configuration says so" {
+  q add --id a --prompt p >/dev/null
+  loop --once
+  refute grep -q -- '--dangerously-skip-permissions' "$MOCK_CLAUDE_LOG"
+  refute grep -q -- '--permission-mode' "$MOCK_CLAUDE_LOG"
+  q add --id b --prompt p >/dev/null
+  loop --once --set SKIP_PERMISSIONS=true --set PERMISSION_MODE=acceptEdits
+  [ "$(tail -n 1 "$MOCK_CLAUDE_LOG" | jq -c '.argv[-3:]')" = '["--permission-mode","acceptEdits","--dangerously-skip-permissions"]' ]
+}
+
+@test "a success: item succeeded, one attempt, receipt on stdout, audit trail in order" {
+  q add --id a --prompt "[[mock:tool]]" >/dev/null
+  run loop --drain
+  assert_success
+  assert_output --regexp "^ses_[0-9a-f-]{36} item=a verdict=succeeded turns=1 tokens\(in=10 out=5 cache_read=200 cache_write=100\) cost=\\\$0.0125 tools=Bash:1 wall=[0-9.]+s$"
+  [ "$(item_state a)" = succeeded ]
+  [ "$(item_field a .attempts)" = 1 ]
+  [ "$(item_field a '.history[0].verdict')" = succeeded ]
+  run audit_events a
+  assert_output $'item.added\nitem.claimed\nsession.started\nsession.ended\nitem.succeeded'
+  run jq -r 'select(.event == "item.succeeded") | "\(.from) \(.to) \(.verdict)"' "$STATE/events.jsonl"
+  assert_output "running succeeded succeeded"
+  local dir
+  dir=$(session_of a)
+  [ "$(jq -r '.verdict + " " + (.exit_code | tostring)' "$dir/meta.json" "$dir/metrics.json" | sort -u | head -1)" != "" ]
+  [ "$(jq -r .verdict "$dir/meta.json")" = succeeded ]
+  [ "$(jq -r '.tool_calls.Bash' "$dir/metrics.json")" = 1 ]
+}
+
+@test "verdicts and their policies" {
+  q add --id mt --prompt "[[mock:max_turns]]" >/dev/null
+  q add --id bu --prompt "[[mock:budget]]" >/dev/null
+  q add --id ap --prompt "[[mock:api_error]]" >/dev/null
+  q add --id cr --prompt "[[mock:crash]]" >/dev/null
+  q add --id mf --prompt "[[mock:malformed]]" >/dev/null
+  run loop --drain
+  assert_success
+  [ "$(item_state mt) $(item_field mt .last_verdict) $(item_field mt .attempts)" = "quarantined max_turns 1" ]
+  [ "$(item_state bu) $(item_field bu .last_verdict) $(item_field bu .attempts)" = "quarantined budget_exceeded 1" ]
+  [ "$(item_state ap) $(item_field ap .last_verdict) $(item_field ap .attempts)" = "quarantined api_error 3" ]
+  [ "$(item_field ap '[.history[].verdict] | join(",")')" = "api_error,api_error,api_error" ]
+  [ "$(item_field ap '[.history[].session_id] | unique | length')" = 3 ]
+  [ "$(item_field ap '.last_reason')" = "API error 500: API Error: 500 Internal server error. (gave up after 3 attempts)" ]
+  [ "$(item_state cr) $(item_field cr .last_verdict)" = "quarantined crashed" ]
+  [[ "$(item_field cr '.history[0].reason')" == "exited 1 with no result line mock: something broke" ]]
+  [ "$(item_state mf) $(item_field mf .last_verdict)" = "succeeded succeeded" ]
+  [ "$(jq .malformed_lines "$(session_of mf)/metrics.json")" = 2 ]
+}
+
+@test "a retry waits out its backoff: not ready before not_before" {
+  q add --id ap --prompt "[[mock:api_error]]" >/dev/null
+  run loop --drain --set RETRY_BASE_S=3600
+  assert_success
+  [ "$(item_state ap) $(item_field ap .attempts)" = "pending 1" ]
+  local nb now
+  nb=$(date -d "$(item_field ap .not_before)" +%s)
+  now=$(date +%s)
+  ((nb >= now && nb <= now + 3600))
+  [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 1 ]
+}
+
+@test "auth_error: item back to pending with no attempt charged; the loop halts with exit 4" {
+  q add --id a --prompt "[[mock:auth_error]]" >/dev/null
+  q add --id b --prompt "fine" >/dev/null
+  run loop --drain
+  assert_failure 4
+  assert_output --partial "halted: credentials rejected (401)"
+  [ "$(item_state a) $(item_field a .attempts) $(item_field a .last_verdict)" = "pending 0 auth_error" ]
+  [ "$(item_state b)" = pending ]
+  [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 1 ]
+}
+
+@test "usage limit: spawning pauses until the reset; no attempt charged" {
+  q add --id a --prompt "[[mock:usage_limit]]" >/dev/null
+  q add --id b --prompt "fine" >/dev/null
+  MOCK_CLAUDE_RESET_IN_S=3600 run loop --drain
+  assert_success
+  [ "$(item_state a) $(item_field a .attempts) $(item_field a .last_verdict)" = "pending 0 usage_limited" ]
+  [ "$(item_state b)" = pending ]
+  local until now
+  until=$(jq .until_epoch "$STATE/pause.json")
+  now=$(date +%s)
+  ((until > now + 3500 && until <= now + 3600))
+  [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 1 ]
+  run audit_events
+  assert_line loop.paused
+}
+
+@test "priority, then age, decides the order; dependencies wait for success" {
+  q add --id low --prompt "low" --priority low >/dev/null
+  q add --id norm1 --prompt "n1" >/dev/null
+  q add --id crit --prompt "c" --priority critical --depends-on low >/dev/null
+  q add --id high --prompt "h" --priority high >/dev/null
+  q add --id norm2 --prompt "n2" >/dev/null
+  run loop --drain
+  assert_success
+  run jq -r 'select(.event == "item.claimed") | .item' "$STATE/events.jsonl"
+  assert_output $'high\nnorm1\nnorm2\nlow\ncrit'
+}
+
+@test "an item whose dependency failed is not run" {
+  q add --id base --prompt "[[mock:max_turns]]" >/dev/null
+  q add --id after --prompt "p" --depends-on base >/dev/null
+  run loop --drain
+  assert_success
+  [ "$(item_state base)" = quarantined ]
+  [ "$(item_state after) $(item_field after .attempts)" = "pending 0" ]
+}
+
+@test "--once runs one item; --max-iterations N runs N" {
+  for i in 1 2 3 4; do q add --id "i$i" --prompt p >/dev/null; done
+  run loop --once
+  assert_success
+  [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 1 ]
+  run loop --max-iterations 2
+  assert_success
+  [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 3 ]
+  [ "$(ls "$STATE/queue/succeeded" | wc -l)" = 3 ]
+}
+
+@test "a second loop on the same state exits 3 at once; the lock is not inherited by agents" {
+  q add --id h --prompt "[[mock:hang]]" >/dev/null
+  "$LOOP" --state "$STATE" --drain 3>&- &
+  local first=$!
+  wait_for 10 test -s "$MOCK_CLAUDE_LOG"
+  run loop --drain
+  assert_failure 3
+  assert_output --partial "another loop is running on $STATE"
+  # the agent holds no descriptor of loop.lock
+  local agent
+  agent=$(jq -r .pid "$MOCK_CLAUDE_LOG")
+  run bash -c "ls -l /proc/$agent/fd | grep -c loop.lock"
+  assert_output 0
+  q cancel h
+  wait "$first"
+  [ "$(item_state h)" = canceled ]
+}
+
+@test "a session past its wall-clock limit is stopped (SIGINT first) and marked timed_out" {
+  q add --id h --prompt "[[mock:hang]]" --timeout 1 >/dev/null
+  run loop --drain --set MAX_ATTEMPTS=1
+  assert_success
+  [ "$(item_state h) $(item_field h .last_verdict)" = "quarantined timed_out" ]
+  local dir
+  dir=$(session_of h)
+  [ "$(jq -r .reason "$dir/kill.json")" = timed_out ]
+  # the stub answers SIGINT with a result line and exit 0, as the real CLI does
+  [ "$(cat "$dir/exit_code")" = 0 ]
+  [ "$(jq -r 'select(.type == "result") | .subtype' "$dir/events.jsonl")" = error_during_execution ]
+}
+
+@test "SIGTERM: the loop stops claiming, stops running sessions after the grace, requeues them, exits 143" {
+  q add --id h --prompt "[[mock:hang]]" >/dev/null
+  q add --id next --prompt p >/dev/null
+  "$LOOP" --state "$STATE" --set SHUTDOWN_GRACE_S=0.5 3>&- &
+  local pid=$!
+  wait_for 10 test -s "$MOCK_CLAUDE_LOG"
+  kill -TERM "$pid"
+  local rc=0
+  wait "$pid" || rc=$?
+  [ "$rc" = 143 ]
+  [ "$(item_state h) $(item_field h .attempts) $(item_field h .last_verdict)" = "pending 0 interrupted" ]
+  [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 1 ]
+}
+
+@test "a STOP file stops the loop after running sessions end, and keeps it from claiming" {
+  q add --id a --prompt p >/dev/null
+  touch "$STATE/STOP"
+  run loop
+  assert_success
+  [ "$(item_state a)" = pending ]
+  [ ! -e "$MOCK_CLAUDE_LOG" ]
+}
+
+@test "a missing agent binary is a one-line fatal error before anything is claimed" {
+  q add --id a --prompt p >/dev/null
+  CLAUDE_BIN=/nonexistent/claude run loop --drain
+  assert_failure 1
+  assert_output "harness: agent binary not found: /nonexistent/claude (set CLAUDE_BIN)"
+  [ "$(item_state a)" = pending ]
+}
+
+@test "an agent that cannot start is spawn_failed and retried" {
+  printf '#!/bin/sh\necho "error: unknown option --frobnicate" >&2\nexit 2\n' >"$T/badclaude"
+  chmod +x "$T/badclaude"
+  q add --id a --prompt p >/dev/null
+  CLAUDE_BIN="$T/badclaude" run loop --drain --set MAX_ATTEMPTS=2
+  assert_success
+  [ "$(item_state a) $(item_field a .attempts)" = "quarantined 2" ]
+  [ "$(item_field a '.history[0].verdict')" = spawn_failed ]
+  [[ "$(item_field a '.history[0].reason')" == *"unknown option --frobnicate"* ]]
+}
+
+@test "secrets in the environment never reach state/" {
+  export ANTHROPIC_API_KEY=sk-ant-SECRET-c0ffee-0000 CLAUDE_CODE_OAUTH_TOKEN=tok-SECRET-beef
+  q add --id a --prompt "[[mock:tool]]" >/dev/null
+  loop --drain
+  run grep -rl -e SECRET "$STATE"
+  assert_output ""
+}
+
+@test "kill -9 of the loop: the next loop adopts the live session; the item runs once" {
+  q add --id s --prompt "[[mock:slow]]" >/dev/null
+  MOCK_CLAUDE_DELAY_S=1.5 "$LOOP" --state "$STATE" --drain 3>&- &
+  local first=$!
+  wait_for 10 test -s "$MOCK_CLAUDE_LOG"
+  kill -9 "$first"
+  wait "$first" || true
+  [ "$(item_state s)" = running ]
+  run loop --drain
+  assert_success
+  [ "$(item_state s) $(item_field s .attempts)" = "succeeded 1" ]
+  [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 1 ]
+  run audit_events s
+  assert_line session.adopted
+}
+
+@test "an item left in running/ by a loop that died before spawning returns to pending" {
+  q add --id a --prompt p >/dev/null
+  mv "$STATE/queue/pending/a.json" "$STATE/queue/running/a.json"
+  run loop --drain
+  assert_success
+  [ "$(item_state a) $(item_field a .attempts)" = "succeeded 1" ]
+  [ "$(item_field a '.history[0].verdict')" = interrupted ]
+}
+
+@test "cancel of a running item stops its session and moves it to canceled/" {
+  q add --id h --prompt "[[mock:hang]]" >/dev/null
+  "$LOOP" --state "$STATE" --drain 3>&- &
+  local pid=$!
+  wait_for 10 test -s "$MOCK_CLAUDE_LOG"
+  run q cancel h
+  assert_success
+  assert_output --partial "cancel requested"
+  wait "$pid"
+  [ "$(item_state h) $(item_field h .attempts)" = "canceled 0" ]
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Summary: Installs the Debian packages the tests need, when they are missing.
+# Usage: tests/install-deps.sh
+set -euo pipefail
+if [[ "${1:-}" == --help ]]; then
+  sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+  exit 0
+fi
+need=()
+command -v bats >/dev/null || need+=(bats)
+[[ -f /usr/lib/bats/bats-support/load.bash ]] || need+=(bats-support)
+[[ -f /usr/lib/bats/bats-assert/load.bash ]] || need+=(bats-assert)
+command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v jq >/dev/null || need+=(jq)
+command -v git >/dev/null || need+=(git)
+command -v flock >/dev/null || need+=(util-linux)
+command -v npm >/dev/null || need+=(npm)
+if ((${#need[@]} == 0)); then
+  exit 0
+fi
+echo "installing: ${need[*]}"
+sudo=()
+[[ $(id -u) == 0 ]] || sudo=(sudo)
+"${sudo[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
