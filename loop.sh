@@ -69,10 +69,12 @@ loop_state_init() {
   local s=${CFG[STATE_DIR]} d
   [[ "$s" == /* ]] || s="$PWD/$s"
   CFG[STATE_DIR]=$s
-  for d in "$s" "$s/sessions" "$s/worktrees"; do
-    mkdir -p -m 700 "$d" || die "cannot create $d"
+  if ! mkdir -p "$s" || ! chmod 700 "$s"; then
+    die "cannot create $s with mode 0700"
+  fi
+  for d in "$s/sessions" "$s/worktrees"; do
+    [[ -d "$d" ]] || mkdir -m 700 "$d" || die "cannot create $d"
   done
-  chmod 700 "$s" || die "cannot set permissions on $s"
   queue_init "$s"
   HARNESS_AUDIT_LOG="$s/events.jsonl"
   export HARNESS_AUDIT_LOG
@@ -114,6 +116,7 @@ loop_requeue_unstarted() { # <item> <session>
   fi
 }
 
+# shellcheck disable=SC2317 # invoked by trap
 # loop_on_signal <signal>: the first signal stops claiming and gives running
 # sessions SHUTDOWN_GRACE_S to finish; a second one stops them at once.
 loop_on_signal() { # <signal>
@@ -150,7 +153,8 @@ loop_tick() {
 loop_can_claim() {
   [[ -z "$LOOP_HALT" && -z "$LOOP_STOPPING" ]] || return 1
   [[ $LOOP_MAX == 0 || $LOOP_STARTED -lt $LOOP_MAX ]] || return 1
-  (($(session_count) < ${CFG[JOBS]})) || return 1
+  local jobs=${CFG[JOBS]}
+  (($(session_count) < jobs)) || return 1
   ! resilience_paused
 }
 

@@ -1,19 +1,20 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # CFG_ERROR and HARNESS_PY are read by the scripts that source this
 # Configuration: defaults, then harness.conf (KEY=VALUE, parsed, never sourced),
 # then HARNESS_<KEY> environment variables, then flags. Sourced, not executed.
 # Every value lives in CFG[KEY]; where it came from in CFG_SRC[KEY].
 
-declare -gA CFG=() CFG_SRC=() CFG_TYPE=() CFG_HELP=()
+declare -gA CFG=() CFG_SRC=() CFG_TYPE=()
 declare -ga CFG_KEYS=()
 CFG_ERROR=""
 
-# config_define <key> <type> <default> <help>: type is int, num, bool or str.
+# config_define <key> <type> <default> <help>: type is int, num, bool or str; the
+# help text is for readers here and in docs/configuration.md.
 config_define() { # <key> <type> <default> <help>
   CFG_KEYS+=("$1")
   CFG_TYPE[$1]=$2
   CFG[$1]=$3
   CFG_SRC[$1]=default
-  CFG_HELP[$1]=$4
 }
 
 config_defaults() { # <harness-root>

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # exit codes are read by the scripts that source this
 # Logging, errors and the audit log (state/events.jsonl). Sourced, not executed.
 
 # Exit codes shared by every entry point (docs/exit-codes.md lists them).

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # LOOP_HALT is read by loop.sh
 # One session's life inside the loop: start (claim, worktree, prompt, spawn),
 # poll, stop in steps, finalize (verdict, policy, queue move, receipt).
 # Sourced, not executed. The loop keeps live sessions in the S_* maps below.
@@ -47,7 +48,7 @@ session_start() { # <worker>
   item_id=$(jq -r .id <<<"$item")
   attempt=$(($(jq -r '.attempts // 0' <<<"$item") + 1))
   dir=$(session_dir "$sid")
-  mkdir -p -m 700 "$dir"
+  mkdir -m 700 "$dir" || { warn "cannot create $dir"; return 1; }
   S_ITEM[$sid]=$item_id
   S_STOP_STAGE[$sid]=0
   log_audit item.claimed --arg item "$item_id" --arg session "$sid" --argjson attempt "$attempt" \
@@ -56,6 +57,7 @@ session_start() { # <worker>
     session__spawn_failed "$sid" "$item" "$attempt" "$WT_ERROR"
     return 0
   fi
+  # shellcheck disable=SC2153 # set by worktree_create
   S_BRANCH[$sid]=$WT_BRANCH
   if ! py prepare --item "$(queue_running_path "$item_id")" --template "${CFG[BOOTSTRAP]}" --out-dir "$dir" \
     --var "SESSION_ID=$sid" --var "WORKTREE=$WT_DIR" --var "BRANCH=${WT_BRANCH:-none}" 2>"$dir/prepare.err"; then

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # SPAWN_* and CFG_ERROR are read by the callers
 # Spawning one agent session: the argv (an array, never a string), and a small
 # wrapper that runs the agent in its own process group, detached from the loop,
 # and records its exit status. Sourced, not executed.

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # WT_* and CFG_ERROR are read by the callers
 # Where a session works: a git worktree of REPO_DIR on its own branch
 # harness/<item>/<attempt>, or, without REPO_DIR, a plain directory.
 # Both live under state/worktrees/<session>. Sourced, not executed.
@@ -36,7 +37,8 @@ worktree_create() { # <session> <item> <attempt>
   WT_DIR="${CFG[STATE_DIR]}/worktrees/$sid"
   WT_BRANCH=""
   WT_ERROR=""
-  mkdir -p -m 700 "${CFG[STATE_DIR]}/worktrees" || { WT_ERROR="cannot create ${CFG[STATE_DIR]}/worktrees"; return 1; }
+  [[ -d "${CFG[STATE_DIR]}/worktrees" ]] || mkdir -m 700 "${CFG[STATE_DIR]}/worktrees" ||
+    { WT_ERROR="cannot create ${CFG[STATE_DIR]}/worktrees"; return 1; }
   if [[ -z "$repo" ]]; then
     mkdir -m 700 "$WT_DIR" || { WT_ERROR="cannot create $WT_DIR"; return 1; }
     return 0

@@ -96,7 +96,9 @@ main() {
   config_python "$HARNESS_ROOT" || die "$CFG_ERROR"
   command -v jq >/dev/null || die "jq is required (apt-get install jq)"
   STATE=${CFG[STATE_DIR]}
-  mkdir -p -m 700 "$STATE" || die "cannot create $STATE"
+  if [[ ! -d "$STATE" ]] && ! { mkdir -p "$STATE" && chmod 700 "$STATE"; }; then
+    die "cannot create $STATE"
+  fi
   queue_init "$STATE"
   case "$cmd" in
     add) queue_cmd_add "$@" ;;

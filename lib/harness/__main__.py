@@ -3,6 +3,7 @@
 Called by the bash modules; exit 0 on success, 2 with one line on stderr for
 refused input, 3 for "nothing to claim".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,9 +65,11 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
     now = time.time()
     print(f"{'ID':<30} {'STATE':<11} {'PRIORITY':<8} {'TRIES':>5} {'AGE':>5}  {'LAST':<15} TITLE")
     for r in rows:
-        print(f"{_cell(r['id'], 30):<30} {r['state']:<11} {_cell(r.get('priority', ''), 8):<8} "
-              f"{r.get('attempts', 0):>5} {_age(r.get('created_at'), now):>5}  "
-              f"{_cell(r.get('last_verdict') or '-', 15):<15} {_cell(r.get('title', ''), 60)}")
+        print(
+            f"{_cell(r['id'], 30):<30} {r['state']:<11} {_cell(r.get('priority', ''), 8):<8} "
+            f"{r.get('attempts', 0):>5} {_age(r.get('created_at'), now):>5}  "
+            f"{_cell(r.get('last_verdict') or '-', 15):<15} {_cell(r.get('title', ''), 60)}"
+        )
     return 0
 
 
@@ -123,8 +126,8 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     meta: dict[str, Any] = {}
     try:
         meta = jsonio.read_json(sdir / "meta.json")
-    except (FileNotFoundError, ValueError):
-        pass
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"harness: {sdir.name}: meta.json unreadable ({exc}); receipt without spawn facts", file=sys.stderr)
     f = facts_mod.scan(sdir / "events.jsonl")
     v = verdict.classify(sdir, f)
     metrics = receipt.build(sdir, f, v, meta)

@@ -1,4 +1,5 @@
 """One pass over a session's events.jsonl, collecting what verdicts and receipts need."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -148,6 +149,7 @@ def estimate_cost_usd(messages: dict[str, MessageUsage], default_model: str) -> 
     total = 0.0
     for mu in messages.values():
         p_in, p_out, p_read, p_write = price_for(mu.model or default_model)
-        total += (mu.input_tokens * p_in + mu.output_tokens * p_out + mu.cache_read * p_read
-                  + mu.cache_write * p_write) / 1_000_000
+        total += (
+            mu.input_tokens * p_in + mu.output_tokens * p_out + mu.cache_read * p_read + mu.cache_write * p_write
+        ) / 1_000_000
     return round(total, 6)

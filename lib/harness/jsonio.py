@@ -1,9 +1,11 @@
 """JSON in and out with orjson, and atomic file writes (temp file + rename)."""
+
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +45,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, durable: bool = True
                 os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -55,12 +55,12 @@ def write_json(path: str | os.PathLike[str], obj: Any, pretty: bool = True) -> N
 
 
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_iso(text: str) -> datetime:
     """Parses an ISO 8601 time; a time without a zone is taken as UTC."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value

@@ -4,6 +4,7 @@ Every write is a temp file + rename; a claim is one rename from pending/ to
 running/, so exactly one claimer wins. Mutations made by people (add, cancel,
 retry) hold queue/.lock; the loop's claim needs no lock.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -14,7 +15,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,19 @@ TERMINAL_STATES = ("succeeded", "quarantined", "canceled")
 MAX_PROMPT_BYTES = 10 * 1024 * 1024
 MAX_TITLE_CHARS = 1000
 INPUT_FIELDS = (
-    "id", "title", "prompt", "priority", "depends_on", "created_at",
-    "max_turns", "max_budget_usd", "timeout_s", "stall_timeout_s", "model", "allowed_tools", "max_attempts",
+    "id",
+    "title",
+    "prompt",
+    "priority",
+    "depends_on",
+    "created_at",
+    "max_turns",
+    "max_budget_usd",
+    "timeout_s",
+    "stall_timeout_s",
+    "model",
+    "allowed_tools",
+    "max_attempts",
 )
 HARNESS_FIELDS = ("attempts", "state", "history", "not_before", "lease", "updated_at", "last_verdict", "last_reason")
 
@@ -108,7 +120,7 @@ def check_id(item_id: str) -> str:
 
 
 def new_id() -> str:
-    return "item-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{random.getrandbits(24):06x}"
+    return "item-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + f"-{random.getrandbits(24):06x}"
 
 
 def _pos_int(name: str, value: Any) -> int:
@@ -145,8 +157,10 @@ def normalize(raw: Any, now_iso: str) -> dict[str, Any]:
         raise QueueError("prompt is required and must be a non-empty string")
     size = len(prompt.encode("utf-8", "surrogatepass"))
     if size > MAX_PROMPT_BYTES:
-        raise QueueError(f"prompt is {size} bytes; the Claude Code CLI takes at most {MAX_PROMPT_BYTES} (10 MiB) "
-                         "on stdin: put large content in a file and name it in the prompt")
+        raise QueueError(
+            f"prompt is {size} bytes; the Claude Code CLI takes at most {MAX_PROMPT_BYTES} (10 MiB) "
+            "on stdin: put large content in a file and name it in the prompt"
+        )
     item_id = raw.get("id")
     item_id = new_id() if item_id in (None, "") else check_id(item_id)
     title = raw.get("title")
@@ -230,10 +244,10 @@ def _check_cycles(batch: dict[str, dict[str, Any]]) -> None:
             if dep not in batch:
                 continue
             if state.get(dep) == 1:
-                cycle = path[path.index(dep):] + [dep] if dep in path else [node, dep]
+                cycle = [*path[path.index(dep) :], dep] if dep in path else [node, dep]
                 raise QueueError("dependency cycle: " + " -> ".join(cycle))
             if state.get(dep) is None:
-                visit(dep, path + [dep])
+                visit(dep, [*path, dep])
         state[node] = 2
 
     for node in batch:
@@ -266,8 +280,13 @@ def add(queue: Queue, entries: list[tuple[str, Any]]) -> list[str]:
             item["state"] = "pending"
             item["updated_at"] = now
             jsonio.write_json(queue.path("pending", item["id"]), item, pretty=False)
-            queue.audit("item.added", item=item["id"], to="pending", priority=item["priority"],
-                        prompt_bytes=len(item["prompt"].encode("utf-8", "surrogatepass")))
+            queue.audit(
+                "item.added",
+                item=item["id"],
+                to="pending",
+                priority=item["priority"],
+                prompt_bytes=len(item["prompt"].encode("utf-8", "surrogatepass")),
+            )
     return list(batch)
 
 
@@ -305,8 +324,11 @@ def candidates(queue: Queue) -> tuple[list[Candidate], list[str]]:
             bad.append(item_id)
             continue
         rank = PRIORITIES.index(item.get("priority")) if item.get("priority") in PRIORITIES else 2
-        found.append(Candidate(item_id, rank, _epoch(item.get("created_at")), _epoch(item.get("not_before")),
-                               list(item.get("depends_on") or [])))
+        found.append(
+            Candidate(
+                item_id, rank, _epoch(item.get("created_at")), _epoch(item.get("not_before")), list(item.get("depends_on") or [])
+            )
+        )
     found.sort(key=lambda c: (c.rank, c.created, c.item_id))
     return found, bad
 
@@ -357,8 +379,9 @@ def _set_aside(queue: Queue, item_id: str) -> None:
     queue.audit("item.corrupt", item=item_id, reason="pending file is not a JSON item; moved to queue/corrupt/")
 
 
-def finish(queue: Queue, item_id: str, to_state: str, record: dict[str, Any],
-           attempts: int, not_before: str | None) -> dict[str, Any]:
+def finish(
+    queue: Queue, item_id: str, to_state: str, record: dict[str, Any], attempts: int, not_before: str | None
+) -> dict[str, Any]:
     """Ends a running item's session: history updated in place, then one rename."""
     src = queue.path("running", item_id)
     item: dict[str, Any] = jsonio.read_json(src)
@@ -436,7 +459,12 @@ def list_items(queue: Queue, states: list[str]) -> list[dict[str, Any]]:
             except ValueError:
                 rows.append({"id": item_id, "state": state, "title": "<unreadable item file>"})
     order = {s: i for i, s in enumerate(STATES)}
-    rows.sort(key=lambda r: (order.get(r["state"], 9),
-                             PRIORITIES.index(r["priority"]) if r.get("priority") in PRIORITIES else 9,
-                             str(r.get("created_at", "")), r["id"]))
+    rows.sort(
+        key=lambda r: (
+            order.get(r["state"], 9),
+            PRIORITIES.index(r["priority"]) if r.get("priority") in PRIORITIES else 9,
+            str(r.get("created_at", "")),
+            r["id"],
+        )
+    )
     return rows

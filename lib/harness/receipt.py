@@ -1,4 +1,5 @@
 """metrics.json, the receipt of one session, and its one-line form."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,9 +44,11 @@ def _tokens(facts: SessionFacts) -> tuple[dict[str, int], str]:
 def build(session_dir: Path, facts: SessionFacts, verdict: Verdict, meta: dict[str, Any]) -> dict[str, Any]:
     res = facts.result or {}
     tokens, token_source = _tokens(facts)
-    cost = res.get("total_cost_usd")
-    estimated = not isinstance(cost, (int, float))
-    if estimated:
+    reported = res.get("total_cost_usd")
+    estimated = not isinstance(reported, (int, float))
+    if isinstance(reported, (int, float)):
+        cost = float(reported)
+    else:
         model = str((facts.init or {}).get("model") or meta.get("model") or "")
         cost = estimate_cost_usd(facts.messages, model)
     wall_s = None
@@ -68,7 +71,7 @@ def build(session_dir: Path, facts: SessionFacts, verdict: Verdict, meta: dict[s
         "turns": res.get("num_turns", len(facts.messages)),
         "tokens": tokens,
         "token_source": token_source,
-        "cost_usd": round(float(cost), 6),
+        "cost_usd": round(cost, 6),
         "cost_estimated": estimated,
         "tool_calls": dict(facts.tool_calls),
         "tool_errors": dict(facts.tool_errors),
@@ -85,9 +88,11 @@ def line(m: dict[str, Any]) -> str:
     tools = ",".join(f"{k}:{v}" for k, v in sorted((m.get("tool_calls") or {}).items())) or "-"
     wall = f"{m['wall_s']:.1f}s" if isinstance(m.get("wall_s"), (int, float)) else "?"
     cost = f"${m.get('cost_usd', 0):.4f}" + ("~" if m.get("cost_estimated") else "")
-    return (f"{m.get('session_id')} item={m.get('item_id')} verdict={m.get('verdict')} turns={m.get('turns')} "
-            f"tokens(in={t.get('input', 0)} out={t.get('output', 0)} cache_read={t.get('cache_read', 0)} "
-            f"cache_write={t.get('cache_write', 0)}) cost={cost} tools={tools} wall={wall}")
+    return (
+        f"{m.get('session_id')} item={m.get('item_id')} verdict={m.get('verdict')} turns={m.get('turns')} "
+        f"tokens(in={t.get('input', 0)} out={t.get('output', 0)} cache_read={t.get('cache_read', 0)} "
+        f"cache_write={t.get('cache_write', 0)}) cost={cost} tools={tools} wall={wall}"
+    )
 
 
 def write(session_dir: Path, metrics: dict[str, Any]) -> None:

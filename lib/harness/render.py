@@ -3,6 +3,7 @@
 A value is never scanned again, so a title that holds "{{SESSION_ID}}" stays
 literal. Unknown placeholders are left as they are.
 """
+
 from __future__ import annotations
 
 import re

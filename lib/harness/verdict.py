@@ -5,6 +5,7 @@ the session for a stall, a timeout, an interrupt or a cancel), then the stream
 (the result line, rate_limit_event, api_retry lines), then the exit status, then
 stderr.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,8 +17,19 @@ from . import jsonio
 from .facts import SessionFacts
 
 VERDICTS = (
-    "succeeded", "failed", "max_turns", "budget_exceeded", "stalled", "timed_out", "crashed",
-    "usage_limited", "api_error", "auth_error", "spawn_failed", "interrupted", "verify_failed",
+    "succeeded",
+    "failed",
+    "max_turns",
+    "budget_exceeded",
+    "stalled",
+    "timed_out",
+    "crashed",
+    "usage_limited",
+    "api_error",
+    "auth_error",
+    "spawn_failed",
+    "interrupted",
+    "verify_failed",
 )
 USAGE_LIMIT_RE = re.compile(r"usage limit reached|hit your (usage )?limit|out of (extra )?usage", re.IGNORECASE)
 RESET_EPOCH_RE = re.compile(r"\|(\d{10})\b")

@@ -30,10 +30,10 @@ sandbox_setup() {
 sandbox_teardown() {
   fakeapi_stop
   # A test must not leave agents behind.
-  local pids
-  pids=$(pgrep -f "$BATS_TEST_TMPDIR" || true)
-  if [[ -n "$pids" ]]; then
-    kill -9 $pids 2>/dev/null || true
+  local -a pids
+  mapfile -t pids < <(pgrep -f "$BATS_TEST_TMPDIR" || true)
+  if ((${#pids[@]})); then
+    kill -9 "${pids[@]}" 2>/dev/null || true
   fi
 }
 
@@ -85,7 +85,8 @@ fakeapi_start() {
     --log "$FAKEAPI_DIR/requests.jsonl" --bodies "$FAKEAPI_DIR/bodies" 2>"$FAKEAPI_DIR/stderr.log" 3>&- &
   FAKEAPI_PID=$!
   wait_for 10 test -s "$FAKEAPI_DIR/port"
-  export ANTHROPIC_BASE_URL="http://127.0.0.1:$(cat "$FAKEAPI_DIR/port")"
+  ANTHROPIC_BASE_URL="http://127.0.0.1:$(cat "$FAKEAPI_DIR/port")"
+  export ANTHROPIC_BASE_URL
   export ANTHROPIC_API_KEY=sk-test-not-a-secret-0000
   export CLAUDE_CODE_MAX_RETRIES=1 DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1
   export CLAUDE_BIN="$REAL_CLAUDE"

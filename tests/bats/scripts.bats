@@ -28,3 +28,10 @@ setup() {
   run grep -nE '(^|[;&|[:space:]])eval[[:space:]]' "$HARNESS_ROOT"/loop.sh "$HARNESS_ROOT"/lib/*.sh "$HARNESS_ROOT"/scripts/*.sh
   assert_failure 1
 }
+
+@test "the suite can fail: a deliberately failing fixture makes bats exit non-zero" {
+  printf '#!/usr/bin/env bats\n@test "must fail" {\n  [ 1 = 2 ]\n}\n' >"$BATS_TEST_TMPDIR/failing.bats"
+  run bats "$BATS_TEST_TMPDIR/failing.bats"
+  assert_failure
+  assert_output --partial "not ok 1 must fail"
+}

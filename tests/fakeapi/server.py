@@ -13,6 +13,7 @@ slowtool, hang, err400, err401, err403, err429, err500, err529.
 Every request is logged as one JSON line (``--log``); ``--bodies DIR`` also keeps
 each raw request body as DIR/<n>.json so tests can assert what the model received.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -128,7 +129,11 @@ def sc_write_commit(req: Request) -> Turn:
     if req.step == 2:
         return Turn(
             text="Committing.",
-            tool=_bash(f"git add {name} && git -c user.name=agent -c user.email=agent@example.invalid commit -q -m 'Add {name}' && git log --oneline -1", "commit"),
+            tool=_bash(
+                f"git add {name} && git -c user.name=agent -c user.email=agent@example.invalid "
+                f"commit -q -m 'Add {name}' && git log --oneline -1",
+                "commit",
+            ),
         )
     return Turn(text="Done: wrote and committed " + name + ".")
 
@@ -140,7 +145,12 @@ def sc_endless(req: Request) -> Turn:
 def sc_big(req: Request) -> Turn:
     big = {"input_tokens": 10000, "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 2000, "output_tokens": 1}
     if req.step == 0:
-        return Turn(text="I'll run a command.", tool=_bash("echo hi > out.txt && cat out.txt", "write file"), usage=big, output_tokens=2000)
+        return Turn(
+            text="I'll run a command.",
+            tool=_bash("echo hi > out.txt && cat out.txt", "write file"),
+            usage=big,
+            output_tokens=2000,
+        )
     return Turn(text="Done.", usage=big, output_tokens=2000)
 
 
@@ -204,15 +214,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self._send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": "not found"}})
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.send_response(200)
         self.send_header("content-length", "0")
         self.end_headers()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         n = self.server.next_number()
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -315,8 +325,14 @@ class Handler(BaseHTTPRequestHandler):
             self._event("message_start", {"type": "message_start", "message": self._message(n, body, turn, final=False)})
             index = 0
             if turn.text:
-                self._event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
-                self._event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": turn.text}})
+                self._event(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+                )
+                self._event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": turn.text}},
+                )
                 self._event("content_block_stop", {"type": "content_block_stop", "index": index})
                 index += 1
             if turn.tool:
@@ -327,7 +343,14 @@ class Handler(BaseHTTPRequestHandler):
                 self._event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
                 self._event("content_block_stop", {"type": "content_block_stop", "index": index})
             stop = "tool_use" if turn.tool else "end_turn"
-            self._event("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": turn.output_tokens}})
+            self._event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": turn.output_tokens},
+                },
+            )
             self._event("message_stop", {"type": "message_stop"})
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -337,8 +360,13 @@ class Handler(BaseHTTPRequestHandler):
         self._start_sse()
         try:
             self._event("message_start", {"type": "message_start", "message": self._message(n, {}, Turn(text="x"), final=False)})
-            self._event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
-            self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Thinking about it"}})
+            self._event(
+                "content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+            )
+            self._event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Thinking about it"}},
+            )
         except (BrokenPipeError, ConnectionResetError):
             return
         self.server.stopping.wait()

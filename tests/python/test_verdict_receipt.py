@@ -1,0 +1,120 @@
+"""Verdicts and receipts on the real CLI's output (tests/python/fixtures/reference)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+from harness import facts, receipt, verdict
+
+EXPECTED = {
+    "ok": "succeeded",
+    "partial": "succeeded",
+    "slowtool": "succeeded",
+    "perm_denied": "succeeded",
+    "hooks": "succeeded",
+    "compact": "succeeded",
+    "budget": "budget_exceeded",
+    "max_turns1": "max_turns",
+    "err401_r2": "auth_error",
+    "err500_r2": "api_error",
+    "err529_r2": "api_error",
+    "err429_r2": "api_error",
+    "flaky529_2": "succeeded",
+    "conn_refused_r2": "api_error",
+    "hang_default": "api_error",
+    "err400": "failed",
+    "sigint_hang": "failed",
+    "sigterm_hang": "crashed",
+}
+
+
+def _session(tmp_path: Path, reference: Path, name: str) -> Path:
+    shutil.copy(reference / f"{name}.jsonl", tmp_path / "events.jsonl")
+    code = re.search(r"^exit_code: (\d+)$", (reference / f"{name}.txt").read_text(), re.M)
+    assert code, name
+    (tmp_path / "exit_code").write_text(code.group(1) + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_verdict_of_each_reference_run(tmp_path: Path, reference: Path, name: str) -> None:
+    sdir = _session(tmp_path, reference, name)
+    v = verdict.classify(sdir, facts.scan(sdir / "events.jsonl"))
+    assert v.verdict == EXPECTED[name], v.reason
+
+
+def test_err400_is_not_retryable_and_5xx_is(tmp_path: Path, reference: Path) -> None:
+    a = _session(tmp_path / "a", reference, "err400") if (tmp_path / "a").mkdir() is None else None
+    b = _session(tmp_path / "b", reference, "err500_r2") if (tmp_path / "b").mkdir() is None else None
+    assert a is not None and b is not None
+    assert verdict.classify(a, facts.scan(a / "events.jsonl")).retryable is False
+    assert verdict.classify(b, facts.scan(b / "events.jsonl")).retryable is None
+
+
+@pytest.mark.parametrize("name", ["ok", "partial", "budget", "max_turns1", "slowtool", "compact", "flaky529_2"])
+def test_receipt_equals_the_cli_result_line(tmp_path: Path, reference: Path, name: str) -> None:
+    sdir = _session(tmp_path, reference, name)
+    f = facts.scan(sdir / "events.jsonl")
+    m = receipt.build(sdir, f, verdict.classify(sdir, f), {})
+    result = [orjson.loads(x) for x in (reference / f"{name}.jsonl").read_bytes().splitlines() if b'"type":"result"' in x][-1]
+    mu = result["modelUsage"]
+    assert m["cost_usd"] == round(result["total_cost_usd"], 6)
+    assert m["cost_estimated"] is False
+    assert m["turns"] == result["num_turns"]
+    assert m["tokens"] == {
+        "input": sum(v["inputTokens"] for v in mu.values()),
+        "output": sum(v["outputTokens"] for v in mu.values()),
+        "cache_read": sum(v["cacheReadInputTokens"] for v in mu.values()),
+        "cache_write": sum(v["cacheCreationInputTokens"] for v in mu.values()),
+    }
+
+
+def test_receipt_counts_tools_and_retries(tmp_path: Path, reference: Path) -> None:
+    sdir = _session(tmp_path, reference, "err529_r2")
+    f = facts.scan(sdir / "events.jsonl")
+    m = receipt.build(sdir, f, verdict.classify(sdir, f), {})
+    assert m["api_retries"] == {"529": 2}
+    sdir2 = tmp_path / "ok"
+    sdir2.mkdir()
+    _session(sdir2, reference, "ok")
+    f2 = facts.scan(sdir2 / "events.jsonl")
+    assert receipt.build(sdir2, f2, verdict.classify(sdir2, f2), {})["tool_calls"] == {"Bash": 1}
+
+
+def test_cost_is_estimated_from_the_stream_when_there_is_no_result(tmp_path: Path, reference: Path) -> None:
+    lines = [x for x in (reference / "partial.jsonl").read_bytes().splitlines() if b'"type":"result"' not in x]
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "exit_code").write_text("143\n")
+    f = facts.scan(tmp_path / "events.jsonl")
+    m = receipt.build(tmp_path, f, verdict.classify(tmp_path, f), {})
+    assert m["verdict"] == "crashed"
+    assert m["cost_estimated"] is True
+    # two main-loop messages: 50 in, 1000 cache write, 2000 cache read each; 20 and 3 out (opus prices)
+    expected = (100 * 5 + 23 * 25 + 4000 * 0.5 + 2000 * 6.25) / 1_000_000
+    assert m["cost_usd"] == pytest.approx(expected)
+
+
+def test_harness_stop_wins_over_the_stream(tmp_path: Path, reference: Path) -> None:
+    sdir = _session(tmp_path, reference, "sigint_hang")
+    (sdir / "kill.json").write_bytes(orjson.dumps({"reason": "stalled", "detail": "silent for 30 s"}))
+    v = verdict.classify(sdir, facts.scan(sdir / "events.jsonl"))
+    assert (v.verdict, v.reason) == ("stalled", "silent for 30 s")
+
+
+def test_usage_limit_from_rate_limit_event(tmp_path: Path) -> None:
+    events = [
+        {"type": "system", "subtype": "init", "session_id": "x"},
+        {
+            "type": "rate_limit_event",
+            "rate_limit_info": {"status": "rejected", "resetsAt": 1795300000, "rateLimitType": "five_hour"},
+        },
+        {"type": "result", "subtype": "success", "is_error": True, "api_error_status": 429, "result": "limit"},
+    ]
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
+    (tmp_path / "exit_code").write_text("1\n")
+    v = verdict.classify(tmp_path, facts.scan(tmp_path / "events.jsonl"))
+    assert (v.verdict, v.resets_at) == ("usage_limited", 1795300000.0)
