@@ -59,3 +59,10 @@ teardown() { sandbox_teardown; }
   assert_output --partial "is not a git work tree"
   [ "$(item_state a)" = pending ]
 }
+
+@test "docs/configuration.md lists every configuration key" {
+  local key
+  for key in $("$LOOP" --print-config | awk '{print $1}'); do
+    grep -q "^| \`$key\` |" "$HARNESS_ROOT/docs/configuration.md" || fail "docs/configuration.md lacks $key"
+  done
+}

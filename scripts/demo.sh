@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Summary: Runs the harness offline on three sample items: real Claude Code CLI, scripted model.
+# Usage: scripts/demo.sh [--keep]
+#
+# Starts the bundled scripted Messages API (tests/fakeapi) on loopback, queues three
+# work items into .demo/state, and runs `loop.sh --drain` with the real CLI against
+# it, in worktrees of a scratch repository (.demo/repo). Prints each session's
+# receipt and the queue. No network beyond loopback; nothing outside .demo/ is
+# touched (the CLI's own files go to .demo/claude-config). Run `make setup` first
+# (`make demo` does). --keep reuses .demo/ instead of starting afresh.
+set -euo pipefail
+
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ "${1:-}" == --help || "${1:-}" == -h ]]; then
+  sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+  exit 0
+fi
+DEMO="$ROOT/.demo"
+CLAUDE="$ROOT/.tools/claude/node_modules/.bin/claude"
+[[ -x "$CLAUDE" ]] || { echo "harness: the Claude Code CLI is not installed; run 'make setup'" >&2; exit 1; }
+[[ "${1:-}" == --keep ]] || rm -rf "$DEMO"
+mkdir -p "$DEMO/claude-config"
+umask 077
+
+# A scratch repository for the sessions' worktrees.
+if [[ ! -d "$DEMO/repo/.git" ]]; then
+  git -C "$DEMO" init -q -b main repo
+  printf '# Demo repository\n' >"$DEMO/repo/README.md"
+  git -C "$DEMO/repo" add README.md
+  git -C "$DEMO/repo" -c user.name=demo -c user.email=demo@example.invalid commit -qm "initial commit"
+fi
+
+# The scripted model, on a free loopback port.
+rm -f "$DEMO/port"
+python3 "$ROOT/tests/fakeapi/server.py" --port-file "$DEMO/port" --log "$DEMO/api-requests.jsonl" 2>"$DEMO/fakeapi.log" &
+api_pid=$!
+trap 'kill "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true' EXIT
+deadline=$((SECONDS + 15))
+until [[ -s "$DEMO/port" ]]; do
+  ((SECONDS < deadline)) || { echo "harness: the scripted API did not start (see $DEMO/fakeapi.log)" >&2; exit 1; }
+  sleep 0.05
+done
+
+# Only loopback and a dummy key: whatever the caller's environment says.
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(ANTHROPIC_|CLAUDE_CODE_)' || true)
+export ANTHROPIC_BASE_URL="http://127.0.0.1:$(cat "$DEMO/port")"
+export ANTHROPIC_API_KEY=sk-demo-offline-not-a-key
+export CLAUDE_CONFIG_DIR="$DEMO/claude-config" CLAUDE_CODE_MAX_RETRIES=1 DISABLE_AUTOUPDATER=1
+export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1
+export CLAUDE_BIN="$CLAUDE" HARNESS_STATE_DIR="$DEMO/state" HARNESS_REPO_DIR="$DEMO/repo"
+export HARNESS_ALLOWED_TOOLS="Bash,Write,Read" HARNESS_RETRY_BASE_S=1 HARNESS_QUIET=1
+
+"$ROOT/scripts/queue.sh" add --file - >/dev/null <<'ITEMS'
+{"id": "add-greeting", "title": "Add a greeting file", "priority": "high", "prompt": "Create hello.txt with a friendly greeting and commit it. [[fake:write_commit]]"}
+{"id": "check-build", "title": "Run a quick check", "prompt": "Run a shell command that writes out.txt and report. [[fake:bash]]", "depends_on": ["add-greeting"]}
+{"id": "runaway", "title": "A task that never ends", "priority": "low", "max_turns": 3, "prompt": "Keep going step by step. [[fake:endless]]"}
+ITEMS
+
+echo "== loop.sh --drain: three items, real Claude Code CLI $("$CLAUDE" --version | cut -d' ' -f1), scripted model on $ANTHROPIC_BASE_URL"
+start=$SECONDS
+rc=0
+"$ROOT/loop.sh" --drain || rc=$?
+echo "== loop exited $rc after $((SECONDS - start)) s"
+echo
+echo "== verdicts"
+for f in "$DEMO"/state/sessions/*/metrics.json; do
+  jq -r '"\(.item_id)\t\(.verdict)\t\(.reason)"' "$f"
+done | sort | column -t -s $'\t'
+echo
+echo "== queue"
+"$ROOT/scripts/queue.sh" list
+echo
+echo "== the greeting, committed on its own branch"
+git -C "$DEMO/repo" log --format='%h %s' harness/add-greeting/1 -1 2>/dev/null || echo "(no branch)"
+echo
+echo "Look around: $DEMO/state (queue/, sessions/<id>/{events.jsonl,meta.json,metrics.json}, events.jsonl)"
+exit "$rc"
