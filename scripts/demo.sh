@@ -43,7 +43,8 @@ done
 
 # Only loopback and a dummy key: whatever the caller's environment says.
 while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(ANTHROPIC_|CLAUDE_CODE_)' || true)
-export ANTHROPIC_BASE_URL="http://127.0.0.1:$(cat "$DEMO/port")"
+ANTHROPIC_BASE_URL="http://127.0.0.1:$(cat "$DEMO/port")"
+export ANTHROPIC_BASE_URL
 export ANTHROPIC_API_KEY=sk-demo-offline-not-a-key
 export CLAUDE_CONFIG_DIR="$DEMO/claude-config" CLAUDE_CODE_MAX_RETRIES=1 DISABLE_AUTOUPDATER=1
 export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1
