@@ -66,7 +66,9 @@ echo
 echo "== verdicts"
 for f in "$DEMO"/state/sessions/*/metrics.json; do
   jq -r '"\(.item_id)\t\(.verdict)\t\(.reason)"' "$f"
-done | sort | column -t -s $'\t'
+done | sort | while IFS=$'\t' read -r item verdict reason; do
+  printf '%-14s %-16s %s\n' "$item" "$verdict" "$reason"
+done
 echo
 echo "== queue"
 "$ROOT/scripts/queue.sh" list

@@ -71,7 +71,7 @@ queue_cmd_add() { # <args...>
   fi
   jq -n "${jq_args[@]}" --args '$ARGS.named + (if ($ARGS.positional | length) > 0
     then {depends_on: $ARGS.positional} else {} end)' "${deps[@]}" |
-    py queue-add --state-dir "$STATE" --file -
+    py queue-add --state-dir "$STATE" --file - --label item
 }
 
 main() {

@@ -25,7 +25,7 @@ def _q(args: argparse.Namespace) -> queue.Queue:
 
 def cmd_queue_add(args: argparse.Namespace) -> int:
     if args.file in (None, "-"):
-        data, label = sys.stdin.buffer.read(), "stdin"
+        data, label = sys.stdin.buffer.read(), args.label or "stdin"
     else:
         try:
             data, label = Path(args.file).read_bytes(), args.file
@@ -155,6 +155,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = with_state("queue-add")
     p.add_argument("--file")
+    p.add_argument("--label", help="how errors name the input (default: the file, or stdin)")
     p.set_defaults(fn=cmd_queue_add)
     p = with_state("queue-list")
     p.add_argument("--state", action="append")
