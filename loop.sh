@@ -36,17 +36,13 @@ source "$HARNESS_ROOT/lib/resilience.sh"
 # shellcheck source=lib/session.sh
 source "$HARNESS_ROOT/lib/session.sh"
 
-loop_help() {
-  sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
-}
-
 LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_SIGNAL="" LOOP_STOPPING="" LOOP_STOP_AT=0
 declare -a LOOP_SETS=()
 
 loop_parse_args() { # <args...>
   while (($#)); do
     case "$1" in
-      -h | --help) loop_help; exit 0 ;;
+      -h | --help) log_help "${BASH_SOURCE[0]}"; exit 0 ;;
       --once) LOOP_MODE=once LOOP_MAX=1 ;;
       --drain) LOOP_MODE=drain ;;
       --max-iterations)

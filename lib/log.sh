@@ -20,6 +20,11 @@ usage_error() { # <message>
   die "$1" "$EXIT_USAGE"
 }
 
+# log_help <script>: prints the script's leading comment block (# Summary:, # Usage: ...).
+log_help() { # <script>
+  sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "$1"
+}
+
 warn() { # <message>
   printf 'harness: %s\n' "$1" >&2
 }

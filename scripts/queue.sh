@@ -24,10 +24,6 @@ source "$HARNESS_ROOT/lib/config.sh"
 # shellcheck source=lib/queue.sh
 source "$HARNESS_ROOT/lib/queue.sh"
 
-queue_help() {
-  sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
-}
-
 # queue_cmd_add <args...>: builds one item from flags (jq, no string splicing), or
 # passes a file through; the helper validates everything before writing anything.
 queue_cmd_add() { # <args...>
@@ -81,7 +77,7 @@ main() {
   umask 077
   while (($#)); do
     case "$1" in
-      -h | --help) queue_help; exit 0 ;;
+      -h | --help) log_help "${BASH_SOURCE[0]}"; exit 0 ;;
       --state) sets+=("STATE_DIR=${2:?--state needs a directory}"); shift ;;
       --config) config=${2:?--config needs a file}; shift ;;
       -*) usage_error "unknown option: $1 (see --help)" ;;
@@ -89,7 +85,7 @@ main() {
     esac
     shift
   done
-  (($#)) || { queue_help >&2; exit "$EXIT_USAGE"; }
+  (($#)) || { log_help "${BASH_SOURCE[0]}" >&2; exit "$EXIT_USAGE"; }
   cmd=$1
   shift
   config_load "$HARNESS_ROOT" "${config:-${HARNESS_CONFIG:-}}" "${sets[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
@@ -116,7 +112,7 @@ main() {
     show | cancel | retry)
       [[ $# == 1 ]] || usage_error "$cmd needs exactly one item id"
       py "queue-$cmd" --state-dir "$STATE" "$1" ;;
-    help) queue_help ;;
+    help) log_help "${BASH_SOURCE[0]}" ;;
     *) usage_error "unknown command: $cmd (see --help)" ;;
   esac
 }

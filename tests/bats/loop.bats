@@ -52,8 +52,8 @@ teardown() { sandbox_teardown; }
   assert_output "running succeeded succeeded"
   local dir
   dir=$(session_of a)
-  [ "$(jq -r '.verdict + " " + (.exit_code | tostring)' "$dir/meta.json" "$dir/metrics.json" | sort -u | head -1)" != "" ]
   [ "$(jq -r .verdict "$dir/meta.json")" = succeeded ]
+  [ "$(jq -r '"\(.verdict) \(.exit_code) \(.item_id)"' "$dir/metrics.json")" = "succeeded 0 a" ]
   [ "$(jq -r '.tool_calls.Bash' "$dir/metrics.json")" = 1 ]
 }
 

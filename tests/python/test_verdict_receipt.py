@@ -48,9 +48,10 @@ def test_verdict_of_each_reference_run(tmp_path: Path, reference: Path, name: st
 
 
 def test_err400_is_not_retryable_and_5xx_is(tmp_path: Path, reference: Path) -> None:
-    a = _session(tmp_path / "a", reference, "err400") if (tmp_path / "a").mkdir() is None else None
-    b = _session(tmp_path / "b", reference, "err500_r2") if (tmp_path / "b").mkdir() is None else None
-    assert a is not None and b is not None
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _session(tmp_path / "a", reference, "err400")
+    b = _session(tmp_path / "b", reference, "err500_r2")
     assert verdict.classify(a, facts.scan(a / "events.jsonl")).retryable is False
     assert verdict.classify(b, facts.scan(b / "events.jsonl")).retryable is None
 
