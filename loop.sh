@@ -35,6 +35,8 @@ source "$HARNESS_ROOT/lib/spawn.sh"
 source "$HARNESS_ROOT/lib/resilience.sh"
 # shellcheck source=lib/session.sh
 source "$HARNESS_ROOT/lib/session.sh"
+# shellcheck source=lib/sidecar.sh
+source "$HARNESS_ROOT/lib/sidecar.sh"
 
 LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_SIGNAL="" LOOP_STOPPING="" LOOP_STOP_AT=0
 declare -a LOOP_SETS=()
@@ -168,6 +170,8 @@ loop_run() {
       log_audit loop.stopping --arg reason "STOP file"
     fi
     loop_tick
+    sidecar_check
+    sidecar_loop_heartbeat running
     nothing_ready=0
     while loop_can_claim; do
       session_start "$LOOP_WORKER" && rc=0 || rc=$?
@@ -210,9 +214,13 @@ main() {
   LOOP_WORKER="$(hostname):$$"
   trap 'loop_on_signal INT' INT
   trap 'loop_on_signal TERM' TERM
+  trap 'sidecar_stop' EXIT
   log_audit loop.started --arg worker "$LOOP_WORKER" --arg mode "$LOOP_MODE" --argjson jobs "${CFG[JOBS]}"
+  sidecar_start
   loop_reconcile
   loop_run
+  sidecar_stop
+  sidecar_loop_heartbeat stopped
   log_audit loop.stopped --arg reason "${LOOP_HALT:-${LOOP_SIGNAL:-$LOOP_MODE}}" --argjson started "$LOOP_STARTED"
   if [[ -n "$LOOP_HALT" ]]; then
     die "halted: $LOOP_HALT" "$EXIT_HALTED"

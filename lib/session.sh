@@ -108,11 +108,23 @@ session_stop() { # <session> <reason> <detail>
   local sid=$1 dir
   [[ "${S_STOP_STAGE[$sid]:-0}" == 0 ]] || return 0
   dir=$(session_dir "$sid")
-  jq -n --arg reason "$2" --arg detail "$3" --arg at "$(log_now)" '{reason: $reason, detail: $detail, at: $at}' \
-    >"$dir/.kill.tmp" && mv -f "$dir/.kill.tmp" "$dir/kill.json"
-  log_audit session.stopping --arg session "$sid" --arg item "${S_ITEM[$sid]}" --arg reason "$2" --arg detail "$3"
   S_STOP_STAGE[$sid]=1
   S_STOP_AT[$sid]=$(log_epoch)
+  # kill.json is created, never replaced: when the sidecar stopped the session
+  # first (a stall), its record stands and it carries the stop on.
+  jq -n --arg reason "$2" --arg detail "$3" --arg at "$(log_now)" --argjson at_epoch "${S_STOP_AT[$sid]}" \
+    '{reason: $reason, detail: $detail, at: $at, at_epoch: $at_epoch, by: "loop"}' >"$dir/.kill.tmp" || {
+    warn "cannot write $dir/kill.json"
+    return 0
+  }
+  if ! ln "$dir/.kill.tmp" "$dir/kill.json" 2>/dev/null; then
+    rm -f "$dir/.kill.tmp"
+    log_audit session.stopping --arg session "$sid" --arg item "${S_ITEM[$sid]}" --arg reason "$2" \
+      --arg detail "already being stopped: $(jq -r '.reason // "?"' "$dir/kill.json" 2>/dev/null)"
+    return 0
+  fi
+  rm -f "$dir/.kill.tmp"
+  log_audit session.stopping --arg session "$sid" --arg item "${S_ITEM[$sid]}" --arg reason "$2" --arg detail "$3"
   session__signal "$sid" INT
 }
 

@@ -139,6 +139,22 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sidecar(args: argparse.Namespace) -> int:
+    from . import sidecar
+
+    opts = sidecar.Options(
+        state_dir=Path(args.state_dir).resolve(),
+        stall_s=args.stall_timeout_s,
+        tool_s=args.tool_timeout_s,
+        grace_s=args.kill_grace_s,
+        heartbeat_s=args.heartbeat_s,
+        poll_s=args.poll_s,
+        loop_pid=args.loop_pid,
+        loop_start=args.loop_start,
+    )
+    return sidecar.main(opts)
+
+
 def cmd_receipt(args: argparse.Namespace) -> int:
     print(receipt.line(jsonio.read_json(Path(args.session_dir) / "metrics.json")))
     return 0
@@ -187,6 +203,15 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finalize")
     p.add_argument("--session-dir", required=True)
     p.set_defaults(fn=cmd_finalize)
+    p = with_state("sidecar")
+    p.add_argument("--stall-timeout-s", type=float, default=300.0)
+    p.add_argument("--tool-timeout-s", type=float, default=660.0)
+    p.add_argument("--kill-grace-s", type=float, default=10.0)
+    p.add_argument("--heartbeat-s", type=float, default=2.0)
+    p.add_argument("--poll-s", type=float, default=0.05)
+    p.add_argument("--loop-pid", type=int, default=0)
+    p.add_argument("--loop-start", default="")
+    p.set_defaults(fn=cmd_sidecar)
     p = sub.add_parser("receipt")
     p.add_argument("--session-dir", required=True)
     p.set_defaults(fn=cmd_receipt)

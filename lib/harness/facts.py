@@ -115,25 +115,30 @@ def _on_system(f: SessionFacts, ev: dict[str, Any]) -> None:
         f.compactions += 1
 
 
+def feed(f: SessionFacts, ev: dict[str, Any]) -> None:
+    """Adds one stream-json event to the facts."""
+    f.events += 1
+    etype = ev.get("type")
+    if etype == "stream_event":
+        _on_stream_event(f, ev)
+    elif etype == "assistant":
+        _on_assistant(f, ev)
+    elif etype == "user":
+        _on_user(f, ev)
+    elif etype == "system":
+        _on_system(f, ev)
+    elif etype == "result":
+        f.result = ev
+    elif etype == "rate_limit_event":
+        info = ev.get("rate_limit_info")
+        if isinstance(info, dict) and (f.rate_limit is None or info.get("status") == "rejected"):
+            f.rate_limit = info
+
+
 def scan(path: Path) -> SessionFacts:
     f = SessionFacts()
     for ev in iter_events(path, f.stats):
-        f.events += 1
-        etype = ev.get("type")
-        if etype == "stream_event":
-            _on_stream_event(f, ev)
-        elif etype == "assistant":
-            _on_assistant(f, ev)
-        elif etype == "user":
-            _on_user(f, ev)
-        elif etype == "system":
-            _on_system(f, ev)
-        elif etype == "result":
-            f.result = ev
-        elif etype == "rate_limit_event":
-            info = ev.get("rate_limit_info")
-            if isinstance(info, dict) and (f.rate_limit is None or info.get("status") == "rejected"):
-                f.rate_limit = info
+        feed(f, ev)
     return f
 
 

@@ -39,6 +39,7 @@ INPUT_FIELDS = (
     "max_budget_usd",
     "timeout_s",
     "stall_timeout_s",
+    "tool_timeout_s",
     "model",
     "allowed_tools",
     "max_attempts",
@@ -198,7 +199,7 @@ def normalize(raw: Any, now_iso: str) -> dict[str, Any]:
     for key in ("max_turns", "max_attempts"):
         if raw.get(key) is not None:
             item[key] = _pos_int(key, raw[key])
-    for key in ("max_budget_usd", "timeout_s", "stall_timeout_s"):
+    for key in ("max_budget_usd", "timeout_s", "stall_timeout_s", "tool_timeout_s"):
         if raw.get(key) is not None:
             item[key] = _pos_num(key, raw[key])
     if raw.get("model") not in (None, ""):

@@ -1,0 +1,71 @@
+# shellcheck shell=bash
+# The sidecar monitor (lib/harness/sidecar.py) and the loop's own heartbeat.
+# One sidecar per loop: started with the loop, restarted when it dies, stopped
+# when the loop ends. Sourced, not executed.
+
+SIDECAR_PID="" SIDECAR_START="" SIDECAR_LAST_START=0 LOOP_HB_AT=0
+SIDECAR_RESTART_MIN_S=5
+
+# sidecar_start: starts the sidecar in its own session, without the loop's lock fd.
+sidecar_start() {
+  local s=${CFG[STATE_DIR]}
+  PYTHONPATH="$HARNESS_ROOT/lib" setsid "$HARNESS_PY" -m harness sidecar --state-dir "$s" \
+    --stall-timeout-s "${CFG[STALL_TIMEOUT_S]}" --tool-timeout-s "${CFG[TOOL_TIMEOUT_S]}" \
+    --kill-grace-s "${CFG[KILL_GRACE_S]}" --heartbeat-s "${CFG[HEARTBEAT_S]}" --poll-s "${CFG[MONITOR_POLL_S]}" \
+    --loop-pid "$$" --loop-start "$(session_proc_start "$$")" </dev/null >>"$s/sidecar.log" 2>&1 9>&- &
+  SIDECAR_PID=$!
+  SIDECAR_START=$(session_proc_start "$SIDECAR_PID" || true)
+  SIDECAR_LAST_START=$(log_epoch)
+  log_audit sidecar.started --argjson pid "$SIDECAR_PID"
+}
+
+sidecar_alive() {
+  local start
+  [[ -n "$SIDECAR_PID" ]] || return 1
+  start=$(session_proc_start "$SIDECAR_PID") || return 1
+  [[ -z "$SIDECAR_START" || "$start" == "$SIDECAR_START" ]]
+}
+
+# sidecar_check: restarts a sidecar that died (at most once every SIDECAR_RESTART_MIN_S).
+sidecar_check() {
+  sidecar_alive && return 0
+  awk -v a="$SIDECAR_LAST_START" -v n="$(log_epoch)" -v m="$SIDECAR_RESTART_MIN_S" 'BEGIN { exit !(n - a >= m) }' ||
+    return 0
+  local rc=""
+  if [[ -n "$SIDECAR_PID" ]]; then
+    wait "$SIDECAR_PID" 2>/dev/null && rc=0 || rc=$?
+  fi
+  log_audit sidecar.died --argjson pid "${SIDECAR_PID:-0}" --arg exit_code "$rc"
+  warn "the sidecar (pid ${SIDECAR_PID:-?}) is gone (exit ${rc:-?}); starting a new one (see ${CFG[STATE_DIR]}/sidecar.log)"
+  sidecar_start
+}
+
+# sidecar_stop: SIGTERM, then SIGKILL if it has not gone within 3 s.
+sidecar_stop() {
+  local i
+  sidecar_alive || return 0
+  kill -TERM "$SIDECAR_PID" 2>/dev/null || return 0
+  for ((i = 0; i < 30; i++)); do
+    sidecar_alive || break
+    loop_sleep 0.1
+  done
+  if sidecar_alive; then
+    warn "the sidecar did not stop within 3 s; killing it"
+    kill -KILL "$SIDECAR_PID" 2>/dev/null || true
+  fi
+  wait "$SIDECAR_PID" 2>/dev/null || true
+  SIDECAR_PID=""
+}
+
+# sidecar_loop_heartbeat <state>: state/loop.heartbeat.json, at most every HEARTBEAT_S.
+sidecar_loop_heartbeat() { # <state>
+  local now file="${CFG[STATE_DIR]}/loop.heartbeat.json"
+  now=$(log_epoch)
+  awk -v a="$LOOP_HB_AT" -v n="$now" -v h="${CFG[HEARTBEAT_S]}" 'BEGIN { exit !(n - a >= h) }' || [[ "$1" != running ]] ||
+    return 0
+  LOOP_HB_AT=$now
+  jq -n --argjson pid "$$" --arg state "$1" --argjson written_at "$now" --arg at "$(log_now)" \
+    --argjson sessions "$(session_count)" --argjson jobs "${CFG[JOBS]}" --arg mode "$LOOP_MODE" \
+    --argjson sidecar_pid "${SIDECAR_PID:-null}" --arg stopping "$LOOP_STOPPING" --argjson started "$LOOP_STARTED" \
+    '$ARGS.named' >"$file.tmp" && mv -f "$file.tmp" "$file" || warn "cannot write $file"
+}
