@@ -155,6 +155,43 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     return sidecar.main(opts)
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    from . import export, report, sessions, watch
+
+    state_dir = Path(args.state_dir)
+    color = False if args.no_color else None
+    st = report.Style(sys.stdout, color)
+    cmd = args.events_cmd
+    if cmd == "list":
+        return report.cmd_list(state_dir, st, args.json, args.limit, args.item)
+    if cmd == "cost":
+        try:
+            since = report.parse_since(args.since, time.time()) if args.since else None
+        except ValueError as exc:
+            raise queue.QueueError(str(exc)) from None
+        return report.cmd_cost(state_dir, st, args.json, since)
+    try:
+        s = sessions.resolve(state_dir, args.id)
+    except sessions.LookupRefused as exc:
+        raise queue.QueueError(str(exc)) from None
+    if cmd == "watch":
+        return watch.watch(s, st, args.raw)
+    if cmd == "summary":
+        return report.cmd_summary(s, st)
+    if cmd == "metrics":
+        return report.cmd_metrics(s, args.json, args.recompute)
+    if cmd == "tools":
+        return report.cmd_tools(s, st, args.json)
+    if cmd == "errors":
+        return report.cmd_errors(s, st, args.json)
+    if cmd == "timeline":
+        return report.cmd_timeline(s, st, args.json)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            return export.export(s, fh)
+    return export.export(s, sys.stdout)
+
+
 def cmd_receipt(args: argparse.Namespace) -> int:
     print(receipt.line(jsonio.read_json(Path(args.session_dir) / "metrics.json")))
     return 0
@@ -212,6 +249,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--loop-pid", type=int, default=0)
     p.add_argument("--loop-start", default="")
     p.set_defaults(fn=cmd_sidecar)
+    p = with_state("events")
+    p.add_argument("--no-color", action="store_true")
+    ev = p.add_subparsers(dest="events_cmd", required=True)
+    e = ev.add_parser("list")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--limit", type=int, default=0)
+    e.add_argument("--item")
+    e = ev.add_parser("cost")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--since")
+    for name in ("watch", "summary", "metrics", "tools", "errors", "timeline", "export"):
+        e = ev.add_parser(name)
+        e.add_argument("id")
+        if name in ("metrics", "tools", "errors", "timeline"):
+            e.add_argument("--json", action="store_true")
+        if name == "metrics":
+            e.add_argument("--recompute", action="store_true")
+        if name == "watch":
+            e.add_argument("--raw", action="store_true")
+        if name == "export":
+            e.add_argument("-o", "--output")
+    p.set_defaults(fn=cmd_events)
     p = sub.add_parser("receipt")
     p.add_argument("--session-dir", required=True)
     p.set_defaults(fn=cmd_receipt)

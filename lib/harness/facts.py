@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import fastscan
 from .streamjson import LineStats, iter_events
 
 # USD per million tokens: input, output, cache read, cache write (5 minutes).
@@ -41,6 +42,7 @@ class SessionFacts:
     rate_limit: dict[str, Any] | None = None
     last_assistant_text: str = ""
     current_message: str = ""
+    fast: bool = False  # read by fastscan: deltas were skipped, not counted
 
 
 def _int(value: Any) -> int:
@@ -137,6 +139,17 @@ def feed(f: SessionFacts, ev: dict[str, Any]) -> None:
 
 def scan(path: Path) -> SessionFacts:
     f = SessionFacts()
+    if fastscan.usable(path):
+        evs, bad, partial = fastscan.events(path)
+        if not any(ev.get("type") == "result" for ev in evs):
+            # no result line: the estimate needs the streamed usage too
+            evs, bad, partial = fastscan.events(path, with_usage=True)
+        f.fast = True
+        f.stats = LineStats(lines=len(evs) + bad, malformed=bad, partial_tail=partial)
+        for ev in evs:
+            feed(f, ev)
+        f.events = len(evs)
+        return f
     for ev in iter_events(path, f.stats):
         feed(f, ev)
     return f

@@ -41,6 +41,31 @@ def _tokens(facts: SessionFacts) -> tuple[dict[str, int], str]:
     return t, "stream"
 
 
+def tool_times(session_dir: Path) -> dict[str, float]:
+    """Seconds spent in tool calls, by tool name, from the sidecar's timeline.jsonl
+    (the stream itself carries no times for tool calls)."""
+    started: dict[str, float] = {}
+    totals: dict[str, float] = {}
+    try:
+        data = (session_dir / "timeline.jsonl").read_bytes()
+    except FileNotFoundError:
+        return totals
+    for raw in data.splitlines():
+        try:
+            mark = jsonio.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(mark, dict) or not isinstance(mark.get("t"), (int, float)):
+            continue
+        ref = str(mark.get("ref") or "")
+        if mark.get("kind") == "tool_use":
+            started[ref] = float(mark["t"])
+        elif mark.get("kind") == "tool_result" and ref in started:
+            name = str(mark.get("name") or "?")
+            totals[name] = round(totals.get(name, 0.0) + max(0.0, float(mark["t"]) - started.pop(ref)), 3)
+    return totals
+
+
 def build(session_dir: Path, facts: SessionFacts, verdict: Verdict, meta: dict[str, Any]) -> dict[str, Any]:
     res = facts.result or {}
     tokens, token_source = _tokens(facts)
@@ -75,10 +100,12 @@ def build(session_dir: Path, facts: SessionFacts, verdict: Verdict, meta: dict[s
         "cost_estimated": estimated,
         "tool_calls": dict(facts.tool_calls),
         "tool_errors": dict(facts.tool_errors),
+        "tool_time_s": tool_times(session_dir),
         "permission_denials": len(res.get("permission_denials") or []),
         "api_retries": dict(facts.api_retries),
         "compactions": facts.compactions,
-        "events": facts.events,
+        "events": None if facts.fast else facts.events,
+        "scan": "fast" if facts.fast else "full",
         "malformed_lines": facts.stats.malformed,
     }
 

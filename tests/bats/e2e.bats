@@ -118,3 +118,46 @@ assert f"Unattended session {sid}" in system
 assert item["prompt"][:200] not in system
 PY
 }
+
+@test "stall: a silent Bash call longer than the stall limit is not killed; the heartbeat shows it" {
+  q add --id slow --prompt "Run the slow command. [[fake:slowtool seconds=6]]" >/dev/null
+  "$LOOP" --state "$STATE" --once --set STALL_TIMEOUT_S=3 --set HEARTBEAT_S=0.5 >"$T/out" 2>"$T/err" 3>&- &
+  local pid=$! rc=0 dir
+  wait_for 30 first_match "$STATE/sessions/ses_*/heartbeat.json"
+  dir=$(dirname "$(first_match "$STATE/sessions/ses_*/heartbeat.json")")
+  # while the command runs, the heartbeat names it and its phase
+  wait_for 30 jq -e '.phase == "in_tool" and .outstanding_tool.name == "Bash" and
+    (.outstanding_tool.input | startswith("sleep 6"))' "$dir/heartbeat.json"
+  wait "$pid" || rc=$?
+  [ "$rc" = 0 ]
+  [ "$(item_state slow) $(item_field slow .last_verdict)" = "succeeded succeeded" ]
+  [ ! -e "$dir/stall.json" ] && [ ! -e "$dir/kill.json" ]
+  # the receipt times the tool call from the sidecar's timeline: about 6 s
+  [ "$(jq '.tool_time_s.Bash >= 5.5 and .tool_time_s.Bash < 30' "$dir/metrics.json")" = true ]
+}
+
+@test "stall: a hung stream is stopped within the stall limit plus 2 s, verdict stalled, evidence kept" {
+  q add --id hung --prompt "Say something. [[fake:hang]]" >/dev/null
+  run loop --once --set STALL_TIMEOUT_S=3 --set KILL_GRACE_S=5 --set MAX_ATTEMPTS=1
+  assert_success
+  assert_output --regexp "item=hung verdict=stalled "
+  [ "$(item_state hung) $(item_field hung .last_verdict)" = "quarantined stalled" ]
+  local dir
+  dir=$(session_of hung)
+  # evidence: silent while streaming, the last line was a text delta
+  [ "$(jq -r '.limit_kind + " " + .phase + " " + .last_event_type' "$dir/stall.json")" = \
+    "stream streaming stream_event/content_block_delta" ]
+  # SIGINT was enough: the CLI wrote its own result line and exited 0
+  [ "$(jq -r 'select(.type == "result") | .subtype' "$dir/events.jsonl")" = error_during_execution ]
+  [ "$(cat "$dir/exit_code")" = 0 ]
+  # stopped within the limit plus 2 s of its last line
+  python3 - "$dir" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+last = json.load(open(f"{d}/stall.json"))["last_event_at"]
+ended = os.stat(f"{d}/exit_code").st_mtime
+assert 3 <= ended - last <= 5, f"stopped {ended - last:.2f}s after the last line"
+PY
+  run jq -r 'select(.event == "session.stalled" or .event == "session.signal") | .event + ":" + (.signal // "")' "$STATE/events.jsonl"
+  assert_output $'session.stalled:\nsession.signal:INT'
+}

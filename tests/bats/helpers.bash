@@ -109,3 +109,10 @@ git_repo() {
   git -C "$1" add README
   git -C "$1" -c user.name=test -c user.email=test@example.invalid commit -qm "initial commit"
 }
+
+# first_match <glob>: prints the first path matching the glob; fails when none does.
+first_match() { # <glob>
+  local found
+  found=$(compgen -G "$1") || return 1
+  printf '%s\n' "${found%%$'\n'*}"
+}
