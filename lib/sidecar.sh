@@ -64,8 +64,10 @@ sidecar_loop_heartbeat() { # <state>
   awk -v a="$LOOP_HB_AT" -v n="$now" -v h="${CFG[HEARTBEAT_S]}" 'BEGIN { exit !(n - a >= h) }' || [[ "$1" != running ]] ||
     return 0
   LOOP_HB_AT=$now
-  jq -n --argjson pid "$$" --arg state "$1" --argjson written_at "$now" --arg at "$(log_now)" \
+  if ! jq -n --argjson pid "$$" --arg state "$1" --argjson written_at "$now" --arg at "$(log_now)" \
     --argjson sessions "$(session_count)" --argjson jobs "${CFG[JOBS]}" --arg mode "$LOOP_MODE" \
     --argjson sidecar_pid "${SIDECAR_PID:-null}" --arg stopping "$LOOP_STOPPING" --argjson started "$LOOP_STARTED" \
-    '$ARGS.named' >"$file.tmp" && mv -f "$file.tmp" "$file" || warn "cannot write $file"
+    '$ARGS.named' >"$file.tmp" || ! mv -f "$file.tmp" "$file"; then
+    warn "cannot write $file"
+  fi
 }

@@ -172,7 +172,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         return report.cmd_cost(state_dir, st, args.json, since)
     try:
         s = sessions.resolve(state_dir, args.id)
-    except sessions.LookupRefused as exc:
+    except sessions.SessionLookupError as exc:
         raise queue.QueueError(str(exc)) from None
     if cmd == "watch":
         return watch.watch(s, st, args.raw)

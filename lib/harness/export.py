@@ -8,7 +8,7 @@ from typing import Any, TextIO
 from . import jsonio
 from .report import current_metrics
 from .sessions import Session
-from .streamjson import iter_events
+from .streamjson import iter_events, obj
 
 MAX_PROMPT_CHARS = 20_000
 MAX_RESULT_CHARS = 4_000
@@ -52,7 +52,7 @@ def export(s: Session, out: TextIO) -> int:
 
 def _event(ev: dict[str, Any], turns: set[str], w: Any) -> None:
     etype = ev.get("type")
-    msg = ev.get("message") if isinstance(ev.get("message"), dict) else {}
+    msg = obj(ev.get("message"))
     if etype == "assistant":
         mid = str(msg.get("id") or "")
         if mid not in turns:

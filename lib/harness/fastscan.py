@@ -59,7 +59,7 @@ def _slim(ev: dict[str, Any]) -> dict[str, Any]:
             if b.get("type") == "tool_use":
                 blocks.append({"type": "tool_use", "id": b.get("id"), "name": b.get("name")})
             elif b.get("type") == "text":
-                text = b.get("text") if isinstance(b.get("text"), str) else ""
+                text = str(b.get("text") or "")
                 blocks.append({"type": "text", "text": text[-KEEP_TEXT_CHARS:]})
         slim = {k: msg.get(k) for k in ("id", "model", "usage")}
         slim["content"] = blocks
@@ -122,7 +122,7 @@ def _child(mm: mmap.mmap, lo: int, hi: int, size: int, pattern: re.Pattern[bytes
             view = memoryview(data)
             while view:
                 view = view[os.write(w, view) :]
-        except BaseException:  # noqa: BLE001 - the parent sees the failure as a short read
+        except BaseException:
             code = 1
         finally:
             os._exit(code)

@@ -45,7 +45,7 @@ class Waker:
                 observer.daemon = True
                 observer.start()
                 self._observer = observer
-            except Exception as exc:  # noqa: BLE001 - any failure here means "poll instead"
+            except Exception as exc:
                 self.error = f"inotify unavailable: {exc}"
         elif use_inotify:
             self.error = "inotify disabled by HARNESS_NO_INOTIFY=1"
@@ -62,7 +62,7 @@ class Waker:
             return True
         try:
             self._watches[key] = self._observer.schedule(_Handler(self, key, frozenset(names)), directory)
-        except Exception as exc:  # noqa: BLE001 - e.g. the inotify watch limit; that directory is polled
+        except Exception as exc:
             self.error = f"cannot watch {directory}: {exc}"
             return False
         return True

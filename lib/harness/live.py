@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .facts import SessionFacts, estimate_cost_usd, feed
-from .streamjson import parse_line
+from .streamjson import obj, parse_line
 
 DELTA_PREFIX = b'{"type":"stream_event","event":{"type":"content_block_delta"'
 PHASES = ("starting", "requesting", "streaming", "in_tool", "idle", "exited")
@@ -123,11 +123,11 @@ class LiveSession:
         etype = str(ev.get("type") or "")
         sub = ev.get("subtype")
         if etype == "stream_event":
-            inner = ev.get("event") if isinstance(ev.get("event"), dict) else {}
+            inner = obj(ev.get("event"))
             itype = str(inner.get("type") or "")
             self.last_event_type = f"stream_event/{itype}"
             if itype == "message_start":
-                msg = inner.get("message") if isinstance(inner.get("message"), dict) else {}
+                msg = obj(inner.get("message"))
                 self._mark(wall, "turn", str(msg.get("id") or ""))
                 self.phase = "streaming"
             elif itype == "message_stop":
@@ -230,7 +230,7 @@ class LiveSession:
             "tokens": self.tokens(),
             "cost_usd_so_far": self.cost_so_far(model),
             "api_retries": sum(f.api_retries.values()),
-            "outstanding_tool": (self.outstanding(now_wall) or [None])[0],
+            "outstanding_tool": next(iter(self.outstanding(now_wall)), None),
             "model": model or None,
         }
         hb.update(extra)

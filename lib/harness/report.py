@@ -127,7 +127,7 @@ def cmd_list(state_dir: Path, st: Style, as_json: bool, limit: int, item: str | 
     for r in rows:
         cost = f"${r['cost_usd']:.4f}" if isinstance(r["cost_usd"], (int, float)) else "-"
         print(
-            f"{r['session_id'][:16]:<16} {clip(r['item_id'], 24):<24} {r['attempt'] or '?':>3} "
+            f"{str(r['session_id'])[:16]:<16} {clip(r['item_id'], 24):<24} {r['attempt'] or '?':>3} "
             f"{iso(_epoch(r['started_at'])):<19} {secs(r['wall_s']) if r['wall_s'] is not None else '-':>6} "
             f"{r['turns'] if r['turns'] is not None else '-':>5} {cost:>9}  {st.verdict(str(r['status']))}"
         )
@@ -193,7 +193,8 @@ def cmd_summary(s: Session, st: Style) -> int:
     if retries:
         print(f"{st.bold('retries')}   " + ", ".join(f"{k}×{v}" for k, v in sorted(retries.items())))
     lines = "?" if f.fast else f"{f.stats.lines:,} lines"
-    print(f"{st.bold('events')}    {lines}, {f.stats.malformed} malformed" + (", unterminated last line" if f.stats.partial_tail else ""))
+    tail = ", unterminated last line" if f.stats.partial_tail else ""
+    print(f"{st.bold('events')}    {lines}, {f.stats.malformed} malformed{tail}")
     if s.meta.get("cwd"):
         print(f"{st.bold('worktree')}  {s.meta.get('cwd')}" + (f" (branch {s.meta['branch']})" if s.meta.get("branch") else ""))
     text = f.last_assistant_text.strip()
@@ -338,13 +339,15 @@ def problems_of(s: Session) -> list[Problem]:
                                  f"{ev.get('error_status') or 'connection'} {ev.get('error') or ''} "
                                  f"(retry in {secs((ev.get('retry_delay_ms') or 0) / 1000)})"))
         elif ev.get("type") == "result" and (ev.get("is_error") or ev.get("subtype") != "success"):
-            errs = ev.get("errors") if isinstance(ev.get("errors"), list) else []
-            found.append(Problem("result", f"{ev.get('subtype')}" + (f" API {ev['api_error_status']}" if ev.get("api_error_status") else "")
-                                 + f": {clip(ev.get('result') or '; '.join(map(str, errs)), 200)}"))
+            errs = ev["errors"] if isinstance(ev.get("errors"), list) else []
+            status = f" API {ev['api_error_status']}" if ev.get("api_error_status") else ""
+            text = clip(ev.get("result") or "; ".join(map(str, errs)), 200)
+            found.append(Problem("result", f"{ev.get('subtype')}{status}: {text}"))
         elif ev.get("type") == "rate_limit_event":
             info = ev.get("rate_limit_info") or {}
             if isinstance(info, dict) and info.get("status") != "allowed":
-                found.append(Problem("rate_limit", f"{info.get('status')} ({info.get('rateLimitType')}), resets {iso(info.get('resetsAt'))}"))
+                resets = iso(info.get("resetsAt"))
+                found.append(Problem("rate_limit", f"{info.get('status')} ({info.get('rateLimitType')}), resets {resets}"))
     malformed = stats.malformed
     if malformed:
         found.append(Problem("malformed", f"{malformed} line(s) of events.jsonl are not JSON objects"))
@@ -387,7 +390,8 @@ def cmd_errors(s: Session, st: Style, as_json: bool) -> int:
 
 def cmd_timeline(s: Session, st: Style, as_json: bool) -> int:
     marks = _marks(s)
-    seen_turn = {str(m.get("ref")): float(m["t"]) for m in marks if m.get("kind") == "turn" and isinstance(m.get("t"), (int, float))}
+    timed = [m for m in marks if isinstance(m.get("t"), (int, float))]
+    seen_turn = {str(m.get("ref")): float(m["t"]) for m in timed if m.get("kind") == "turn"}
     tool_t = {(m.get("kind"), str(m.get("ref") or "")): float(m["t"]) for m in marks if isinstance(m.get("t"), (int, float))}
     t0 = s.started or (min(tool_t.values()) if tool_t else 0.0)
     rows: list[dict[str, Any]] = []
@@ -423,7 +427,8 @@ def cmd_timeline(s: Session, st: Style, as_json: bool) -> int:
                     took = f" after {secs(at - start)}" if at and start else ""
                     rows.append({"at": at, "what": "  result", "text": ("error" if b.get("is_error") else "ok") + took})
         elif etype == "system" and ev.get("subtype") == "api_retry":
-            rows.append({"at": None, "what": "  retry", "text": f"API {ev.get('error_status') or 'connection'}: {ev.get('error')}"})
+            status = ev.get("error_status") or "connection"
+            rows.append({"at": None, "what": "  retry", "text": f"API {status}: {ev.get('error')}"})
         elif etype == "result":
             rows.append({"at": tool_t.get(("result", str(ev.get("subtype")))), "what": "result",
                          "text": f"{ev.get('subtype')}, {ev.get('num_turns')} turns, ${ev.get('total_cost_usd') or 0:.4f}"})
@@ -431,10 +436,10 @@ def cmd_timeline(s: Session, st: Style, as_json: bool) -> int:
         out_json(rows)
         return 0
     for r in rows:
-        at = f"+{secs(r['at'] - t0)}" if isinstance(r.get("at"), (int, float)) and t0 else "?"
+        shown = f"+{secs(r['at'] - t0)}" if isinstance(r.get("at"), (int, float)) and t0 else "?"
         text = r.get("text", "")
         what = f"{r['what']:<8}"
-        print(f"{at:>8}  {st.bold(what)}  {clip(text, 90)}")
+        print(f"{shown:>8}  {st.bold(what)}  {clip(text, 90)}")
         for tool in r.get("tools") or []:
             print(f"{'':>8}  {'':<8}  {st.cyan('▶')} {clip(tool, 88)}")
     return 0
@@ -468,7 +473,8 @@ def cmd_cost(state_dir: Path, st: Style, as_json: bool, since: float | None) -> 
         out_json({"since": since, "total": total, "by_day": by_day, "by_item": by_item})
         return 0
     for title, rows in (("DAY", by_day), ("ITEM", by_item)):
-        print(st.bold(f"{title:<24} {'SESSIONS':>8} {'OK':>4} {'COST':>10} {'INPUT':>10} {'OUTPUT':>10} {'CACHE R':>11} {'CACHE W':>10}"))
+        head = f"{title:<24} {'SESSIONS':>8} {'OK':>4} {'COST':>10} {'INPUT':>10} {'OUTPUT':>10} {'CACHE R':>11} {'CACHE W':>10}"
+        print(st.bold(head))
         for key in sorted(rows):
             _cost_row(key, rows[key])
         print()
@@ -477,7 +483,8 @@ def cmd_cost(state_dir: Path, st: Style, as_json: bool, since: float | None) -> 
 
 
 def _bucket() -> dict[str, Any]:
-    return {"sessions": 0, "succeeded": 0, "cost_usd": 0.0, "estimated": 0, "input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+    return {"sessions": 0, "succeeded": 0, "cost_usd": 0.0, "estimated": 0,
+            "input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
 
 
 def _add(b: dict[str, Any], m: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from . import jsonio
 SAFE_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class LookupRefused(Exception):
+class SessionLookupError(Exception):
     """An unknown, ambiguous or unsafe session reference; the message is one line."""
 
 
@@ -110,12 +110,12 @@ def resolve(state_dir: Path, ref: str) -> Session:
     """The session ref names: a full session id, `latest`, a work-item id (its latest
     session), or a unique prefix of a session id (with or without "ses_")."""
     if not SAFE_REF_RE.fullmatch(ref) or ".." in ref:
-        raise LookupRefused(f"refused {ref!r}: a session reference is an id, a prefix, an item id or 'latest', never a path")
+        raise SessionLookupError(f"refused {ref!r}: a session reference is an id, a prefix, an item id or 'latest', never a path")
     root = sessions_dir(state_dir)
     if ref == "latest":
         every = all_sessions(state_dir)
         if not every:
-            raise LookupRefused(f"no sessions yet in {root}")
+            raise SessionLookupError(f"no sessions yet in {root}")
         return every[-1]
     if (root / ref).is_dir() and ref.startswith("ses_"):
         return load(state_dir, ref)
@@ -130,7 +130,7 @@ def resolve(state_dir: Path, ref: str) -> Session:
     if len(matches) == 1:
         return load(state_dir, matches[0])
     if len(matches) > 1:
-        raise LookupRefused(f"{ref!r} is ambiguous: it matches {len(matches)} sessions ({', '.join(matches[:3])}, …)")
+        raise SessionLookupError(f"{ref!r} is ambiguous: it matches {len(matches)} sessions ({', '.join(matches[:3])}, …)")
     if sid:
-        raise LookupRefused(f"item {ref!r} has no session directory yet")
-    raise LookupRefused(f"no session, item or session prefix {ref!r} in {state_dir}")
+        raise SessionLookupError(f"item {ref!r} has no session directory yet")
+    raise SessionLookupError(f"no session, item or session prefix {ref!r} in {state_dir}")

@@ -29,7 +29,7 @@ from typing import Any
 
 from . import jsonio
 from .follow import Waker
-from .live import LiveSession, Limits
+from .live import Limits, LiveSession
 from .tailer import Tailer
 
 BUSY_ROUNDS = 3  # reads with new data in a row before a session is polled instead of watched

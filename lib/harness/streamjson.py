@@ -71,3 +71,8 @@ def iter_events(path: Path, stats: LineStats | None = None) -> Iterator[dict[str
                 stats.malformed += 1
                 continue
             yield event
+
+
+def obj(value: Any) -> dict[str, Any]:
+    """value when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}

@@ -17,7 +17,7 @@ from .live import tool_summary
 from .report import Style, clip, secs
 from .sessions import Session
 from .sidecar import proc_start
-from .streamjson import parse_line
+from .streamjson import obj, parse_line
 from .tailer import Tailer
 
 POLL_S = 0.05
@@ -69,16 +69,16 @@ class Renderer:
             handler(ev)
 
     def _stream(self, ev: dict[str, Any]) -> None:
-        inner = ev.get("event") if isinstance(ev.get("event"), dict) else {}
+        inner = obj(ev.get("event"))
         itype = inner.get("type")
         if itype == "message_start":
-            msg = inner.get("message") if isinstance(inner.get("message"), dict) else {}
+            msg = obj(inner.get("message"))
             self.current = str(msg.get("id") or "")
             if ev.get("parent_tool_use_id") is None:
                 self.turn += 1
                 self.say(self.st.dim(f"── turn {self.turn} ──"))
         elif itype == "content_block_delta":
-            delta = inner.get("delta") if isinstance(inner.get("delta"), dict) else {}
+            delta = obj(inner.get("delta"))
             if delta.get("type") == "text_delta":
                 self.streamed.add(self.current)
                 self.write(str(delta.get("text") or ""))
@@ -88,7 +88,7 @@ class Renderer:
             self.newline()
 
     def _assistant(self, ev: dict[str, Any]) -> None:
-        msg = ev.get("message") if isinstance(ev.get("message"), dict) else {}
+        msg = obj(ev.get("message"))
         mid = str(msg.get("id") or "")
         for b in msg.get("content") or []:
             if not isinstance(b, dict):
@@ -101,7 +101,7 @@ class Renderer:
                 self.say(f"{self.st.cyan('▶ ' + name)}  {clip(tool_summary(name, b.get('input')), 100)}")
 
     def _user(self, ev: dict[str, Any]) -> None:
-        msg = ev.get("message") if isinstance(ev.get("message"), dict) else {}
+        msg = obj(ev.get("message"))
         content = msg.get("content")
         if not isinstance(content, list):
             return
@@ -147,7 +147,7 @@ class Renderer:
             self.say(self.st.red(clip(ev.get("result"), 200)))
 
     def _rate_limit(self, ev: dict[str, Any]) -> None:
-        info = ev.get("rate_limit_info") if isinstance(ev.get("rate_limit_info"), dict) else {}
+        info = obj(ev.get("rate_limit_info"))
         if info.get("status") != "allowed":
             self.say(self.st.yellow(f"! rate limit {info.get('status')} ({info.get('rateLimitType')})"))
 

@@ -52,7 +52,8 @@ def turn(rng: random.Random, n: int, with_tool: bool) -> Iterator[bytes]:
     if with_tool:
         tid = f"toolu_bench{n:07d}"
         name = rng.choice(TOOLS)
-        yield _se({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": tid, "name": name, "input": {}}})
+        start = {"type": "tool_use", "id": tid, "name": name, "input": {}}
+        yield _se({"type": "content_block_start", "index": 1, "content_block": start})
         for part in ('{"command": ', '"make test', ' -j2"}'):
             yield _se({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": part}})
         block = {"type": "tool_use", "id": tid, "name": name, "input": {"command": "make test -j2"}}
