@@ -9,7 +9,7 @@ CLAUDE_CODE_VERSION := 2.1.197
 CLAUDE := .tools/claude/node_modules/.bin/claude
 SH_FILES := loop.sh $(wildcard lib/*.sh scripts/*.sh tests/bats/*.bash tests/*.sh) tests/mocks/claude
 
-.PHONY: setup demo test test-deps lint shellcheck pylint bats pytest clean
+.PHONY: setup demo test test-deps lint shellcheck pylint bats pytest bench clean
 
 setup: $(PY) $(CLAUDE)
 
@@ -36,7 +36,7 @@ shellcheck:
 	shellcheck -x $(SH_FILES)
 
 pylint: $(PY)
-	$(VENV)/bin/ruff check lib/harness tests/python tests/fakeapi
+	$(VENV)/bin/ruff check lib/harness tests/python tests/fakeapi tests/bench
 	$(VENV)/bin/mypy --strict lib/harness tests/fakeapi/server.py
 
 bats: setup
@@ -45,5 +45,12 @@ bats: setup
 pytest: $(PY)
 	$(PY) -m pytest -q tests/python
 
+# Benchmarks, not tests: figures with their targets (tests/bench/). About 3 minutes,
+# and 1 GB in .bench/ for the scan benchmark (BENCH_SCAN_MB to change it).
+bench: setup
+	$(PY) tests/bench/bench_scan.py
+	$(PY) tests/bench/bench_sidecar.py
+	$(PY) tests/bench/bench_watch.py
+
 clean:
-	rm -rf $(VENV) .tools .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .demo .bench .pytest_cache .mypy_cache .ruff_cache

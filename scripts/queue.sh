@@ -4,7 +4,7 @@
 #
 #   add --prompt TEXT | --prompt-file FILE [--id ID] [--title T] [--priority P]
 #       [--depends-on ID]... [--max-turns N] [--max-budget-usd X] [--timeout S]
-#       [--stall-timeout S] [--model M] [--allowed-tools T] [--max-attempts N]
+#       [--stall-timeout S] [--tool-timeout S] [--model M] [--allowed-tools T] [--max-attempts N]
 #   add --file FILE            one JSON item, a JSON array, or JSON lines ('-': stdin)
 #   list [--state S]... [--json]
 #   show <id>                  the whole item, prompt included, as JSON
@@ -39,11 +39,11 @@ queue_cmd_add() { # <args...>
         [[ $# -ge 2 ]] || usage_error "$1 needs a value"
         key=${1#--}
         jq_args+=(--arg "${key//-/_}" "$2"); shift ;;
-      --max-turns | --max-budget-usd | --timeout | --stall-timeout | --max-attempts)
+      --max-turns | --max-budget-usd | --timeout | --stall-timeout | --tool-timeout | --max-attempts)
         [[ "${2:-}" =~ ^[0-9]+([.][0-9]+)?$ ]] || usage_error "$1 needs a number"
         key=${1#--}
         key=${key//-/_}
-        [[ $key == timeout || $key == stall_timeout ]] && key="${key}_s"
+        [[ $key == timeout || $key == stall_timeout || $key == tool_timeout ]] && key="${key}_s"
         jq_args+=(--argjson "$key" "$2"); shift ;;
       *) usage_error "add: unknown argument: $1 (see --help)" ;;
     esac

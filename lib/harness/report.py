@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import jsonio, receipt
-from .facts import scan
+from .facts import SessionFacts, scan
 from .live import tool_summary
 from .sessions import Session, all_sessions
 from .streamjson import iter_events
@@ -82,12 +82,13 @@ def out_json(obj: Any) -> None:
     sys.stdout.buffer.write(jsonio.dumps(obj, pretty=True) + b"\n")
 
 
-def current_metrics(s: Session) -> dict[str, Any]:
+def current_metrics(s: Session, f: SessionFacts | None = None) -> dict[str, Any]:
     """metrics.json when the session has been finalized, else computed from its events now."""
     m = s.metrics()
     if m is not None:
         return m
-    f = scan(s.file("events.jsonl"))
+    if f is None:
+        f = scan(s.file("events.jsonl"))
     meta = dict(s.meta)
     meta.setdefault("ended_epoch", time.time())
     state = "ended" if s.file("exit_code").exists() else "running"
@@ -168,7 +169,7 @@ def _tools_line(m: dict[str, Any]) -> str:
 
 def cmd_summary(s: Session, st: Style) -> int:
     f = scan(s.file("events.jsonl"))
-    m = current_metrics(s)
+    m = current_metrics(s, f)
     hb = s.heartbeat() or {}
     status = s.status()
     print(f"{st.bold('session')}   {s.id}")
