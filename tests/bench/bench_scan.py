@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gen_stream  # noqa: E402
-from common import ROOT, make_session  # noqa: E402
+import gen_stream
+from common import ROOT, make_session
 
 
 def timed(argv: list[str], runs: int) -> float:

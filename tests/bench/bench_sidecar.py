@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cpu_s, env, make_session, pct, peak_rss_mb  # noqa: E402
+from common import ROOT, cpu_s, env, make_session, pct, peak_rss_mb
 
 LINE = (b'{"type":"stream_event","event":{"type":"content_block_delta","index":0,"delta":{"type":"text_delta",'
         b'"text":"the build passes now "}},"session_id":"8f1e2851-5462-42e2-97f2-5ebe08065c22",'

@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, make_session, pct  # noqa: E402
+from common import ROOT, make_session, pct
 
 
 def delta(text: str) -> bytes:
