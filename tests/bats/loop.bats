@@ -265,3 +265,30 @@ teardown() { sandbox_teardown; }
   wait "$pid"
   [ "$(item_state h) $(item_field h .attempts)" = "canceled 0" ]
 }
+
+sidecar_starts() { # <n>: the audit log holds n sidecar.started lines
+  [ "$(jq -r 'select(.event == "sidecar.started") | .pid' "$STATE/events.jsonl" | wc -l)" = "$1" ]
+}
+
+@test "the sidecar is restarted when it dies, and a restart counts nothing twice" {
+  q add --id s --prompt 'x [[mock:slow]]' >/dev/null
+  MOCK_CLAUDE_DELAY_S=8 "$LOOP" --state "$STATE" --once --set HEARTBEAT_S=0.2 >"$T/out" 2>&1 3>&- &
+  local lpid=$! first second dir rc=0
+  wait_for 10 first_match "$STATE/sessions/ses_*/heartbeat.json"
+  dir=$(dirname "$(first_match "$STATE/sessions/ses_*/heartbeat.json")")
+  first=$(jq -r 'select(.event == "sidecar.started") | .pid' "$STATE/events.jsonl")
+  kill -9 "$first"
+  wait_for 15 sidecar_starts 2
+  second=$(jq -r 'select(.event == "sidecar.started") | .pid' "$STATE/events.jsonl" | tail -n 1)
+  [ "$second" != "$first" ]
+  run jq -r 'select(.event == "sidecar.died") | .pid' "$STATE/events.jsonl"
+  assert_output "$first"
+  # the new sidecar writes the session's heartbeat again, from a fresh read of the file
+  wait_for 10 jq -e --argjson p "$second" '.pid == $p' "$STATE/sidecar.heartbeat.json"
+  wait "$lpid" || rc=$?
+  [ "$rc" = 0 ]
+  [ "$(item_state s)" = succeeded ]
+  [ "$(jq -c '[.phase, .events, .turns]' "$dir/heartbeat.json")" = '["exited",3,1]' ]
+  # the sidecar left with its loop
+  wait_for 5 bash -c "! kill -0 $second 2>/dev/null"
+}
