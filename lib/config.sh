@@ -135,15 +135,17 @@ config_print() {
   done
 }
 
-# config_python <root>: picks the interpreter for the helpers (PYTHON, then the
-# project's .venv, then python3) and checks that it can import them.
-config_python() { # <root>
+# config_python <root> [quick]: picks the interpreter for the helpers (PYTHON, then
+# the project's .venv, then python3) and checks that it can import them; "quick"
+# skips that check (an interactive command that fails loudly anyway, and whose
+# start-up time counts).
+config_python() { # <root> [quick]
   local root=$1 py=${CFG[PYTHON]}
   if [[ -z "$py" ]]; then
     if [[ -x "$root/.venv/bin/python" ]]; then py="$root/.venv/bin/python"; else py=python3; fi
   fi
   command -v "$py" >/dev/null 2>&1 || { CFG_ERROR="python not found: $py (run 'make setup')"; return 1; }
-  if ! PYTHONPATH="$root/lib" "$py" -c 'import orjson, harness' >/dev/null 2>&1; then
+  if [[ "${2:-}" != quick ]] && ! PYTHONPATH="$root/lib" "$py" -c 'import orjson, harness' >/dev/null 2>&1; then
     CFG_ERROR="$py cannot import orjson and the harness helpers (run 'make setup')"
     return 1
   fi

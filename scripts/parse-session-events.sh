@@ -46,13 +46,9 @@ main() {
     *) usage_error "unknown command: $1 (see --help)" ;;
   esac
   config_load "$HARNESS_ROOT" "${config:-${HARNESS_CONFIG:-}}" "${sets[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
-  local py=${CFG[PYTHON]}
-  if [[ -z "$py" ]]; then
-    if [[ -x "$HARNESS_ROOT/.venv/bin/python" ]]; then py="$HARNESS_ROOT/.venv/bin/python"; else py=python3; fi
-  fi
-  command -v "$py" >/dev/null 2>&1 || die "python not found: $py (run 'make setup')"
+  config_python "$HARNESS_ROOT" quick || die "$CFG_ERROR"
   [[ -d "${CFG[STATE_DIR]}/sessions" ]] || die "no sessions in ${CFG[STATE_DIR]} (wrong --state?)" "$EXIT_USAGE"
-  PYTHONPATH="$HARNESS_ROOT/lib" exec "$py" -m harness events --state-dir "${CFG[STATE_DIR]}" "${opts[@]}" "$@"
+  PYTHONPATH="$HARNESS_ROOT/lib" exec "$HARNESS_PY" -m harness events --state-dir "${CFG[STATE_DIR]}" "${opts[@]}" "$@"
 }
 
 main "$@"

@@ -73,9 +73,6 @@ class Waker:
             with contextlib.suppress(KeyError, OSError):
                 self._observer.unschedule(watch)
 
-    def watching(self, key: str) -> bool:
-        return key in self._watches
-
     def poke(self, key: str) -> None:
         with self._lock:
             self._dirty.add(key)

@@ -13,7 +13,10 @@ the outstanding tool's allowance inside one, is stalled.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from .facts import SessionFacts, estimate_cost_usd, feed
 from .streamjson import obj, parse_line
@@ -33,7 +36,6 @@ class ToolCall:
     tool_id: str
     name: str
     started_wall: float
-    started_mono: float
     allowance_s: float
     summary: str
 
@@ -54,6 +56,38 @@ class Mark:
             out["ref"] = self.ref
         out.update(self.extra)
         return out
+
+
+def read_marks(path: Path) -> list[dict[str, Any]]:
+    """The marks in a timeline.jsonl; unreadable lines are skipped."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    marks = []
+    for raw in data.splitlines():
+        try:
+            mark = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(mark, dict):
+            marks.append(mark)
+    return marks
+
+
+def tool_durations(marks: list[dict[str, Any]]) -> dict[str, tuple[str, float]]:
+    """tool id -> (tool name, seconds from its tool_use to its tool_result)."""
+    started: dict[str, float] = {}
+    done: dict[str, tuple[str, float]] = {}
+    for mark in marks:
+        t, ref = mark.get("t"), str(mark.get("ref") or "")
+        if not isinstance(t, (int, float)):
+            continue
+        if mark.get("kind") == "tool_use":
+            started[ref] = float(t)
+        elif mark.get("kind") == "tool_result" and ref in started:
+            done[ref] = (str(mark.get("name") or "?"), round(max(0.0, float(t) - started.pop(ref)), 3))
+    return done
 
 
 def tool_summary(name: str, tool_input: Any) -> str:
@@ -146,7 +180,7 @@ class LiveSession:
                 if not self.tools:
                     self.phase = "requesting"
         elif etype == "assistant":
-            self._on_assistant(ev, wall, mono)
+            self._on_assistant(ev, wall)
         elif etype == "user":
             self._on_user(ev, wall)
         elif etype == "result":
@@ -154,7 +188,7 @@ class LiveSession:
             self.tools.clear()
             self.phase = "idle"
 
-    def _on_assistant(self, ev: dict[str, Any], wall: float, mono: float) -> None:
+    def _on_assistant(self, ev: dict[str, Any], wall: float) -> None:
         msg = ev.get("message")
         if not isinstance(msg, dict):
             return
@@ -163,9 +197,7 @@ class LiveSession:
                 tid = str(block.get("id") or "")
                 name = str(block.get("name") or "?")
                 tin = block.get("input")
-                self.tools[tid] = ToolCall(
-                    tid, name, wall, mono, tool_allowance_s(name, tin, self.limits), tool_summary(name, tin)
-                )
+                self.tools[tid] = ToolCall(tid, name, wall, tool_allowance_s(name, tin, self.limits), tool_summary(name, tin))
                 self._mark(wall, "tool_use", tid, name=name)
         if self.tools and self.phase != "streaming":
             self.phase = "in_tool"

@@ -7,6 +7,7 @@ from typing import Any
 
 from . import jsonio
 from .facts import SessionFacts, _int, estimate_cost_usd
+from .live import read_marks, tool_durations
 from .verdict import Verdict
 
 
@@ -44,25 +45,9 @@ def _tokens(facts: SessionFacts) -> tuple[dict[str, int], str]:
 def tool_times(session_dir: Path) -> dict[str, float]:
     """Seconds spent in tool calls, by tool name, from the sidecar's timeline.jsonl
     (the stream itself carries no times for tool calls)."""
-    started: dict[str, float] = {}
     totals: dict[str, float] = {}
-    try:
-        data = (session_dir / "timeline.jsonl").read_bytes()
-    except FileNotFoundError:
-        return totals
-    for raw in data.splitlines():
-        try:
-            mark = jsonio.loads(raw)
-        except ValueError:
-            continue
-        if not isinstance(mark, dict) or not isinstance(mark.get("t"), (int, float)):
-            continue
-        ref = str(mark.get("ref") or "")
-        if mark.get("kind") == "tool_use":
-            started[ref] = float(mark["t"])
-        elif mark.get("kind") == "tool_result" and ref in started:
-            name = str(mark.get("name") or "?")
-            totals[name] = round(totals.get(name, 0.0) + max(0.0, float(mark["t"]) - started.pop(ref)), 3)
+    for name, seconds in tool_durations(read_marks(session_dir / "timeline.jsonl")).values():
+        totals[name] = round(totals.get(name, 0.0) + seconds, 3)
     return totals
 
 

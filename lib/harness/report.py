@@ -14,9 +14,9 @@ from typing import Any, TextIO
 
 from . import jsonio, receipt
 from .facts import SessionFacts, scan
-from .live import tool_summary
+from .live import read_marks, tool_durations, tool_summary
 from .sessions import Session, all_sessions
-from .streamjson import iter_events
+from .streamjson import LineStats, iter_events
 from .verdict import Verdict
 
 
@@ -246,22 +246,6 @@ def _result_text(block: dict[str, Any]) -> str:
     return str(content or "")
 
 
-def _marks(s: Session) -> list[dict[str, Any]]:
-    try:
-        data = s.file("timeline.jsonl").read_bytes()
-    except FileNotFoundError:
-        return []
-    out = []
-    for raw in data.splitlines():
-        try:
-            mark = jsonio.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(mark, dict):
-            out.append(mark)
-    return out
-
-
 def calls_of(s: Session) -> list[Call]:
     calls: dict[str, Call] = {}
     order: list[Call] = []
@@ -283,13 +267,9 @@ def calls_of(s: Session) -> list[Call]:
                     c2.is_error = bool(b.get("is_error"))
                     if c2.is_error:
                         c2.error = _result_text(b)
-    started: dict[str, float] = {}
-    for mark in _marks(s):
-        ref = str(mark.get("ref") or "")
-        if mark.get("kind") == "tool_use" and isinstance(mark.get("t"), (int, float)):
-            started[ref] = float(mark["t"])
-        elif mark.get("kind") == "tool_result" and ref in started and ref in calls:
-            calls[ref].seconds = round(float(mark["t"]) - started[ref], 3)
+    for ref, (_, seconds) in tool_durations(read_marks(s.file("timeline.jsonl"))).items():
+        if ref in calls:
+            calls[ref].seconds = seconds
     return order
 
 
@@ -330,9 +310,6 @@ def problems_of(s: Session) -> list[Problem]:
     for c in calls_of(s):
         if c.is_error:
             found.append(Problem("tool_error", f"{c.name} #{c.n} ({clip(c.summary, 60)}): {clip(c.error, 200)}"))
-    malformed = 0
-    from .streamjson import LineStats
-
     stats = LineStats()
     for ev in iter_events(s.file("events.jsonl"), stats):
         if ev.get("type") == "system" and ev.get("subtype") == "api_retry":
@@ -349,9 +326,8 @@ def problems_of(s: Session) -> list[Problem]:
             if isinstance(info, dict) and info.get("status") != "allowed":
                 resets = iso(info.get("resetsAt"))
                 found.append(Problem("rate_limit", f"{info.get('status')} ({info.get('rateLimitType')}), resets {resets}"))
-    malformed = stats.malformed
-    if malformed:
-        found.append(Problem("malformed", f"{malformed} line(s) of events.jsonl are not JSON objects"))
+    if stats.malformed:
+        found.append(Problem("malformed", f"{stats.malformed} line(s) of events.jsonl are not JSON objects"))
     for name, kind in (("stall.json", "stall"), ("kill.json", "stopped"), ("spawn_error", "spawn")):
         path = s.file(name)
         if not path.exists():
@@ -390,7 +366,7 @@ def cmd_errors(s: Session, st: Style, as_json: bool) -> int:
 
 
 def cmd_timeline(s: Session, st: Style, as_json: bool) -> int:
-    marks = _marks(s)
+    marks = read_marks(s.file("timeline.jsonl"))
     timed = [m for m in marks if isinstance(m.get("t"), (int, float))]
     seen_turn = {str(m.get("ref")): float(m["t"]) for m in timed if m.get("kind") == "turn"}
     tool_t = {(m.get("kind"), str(m.get("ref") or "")): float(m["t"]) for m in marks if isinstance(m.get("t"), (int, float))}

@@ -29,7 +29,7 @@ from typing import Any
 
 from . import jsonio
 from .follow import Waker
-from .live import Limits, LiveSession
+from .live import Limits, LiveSession, read_marks
 from .tailer import Tailer
 
 BUSY_ROUNDS = 3  # reads with new data in a row before a session is polled instead of watched
@@ -79,21 +79,6 @@ def proc_start(pid: int) -> str | None:
 
 def _num(value: Any, default: float) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else default
-
-
-def _last_mark(path: Path) -> int:
-    """The highest event index already in timeline.jsonl."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return 0
-    best = 0
-    for line in data.splitlines():
-        with contextlib.suppress(ValueError):
-            n = jsonio.loads(line).get("n")
-            if isinstance(n, int):
-                best = max(best, n)
-    return best
 
 
 class Sidecar:
@@ -173,7 +158,8 @@ class Sidecar:
         now_wall, now_mono = time.time(), time.monotonic()
         started = meta.get("started_epoch") if isinstance(meta, dict) else None
         started_mono = now_mono - max(0.0, now_wall - started) if isinstance(started, (int, float)) else now_mono
-        live = LiveSession(sid, limits, replay_upto=_last_mark(sdir / "timeline.jsonl"))
+        marks = read_marks(sdir / "timeline.jsonl")  # what an earlier sidecar already wrote
+        live = LiveSession(sid, limits, replay_upto=max((m["n"] for m in marks if isinstance(m.get("n"), int)), default=0))
         t = Tracked(sid, item_id, sdir, live, Tailer(sdir / "events.jsonl"), started_mono)
         self.sessions[sid] = t
         self.replay(t)

@@ -39,10 +39,6 @@ class Tailer:
         self._offset = 0
         self._partial = b""
 
-    @property
-    def offset(self) -> int:
-        return self._offset
-
     def close(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
