@@ -38,7 +38,8 @@ source "$HARNESS_ROOT/lib/session.sh"
 # shellcheck source=lib/sidecar.sh
 source "$HARNESS_ROOT/lib/sidecar.sh"
 
-LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_SIGNAL="" LOOP_STOPPING="" LOOP_STOP_AT=0
+LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_FATAL="" LOOP_SIGNAL="" LOOP_STOPPING=""
+LOOP_STOP_AT=0 LOOP_CLAIM_AT=0 LOOP_STARTED=0
 declare -a LOOP_SETS=()
 
 loop_parse_args() { # <args...>
@@ -80,15 +81,25 @@ loop_state_init() {
 
 # loop_reconcile: before anything is claimed, every item left in running/ by an
 # earlier loop is adopted (its session still runs), finalized (it ended while no
-# loop watched) or returned to pending (its session never started).
+# loop watched) or returned to pending (its session never started). "Never
+# started" is decided by creating wrapper.pid first (spawn_mark_started): a
+# wrapper that comes up later sees it and does not start the agent.
 loop_reconcile() {
   local f item sid dir
   for f in "${CFG[STATE_DIR]}"/queue/running/*.json; do
     [[ -e "$f" ]] || continue
     item=$(basename "$f" .json)
     sid=$(jq -r '.lease.session_id // empty' "$f" 2>/dev/null || true)
-    dir=$(session_dir "${sid:-none}")
-    if [[ -z "$sid" || ! -f "$dir/meta.json" || ! -f "$dir/wrapper.pid" ]]; then
+    if [[ ! "$sid" =~ ^ses_[A-Za-z0-9-]+$ ]]; then
+      loop_requeue_unstarted "$item" "$sid"
+      continue
+    fi
+    dir=$(session_dir "$sid")
+    if [[ ! -d "$dir" ]] || spawn_mark_started "$dir" "abandoned by loop $$ at $(log_now)"; then
+      loop_requeue_unstarted "$item" "$sid"
+      continue
+    fi
+    if [[ "$(cat "$dir/wrapper.pid" 2>/dev/null)" == abandoned* ]]; then
       loop_requeue_unstarted "$item" "$sid"
       continue
     fi
@@ -104,13 +115,14 @@ loop_reconcile() {
 }
 
 loop_requeue_unstarted() { # <item> <session>
-  local record
-  record=$(jq -nc --arg s "$2" '{session_id: $s, verdict: "interrupted", reason: "the loop stopped before the session started"}')
+  local record why="the loop stopped before the session started"
+  record=$(jq -nc --arg s "$2" --arg why "$why" '{session_id: $s, verdict: "interrupted", reason: $why}')
   if queue_finish "$1" pending "$record" "$(jq -r '.attempts // 0' "$(queue_running_path "$1")")"; then
     log_audit item.pending --arg item "$1" --arg session "$2" --arg from running --arg to pending \
-      --arg verdict interrupted --arg reason "the loop stopped before the session started"
+      --arg verdict interrupted --arg reason "$why"
   else
-    warn "could not return $1 to pending"
+    log_audit item.finish_failed --arg item "$1" --arg session "$2" --arg to pending
+    warn "could not return $1 to pending; it stays in running/"
   fi
 }
 
@@ -149,11 +161,11 @@ loop_tick() {
 }
 
 loop_can_claim() {
-  [[ -z "$LOOP_HALT" && -z "$LOOP_STOPPING" ]] || return 1
+  [[ -z "$LOOP_STOPPING" && -z "$LOOP_FATAL" ]] || return 1
   [[ $LOOP_MAX == 0 || $LOOP_STARTED -lt $LOOP_MAX ]] || return 1
-  local jobs=${CFG[JOBS]}
-  (($(session_count) < jobs)) || return 1
-  ! resilience_paused
+  (($(session_count) < CFG[JOBS])) || return 1
+  resilience_may_ask || return 1
+  awk -v a="$LOOP_CLAIM_AT" -v n="$(log_epoch)" 'BEGIN { exit !(n >= a) }'
 }
 
 loop_sleep() { # <seconds>
@@ -161,9 +173,43 @@ loop_sleep() { # <seconds>
   wait $! 2>/dev/null || true
 }
 
+# loop_claim_all: starts sessions while slots are free and items ready. Sets
+# LOOP_IDLE_WHY to "nothing" or "blocked" when it stopped for that reason.
+loop_claim_all() {
+  local rc
+  LOOP_IDLE_WHY=""
+  while loop_can_claim; do
+    session_start "$LOOP_WORKER" && rc=0 || rc=$?
+    case $rc in
+      0) LOOP_STARTED=$((LOOP_STARTED + 1)) ;;
+      3)
+        LOOP_IDLE_WHY=nothing
+        # Nothing is ready: ask again after IDLE_POLL_S, or as soon as a session ends.
+        LOOP_CLAIM_AT=$(awk -v n="$(log_epoch)" -v i="${CFG[IDLE_POLL_S]}" 'BEGIN { printf "%.3f", n + i }')
+        break
+        ;;
+      4) LOOP_IDLE_WHY=blocked; break ;;
+      *) break ;;
+    esac
+  done
+  [[ -n "$RES_BLOCK" ]] && LOOP_IDLE_WHY=blocked
+  return 0
+}
+
+# loop_done: true when the loop should end now (nothing runs and, by its mode,
+# nothing more will be started). A block that needs a person sets LOOP_HALT.
+loop_done() {
+  [[ $(session_count) == 0 ]] || return 1
+  [[ -n "$LOOP_STOPPING" || -n "$LOOP_FATAL" ]] && return 0
+  [[ $LOOP_MAX != 0 && $LOOP_STARTED -ge $LOOP_MAX ]] && return 0
+  [[ "$LOOP_MODE" != forever && -n "$LOOP_IDLE_WHY" ]] || return 1
+  if [[ "$LOOP_IDLE_WHY" == blocked ]] && ((RES_BLOCK_HALT)); then
+    LOOP_HALT=${RES_BLOCK#*:}
+  fi
+  return 0
+}
+
 loop_run() {
-  local nothing_ready rc
-  LOOP_STARTED=0
   while :; do
     if [[ -z "$LOOP_STOPPING" && -e "${CFG[STATE_DIR]}/STOP" ]]; then
       loop_begin_stop STOP
@@ -172,19 +218,9 @@ loop_run() {
     loop_tick
     sidecar_check
     sidecar_loop_heartbeat running
-    nothing_ready=0
-    while loop_can_claim; do
-      session_start "$LOOP_WORKER" && rc=0 || rc=$?
-      if [[ $rc == 3 ]]; then nothing_ready=1; break; fi
-      [[ $rc == 0 ]] && LOOP_STARTED=$((LOOP_STARTED + 1))
-      [[ $rc == 1 ]] && break
-    done
+    loop_claim_all
+    loop_done && return 0
     if [[ $(session_count) == 0 ]]; then
-      [[ -n "$LOOP_STOPPING" || -n "$LOOP_HALT" ]] && return 0
-      [[ $LOOP_MAX != 0 && $LOOP_STARTED -ge $LOOP_MAX ]] && return 0
-      if [[ "$LOOP_MODE" != forever ]] && { ((nothing_ready)) || resilience_paused; }; then
-        return 0
-      fi
       loop_sleep "${CFG[IDLE_POLL_S]}"
     else
       loop_sleep "${CFG[POLL_INTERVAL_S]}"
@@ -209,11 +245,13 @@ main() {
   worktree_check_repo || die "$CFG_ERROR"
   [[ -r "${CFG[BOOTSTRAP]}" ]] || die "bootstrap template not readable: ${CFG[BOOTSTRAP]}"
   loop_state_init
+  resilience_init
   lock_acquire "${CFG[STATE_DIR]}/loop.lock" ||
     die "another loop is running on ${CFG[STATE_DIR]} (pid $(cat "${CFG[STATE_DIR]}/loop.lock.pid" 2>/dev/null || echo '?'))" "$EXIT_BUSY"
   LOOP_WORKER="$(hostname):$$"
   trap 'loop_on_signal INT' INT
   trap 'loop_on_signal TERM' TERM
+  trap 'loop_on_signal HUP' HUP
   trap 'sidecar_stop' EXIT
   log_audit loop.started --arg worker "$LOOP_WORKER" --arg mode "$LOOP_MODE" --argjson jobs "${CFG[JOBS]}"
   sidecar_start
@@ -221,13 +259,13 @@ main() {
   loop_run
   sidecar_stop
   sidecar_loop_heartbeat stopped
-  log_audit loop.stopped --arg reason "${LOOP_HALT:-${LOOP_SIGNAL:-$LOOP_MODE}}" --argjson started "$LOOP_STARTED"
-  if [[ -n "$LOOP_HALT" ]]; then
-    die "halted: $LOOP_HALT" "$EXIT_HALTED"
-  fi
+  log_audit loop.stopped --arg reason "${LOOP_FATAL:-${LOOP_HALT:-${LOOP_SIGNAL:-$LOOP_MODE}}}" --argjson started "$LOOP_STARTED"
+  [[ -z "$LOOP_FATAL" ]] || die "stopped: $LOOP_FATAL" "$EXIT_FATAL"
+  [[ -z "$LOOP_HALT" ]] || die "halted: $LOOP_HALT" "$EXIT_HALTED"
   case "$LOOP_SIGNAL" in
     INT) exit 130 ;;
     TERM) exit 143 ;;
+    HUP) exit 129 ;;
   esac
   exit 0
 }

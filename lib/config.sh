@@ -5,7 +5,7 @@
 # Every value lives in CFG[KEY]; where it came from in CFG_SRC[KEY].
 
 declare -gA CFG=() CFG_SRC=() CFG_TYPE=()
-declare -ga CFG_KEYS=()
+declare -ga CFG_KEYS=() CLI_SETS=() CLI_FLAGS=() CLI_REST=()
 CFG_ERROR=""
 
 # config_define <key> <type> <default> <help>: type is int, num, bool or str; the
@@ -34,6 +34,15 @@ config_defaults() { # <harness-root>
   config_define MAX_ATTEMPTS int 3 "sessions an item may use before it is quarantined"
   config_define RETRY_BASE_S num 30 "first retry delay; doubles each attempt (full jitter)"
   config_define RETRY_CAP_S num 1800 "longest retry delay"
+  config_define USAGE_PAUSE_S num 300 "pause after a usage limit that names no reset time"
+  config_define PAUSE_JITTER_S num 60 "a usage-limit pause ends this much (at random, at most) after the reset time"
+  config_define CIRCUIT_FAILURES int 3 "API-level failures in a row that open the circuit breaker; 0: off"
+  config_define CIRCUIT_WINDOW int 10 "the breaker's window: the failure rate is checked once this many outcomes are in it; 0: off"
+  config_define CIRCUIT_FAILURE_RATE num 0.5 "the failure rate over a full window that opens the breaker"
+  config_define CIRCUIT_OPEN_S num 60 "how long the breaker stays open the first time; doubles after each failed probe"
+  config_define CIRCUIT_OPEN_CAP_S num 1800 "longest open time"
+  config_define CIRCUIT_STORM_RETRIES int 5 "API retries in a row inside one live session that count as a failure before it ends; 0: off"
+  config_define MIN_FREE_MB num 100 "no claims while the state directory's file system has less free space; 0: no check"
   config_define SESSION_TIMEOUT_S num 3600 "wall-clock limit for one session; 0: none"
   config_define STALL_TIMEOUT_S num 300 "a session silent this long outside a tool call is stalled and stopped (item: stall_timeout_s)"
   config_define TOOL_TIMEOUT_S num 660 "a tool call silent this long is stalled; a Bash call with its own timeout gets that plus STALL_TIMEOUT_S (item: tool_timeout_s)"
@@ -133,6 +142,28 @@ config_print() {
   for key in "${CFG_KEYS[@]}"; do
     printf '%-18s = %-40s # %s\n' "$key" "${CFG[$key]}" "${CFG_SRC[$key]}"
   done
+}
+
+# config_cli <script> <flags> <args...>: the leading options every script takes
+# (--state DIR, --config FILE, -h/--help) plus the script's own switches, given
+# as a space-separated list (e.g. "--no-color"). Sets CLI_CONFIG, CLI_SETS,
+# CLI_FLAGS (the switches seen) and CLI_REST (the command and its arguments).
+config_cli() { # <script> <flags> <args...>
+  local script=$1 flags=" $2 "
+  shift 2
+  CLI_CONFIG="" CLI_SETS=() CLI_FLAGS=() CLI_REST=()
+  while (($#)); do
+    case "$1" in
+      -h | --help) log_help "$script"; exit 0 ;;
+      --state) [[ -n "${2:-}" ]] || usage_error "--state needs a directory"; CLI_SETS+=("STATE_DIR=$2"); shift ;;
+      --config) [[ -n "${2:-}" ]] || usage_error "--config needs a file"; CLI_CONFIG=$2; shift ;;
+      -*) [[ "$flags" == *" $1 "* ]] || usage_error "unknown option: $1 (see --help)"; CLI_FLAGS+=("$1") ;;
+      *) break ;;
+    esac
+    shift
+  done
+  CLI_REST=("$@")
+  ((${#CLI_REST[@]})) || { log_help "$script" >&2; exit "$EXIT_USAGE"; }
 }
 
 # config_python <root> [quick]: picks the interpreter for the helpers (PYTHON, then

@@ -1,56 +1,54 @@
 # shellcheck shell=bash
-# What happens after a verdict: one policy per verdict, in one place.
-# Sourced, not executed.
-#
-#   verdict                          action
-#   succeeded                        done      -> succeeded/
-#   max_turns, budget_exceeded       quarantine at once (a retry would hit the same limit)
-#   auth_error                       requeue, no attempt counted; the loop halts (credentials)
-#   usage_limited                    requeue, no attempt counted; spawning paused until the reset
-#   interrupted                      requeue, no attempt counted (canceled/ when an operator canceled it)
-#   everything else                  retry with backoff, counting an attempt; quarantine after
-#                                    MAX_ATTEMPTS, or at once when the classifier says the failure
-#                                    cannot be retried (an API 4xx other than 401/403/408/409/429)
+# shellcheck disable=SC2034 # LOOP_* are read by loop.sh
+# Failure handling, seen from the loop. The policy itself (verdict -> retry with
+# backoff, quarantine, pause, requeue) lives in one place, lib/harness/policy.py,
+# and the circuit breaker in lib/harness/circuit.py; both run inside the helpers'
+# finalize and queue-claim. This module passes them the configuration and keeps
+# the loop's view of why it is not claiming. Sourced, not executed.
 
-# resilience_action <verdict> <retryable>: prints succeed, quarantine, requeue,
-# halt, pause or retry.
-resilience_action() { # <verdict> <retryable>
-  case "$1" in
-    succeeded) echo succeed ;;
-    max_turns | budget_exceeded) echo quarantine ;;
-    auth_error) echo halt ;;
-    usage_limited) echo pause ;;
-    interrupted) echo requeue ;;
-    *) if [[ "$2" == false ]]; then echo quarantine; else echo retry; fi ;;
-  esac
+declare -ga RES_POLICY_ARGS=()
+RES_BLOCK="" RES_BLOCK_HALT=0 RES_RECHECK_AT=0
+
+RES_POLICY_KEYS=(MAX_ATTEMPTS RETRY_BASE_S RETRY_CAP_S USAGE_PAUSE_S PAUSE_JITTER_S CIRCUIT_FAILURES CIRCUIT_WINDOW
+  CIRCUIT_FAILURE_RATE CIRCUIT_OPEN_S CIRCUIT_OPEN_CAP_S CIRCUIT_STORM_RETRIES MIN_FREE_MB)
+
+# resilience_init: the policy's configuration, as --cfg KEY=VALUE arguments for the helpers.
+resilience_init() {
+  local key
+  RES_POLICY_ARGS=()
+  for key in "${RES_POLICY_KEYS[@]}"; do
+    RES_POLICY_ARGS+=(--cfg "$key=${CFG[$key]}")
+  done
 }
 
-# resilience_backoff_s <attempt>: full jitter, uniform in [0, min(cap, base*2^(attempt-1))].
-resilience_backoff_s() { # <attempt>
-  awk -v a="$1" -v base="${CFG[RETRY_BASE_S]}" -v cap="${CFG[RETRY_CAP_S]}" -v r="$RANDOM" \
-    'BEGIN { d = base * 2 ^ (a - 1); if (d > cap) d = cap; printf "%.3f\n", d * r / 32767 }'
-}
-
-# resilience_iso_in <seconds>: the UTC time that many seconds from now.
-resilience_iso_in() { # <seconds>
-  local now
+# resilience_blocked <json>: the claim was refused ({"blocked": kind, "reason",
+# "until", "halt"}). Says so once per change of reason, in the audit log and on
+# stderr, and waits before asking again: until the block ends, at most IDLE_POLL_S
+# (so that an operator's resume or circuit close is seen soon).
+resilience_blocked() { # <json>
+  local kind reason until halt now wait
+  IFS=$'\t' read -r kind reason until halt < <(jq -r '[.blocked, .reason, (.until // 0), .halt] | @tsv' <<<"$1")
   now=$(log_epoch)
-  date -u -d "@$(awk -v n="$now" -v s="$1" 'BEGIN { printf "%.3f", n + s }')" +%Y-%m-%dT%H:%M:%S.%3NZ
+  if [[ "$kind:$reason" != "$RES_BLOCK" ]]; then
+    log_audit loop.blocked --arg kind "$kind" --arg reason "$reason" --argjson halt "$halt"
+    warn "not claiming: $reason"
+  fi
+  RES_BLOCK="$kind:$reason"
+  [[ "$halt" == true ]] && RES_BLOCK_HALT=1 || RES_BLOCK_HALT=0
+  wait=$(awk -v u="$until" -v n="$now" -v i="${CFG[IDLE_POLL_S]}" 'BEGIN { w = u - n; if (w <= 0 || w > i) w = i; printf "%.3f", w }')
+  RES_RECHECK_AT=$(awk -v n="$now" -v w="$wait" 'BEGIN { printf "%.3f", n + w }')
 }
 
-# resilience_pause_until <epoch> <reason>: no spawning before then (state/pause.json).
-resilience_pause_until() { # <epoch> <reason>
-  local file="${CFG[STATE_DIR]}/pause.json"
-  jq -n --argjson until "$1" --arg reason "$2" --arg at "$(log_now)" \
-    '{until_epoch: $until, reason: $reason, paused_at: $at}' >"$file.tmp" && mv -f "$file.tmp" "$file"
-  log_audit loop.paused --argjson until_epoch "$1" --arg reason "$2"
+# resilience_unblocked: a claim went through (or nothing was ready) after a block.
+resilience_unblocked() {
+  [[ -n "$RES_BLOCK" ]] || return 0
+  log_audit loop.unblocked --arg was "$RES_BLOCK"
+  info "claiming again (was: ${RES_BLOCK#*:})"
+  RES_BLOCK="" RES_BLOCK_HALT=0 RES_RECHECK_AT=0
 }
 
-# resilience_paused: true while state/pause.json names a time still to come.
-resilience_paused() {
-  local file="${CFG[STATE_DIR]}/pause.json" until now
-  [[ -f "$file" ]] || return 1
-  until=$(jq -r '.until_epoch // 0' "$file" 2>/dev/null) || return 1
-  now=$(log_epoch)
-  awk -v u="$until" -v n="$now" 'BEGIN { exit !(u > n) }'
+# resilience_may_ask: false while a block's recheck time has not come.
+resilience_may_ask() {
+  [[ -z "$RES_BLOCK" ]] && return 0
+  awk -v a="$RES_RECHECK_AT" -v n="$(log_epoch)" 'BEGIN { exit !(n >= a) }'
 }

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# shellcheck disable=SC2034 # LOOP_HALT is read by loop.sh
+# shellcheck disable=SC2034 # LOOP_FATAL and LOOP_CLAIM_AT are read by loop.sh
 # One session's life inside the loop: start (claim, worktree, prompt, spawn),
 # poll, stop in steps, finalize (verdict, policy, queue move, receipt).
 # Sourced, not executed. The loop keeps live sessions in the S_* maps below.
@@ -10,20 +10,10 @@ session_dir() { # <session>
   printf '%s/sessions/%s\n' "${CFG[STATE_DIR]}" "$1"
 }
 
-# session_proc_start <pid>: the process's start time (clock ticks since boot), to
-# tell a live process from a later one that reused its pid.
-session_proc_start() { # <pid>
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  stat=${stat##*) }
-  read -r -a _f <<<"$stat"
-  printf '%s\n' "${_f[19]}"
-}
-
 session_alive() { # <session>
   local pid=${S_WRAPPER[$1]:-} start
   [[ -n "$pid" ]] || return 1
-  start=$(session_proc_start "$pid") || return 1
+  start=$(spawn_proc_start "$pid") || return 1
   [[ -z "${S_WSTART[$1]:-}" || "$start" == "${S_WSTART[$1]}" ]]
 }
 
@@ -33,18 +23,23 @@ session_count() {
 
 # session_start <worker>: claims the best ready item and spawns its session.
 # Returns 0 when a session started (or failed to and was finalized), 3 when
-# nothing is ready, 1 when the claim itself failed.
+# nothing is ready, 4 when claiming is blocked (pause, breaker, disk), 1 when the
+# claim itself failed.
 session_start() { # <worker>
   local uuid sid dir item item_id attempt rc timeout now
   uuid=$(</proc/sys/kernel/random/uuid)
   sid="ses_$uuid"
   item=$(queue_claim "$sid" "$1") && rc=0 || rc=$?
-  [[ $rc == 3 ]] && return 3
-  if [[ $rc != 0 ]]; then
-    log_audit loop.claim_failed --arg error "queue-claim exited $rc"
-    warn "claiming an item failed (exit $rc)"
-    return 1
-  fi
+  case $rc in
+    0) resilience_unblocked ;;
+    3) resilience_unblocked; return 3 ;;
+    4) resilience_blocked "$item"; return 4 ;;
+    *)
+      log_audit loop.claim_failed --arg error "queue-claim exited $rc"
+      warn "claiming an item failed (exit $rc)"
+      return 1
+      ;;
+  esac
   item_id=$(jq -r .id <<<"$item")
   attempt=$(($(jq -r '.attempts // 0' <<<"$item") + 1))
   dir=$(session_dir "$sid")
@@ -68,8 +63,7 @@ session_start() { # <worker>
   session__write_meta "$sid" "$item" "$attempt" "$WT_DIR" "$WT_BRANCH"
   spawn_agent "$dir" "$WT_DIR" "${SPAWN_ARGV[@]}"
   S_WRAPPER[$sid]=$SPAWN_PID
-  S_WSTART[$sid]=$(session_proc_start "$SPAWN_PID" || true)
-  printf '%s %s\n' "$SPAWN_PID" "${S_WSTART[$sid]}" >"$dir/wrapper.pid"
+  S_WSTART[$sid]=$(spawn_proc_start "$SPAWN_PID" || true)
   timeout=$(jq -r --arg d "${CFG[SESSION_TIMEOUT_S]}" '.timeout_s // $d' <<<"$item")
   now=$(log_epoch)
   S_DEADLINE[$sid]=$(awk -v n="$now" -v t="$timeout" 'BEGIN { printf "%.3f", (t > 0 ? n + t : 0) }')
@@ -162,71 +156,31 @@ session_poll() { # <session>
   return 1
 }
 
-# session_finalize <session>: verdict, policy, queue move, worktree, receipt.
+# session_finalize <session>: the helpers' finalize does the verdict, the receipt,
+# the policy, the breaker, the pause and the queue move (lib/harness/finish.py);
+# then the worktree is released. When the item cannot leave running/ (a full disk),
+# the loop stops claiming and exits 1; the next start finalizes it again.
 session_finalize() { # <session>
-  local sid=$1 dir item_id out verdict reason retryable resets action attempts to nb record max receipt
+  local sid=$1 dir item_id out rc verdict reason to receipt
   dir=$(session_dir "$sid")
   item_id=${S_ITEM[$sid]}
-  session__merge_meta "$dir" --arg ended_at "$(log_now)" --argjson ended_epoch "$(log_epoch)"
-  if ! out=$(py finalize --session-dir "$dir"); then
-    out='{"verdict":"crashed","reason":"the session could not be analysed","retryable":null,"resets_at":null,"exit_code":null}'
-    warn "finalize failed for $sid; treating it as crashed"
-  fi
-  verdict=$(jq -r .verdict <<<"$out")
-  reason=$(jq -r .reason <<<"$out")
-  retryable=$(jq -r '.retryable // "null"' <<<"$out")
-  resets=$(jq -r '.resets_at // empty' <<<"$out")
-  receipt=$(jq -r '.receipt // empty' <<<"$out")
-  action=$(resilience_action "$verdict" "$retryable")
-  [[ -e "$dir/cancel" && "$verdict" == interrupted ]] && action=cancel
-  attempts=$(jq -r '.attempts // 0' "$(queue_running_path "$item_id")" 2>/dev/null) || attempts=""
-  if [[ -z "$attempts" ]]; then
-    log_audit session.orphaned --arg session "$sid" --arg item "$item_id" --arg verdict "$verdict" \
-      --arg reason "item file is no longer in running/"
-    warn "session $sid ended ($verdict) but item $item_id is no longer in running/"
+  out=$(py finalize --state-dir "${CFG[STATE_DIR]}" --session-dir "$dir" "${RES_POLICY_ARGS[@]}") && rc=0 || rc=$?
+  LOOP_CLAIM_AT=0
+  if [[ $rc != 0 ]]; then
+    log_audit session.finalize_failed --arg session "$sid" --arg item "$item_id" --argjson exit_code "$rc"
+    LOOP_FATAL="finalizing $sid ($item_id) failed (exit $rc); the item stays in running/ for the next start"
+    warn "$LOOP_FATAL"
     session__forget "$sid"
     return 0
   fi
-  max=$(jq -r --arg d "${CFG[MAX_ATTEMPTS]}" '.max_attempts // $d' "$(queue_running_path "$item_id")")
-  nb=""
-  case "$action" in
-    succeed) to=succeeded attempts=$((attempts + 1)) ;;
-    quarantine) to=quarantined attempts=$((attempts + 1)) ;;
-    cancel) to=canceled ;;
-    requeue | halt | pause) to=pending ;;
-    retry)
-      attempts=$((attempts + 1))
-      if ((attempts >= max)); then
-        to=quarantined
-        reason="$reason (gave up after $attempts attempts)"
-      else
-        to=pending
-        nb=$(resilience_iso_in "$(resilience_backoff_s "$attempts")")
-      fi
-      ;;
-  esac
-  if [[ "$action" == pause ]]; then
-    [[ -n "$resets" ]] || resets=$(awk -v n="$(log_epoch)" 'BEGIN { printf "%d", n + 300 }')
-    resilience_pause_until "$resets" "$reason"
+  IFS=$'\t' read -r verdict reason to < <(jq -r '[.verdict, .reason, (.to // "")] | @tsv' <<<"$out")
+  receipt=$(jq -r '.receipt // empty' <<<"$out")
+  if [[ -z "$to" ]]; then
+    warn "session $sid ended ($verdict) but item $item_id is no longer in running/ under it"
   fi
-  [[ "$action" == halt ]] && LOOP_HALT="$reason"
-  record=$(jq -nc --arg session_id "$sid" --arg verdict "$verdict" --arg reason "$reason" \
-    --argjson attempt "$(jq '.attempt // null' "$dir/meta.json" 2>/dev/null || echo null)" \
-    --argjson m "$(cat "$dir/metrics.json" 2>/dev/null || echo '{}')" \
-    '{session_id: $session_id, attempt: $attempt, verdict: $verdict, reason: $reason,
-      exit_code: $m.exit_code, started_at: $m.started_at, ended_at: $m.ended_at, cost_usd: $m.cost_usd}')
-  if ! queue_finish "$item_id" "$to" "$record" "$attempts" "$nb"; then
-    log_audit item.finish_failed --arg item "$item_id" --arg session "$sid" --arg to "$to"
-    warn "could not move item $item_id to $to; it stays in running/ for the next start to reconcile"
-  fi
-  session__merge_meta "$dir" --arg verdict "$verdict" --arg reason "$reason"
   worktree_release "$sid" "$verdict" "${S_BRANCH[$sid]:-}"
-  log_audit session.ended --arg session "$sid" --arg item "$item_id" --arg verdict "$verdict" --arg reason "$reason" \
-    --argjson exit_code "$(jq '.exit_code' <<<"$out")" --argjson cost_usd "$(jq '.cost_usd // 0' <<<"$out")"
-  log_audit "item.$to" --arg item "$item_id" --arg session "$sid" --arg from running --arg to "$to" \
-    --arg verdict "$verdict" --arg reason "$reason" --argjson attempts "$attempts" --arg not_before "$nb"
   [[ -n "$receipt" ]] && printf '%s\n' "$receipt"
-  info "$sid $item_id: $verdict ($reason) -> $to"
+  info "$sid $item_id: $verdict ($reason) -> ${to:-nowhere}"
   session__forget "$sid"
 }
 

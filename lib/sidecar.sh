@@ -12,9 +12,9 @@ sidecar_start() {
   PYTHONPATH="$HARNESS_ROOT/lib" setsid "$HARNESS_PY" -m harness sidecar --state-dir "$s" \
     --stall-timeout-s "${CFG[STALL_TIMEOUT_S]}" --tool-timeout-s "${CFG[TOOL_TIMEOUT_S]}" \
     --kill-grace-s "${CFG[KILL_GRACE_S]}" --heartbeat-s "${CFG[HEARTBEAT_S]}" --poll-s "${CFG[MONITOR_POLL_S]}" \
-    --loop-pid "$$" --loop-start "$(session_proc_start "$$")" </dev/null >>"$s/sidecar.log" 2>&1 9>&- &
+    --loop-pid "$$" --loop-start "$(spawn_proc_start "$$")" "${RES_POLICY_ARGS[@]}" </dev/null >>"$s/sidecar.log" 2>&1 9>&- &
   SIDECAR_PID=$!
-  SIDECAR_START=$(session_proc_start "$SIDECAR_PID" || true)
+  SIDECAR_START=$(spawn_proc_start "$SIDECAR_PID" || true)
   SIDECAR_LAST_START=$(log_epoch)
   log_audit sidecar.started --argjson pid "$SIDECAR_PID"
 }
@@ -22,7 +22,7 @@ sidecar_start() {
 sidecar_alive() {
   local start
   [[ -n "$SIDECAR_PID" ]] || return 1
-  start=$(session_proc_start "$SIDECAR_PID") || return 1
+  start=$(spawn_proc_start "$SIDECAR_PID") || return 1
   [[ -z "$SIDECAR_START" || "$start" == "$SIDECAR_START" ]]
 }
 

@@ -47,6 +47,11 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
   local dir=$1 workdir=$2 pid rc
   shift 2
   umask 077
+  if ! spawn_mark_started "$dir" "$$ $(spawn_proc_start "$$")"; then
+    printf 'wrapper %s: the session was abandoned before it started (%s); not starting the agent\n' "$$" \
+      "$(cat "$dir/wrapper.pid" 2>/dev/null)"
+    return 0
+  fi
   if ! cd -- "$workdir"; then
     printf 'cannot enter working directory %s\n' "$workdir" >"$dir/spawn_error"
     spawn__record "$dir" exit_code 126
@@ -63,6 +68,32 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
   rc=$?
   spawn__record "$dir" exit_code "$rc"
   return 0
+}
+
+# spawn_proc_start <pid>: the process's start time (clock ticks since boot), to
+# tell a live process from a later one that reused its pid.
+spawn_proc_start() { # <pid>
+  local stat
+  local -a f
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  read -r -a f <<<"$stat"
+  printf '%s\n' "${f[19]}"
+}
+
+# spawn_mark_started <session-dir> <content>: creates wrapper.pid, never replacing
+# it (link(2)). The wrapper writes its pid there before it starts the agent; the
+# next loop's reconcile writes "abandoned" there for a session that never started.
+# Whoever creates it first decides, so a session is never both requeued and run.
+spawn_mark_started() { # <session-dir> <content>
+  local tmp="$1/.wrapper.pid.$$"
+  printf '%s\n' "$2" >"$tmp" || return 1
+  if ln "$tmp" "$1/wrapper.pid" 2>/dev/null; then
+    rm -f "$tmp"
+    return 0
+  fi
+  rm -f "$tmp"
+  return 1
 }
 
 spawn__record() { # <dir> <name> <value>

@@ -24,31 +24,19 @@ source "$HARNESS_ROOT/lib/log.sh"
 source "$HARNESS_ROOT/lib/config.sh"
 
 main() {
-  local config=""
-  local -a sets=() opts=()
   log_debug_init
   umask 077
-  while (($#)); do
-    case "$1" in
-      -h | --help) log_help "${BASH_SOURCE[0]}"; exit 0 ;;
-      --state) sets+=("STATE_DIR=${2:?--state needs a directory}"); shift ;;
-      --config) config=${2:?--config needs a file}; shift ;;
-      --no-color) opts+=(--no-color) ;;
-      -*) usage_error "unknown option: $1 (see --help)" ;;
-      *) break ;;
-    esac
-    shift
-  done
-  (($#)) || { log_help "${BASH_SOURCE[0]}" >&2; exit "$EXIT_USAGE"; }
+  config_cli "${BASH_SOURCE[0]}" "--no-color" "$@"
+  set -- "${CLI_REST[@]}"
   case "$1" in
     list | cost | watch | summary | metrics | tools | errors | timeline | export) ;;
     help) log_help "${BASH_SOURCE[0]}"; exit 0 ;;
     *) usage_error "unknown command: $1 (see --help)" ;;
   esac
-  config_load "$HARNESS_ROOT" "${config:-${HARNESS_CONFIG:-}}" "${sets[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
+  config_load "$HARNESS_ROOT" "${CLI_CONFIG:-${HARNESS_CONFIG:-}}" "${CLI_SETS[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
   config_python "$HARNESS_ROOT" quick || die "$CFG_ERROR"
   [[ -d "${CFG[STATE_DIR]}/sessions" ]] || die "no sessions in ${CFG[STATE_DIR]} (wrong --state?)" "$EXIT_USAGE"
-  PYTHONPATH="$HARNESS_ROOT/lib" exec "$HARNESS_PY" -m harness events --state-dir "${CFG[STATE_DIR]}" "${opts[@]}" "$@"
+  PYTHONPATH="$HARNESS_ROOT/lib" exec "$HARNESS_PY" -m harness events --state-dir "${CFG[STATE_DIR]}" "${CLI_FLAGS[@]}" "$@"
 }
 
 main "$@"

@@ -71,24 +71,14 @@ queue_cmd_add() { # <args...>
 }
 
 main() {
-  local config="" cmd
-  local -a sets=()
+  local cmd
   log_debug_init
   umask 077
-  while (($#)); do
-    case "$1" in
-      -h | --help) log_help "${BASH_SOURCE[0]}"; exit 0 ;;
-      --state) sets+=("STATE_DIR=${2:?--state needs a directory}"); shift ;;
-      --config) config=${2:?--config needs a file}; shift ;;
-      -*) usage_error "unknown option: $1 (see --help)" ;;
-      *) break ;;
-    esac
-    shift
-  done
-  (($#)) || { log_help "${BASH_SOURCE[0]}" >&2; exit "$EXIT_USAGE"; }
+  config_cli "${BASH_SOURCE[0]}" "" "$@"
+  set -- "${CLI_REST[@]}"
   cmd=$1
   shift
-  config_load "$HARNESS_ROOT" "${config:-${HARNESS_CONFIG:-}}" "${sets[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
+  config_load "$HARNESS_ROOT" "${CLI_CONFIG:-${HARNESS_CONFIG:-}}" "${CLI_SETS[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
   config_python "$HARNESS_ROOT" || die "$CFG_ERROR"
   command -v jq >/dev/null || die "jq is required (apt-get install jq)"
   STATE=${CFG[STATE_DIR]}

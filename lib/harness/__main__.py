@@ -1,22 +1,27 @@
 """Command line of the helpers: ``python -m harness <command> ...``.
 
 Called by the bash modules; exit 0 on success, 2 with one line on stderr for
-refused input, 3 for "nothing to claim".
+refused input, 3 for "nothing to claim", 4 for "claiming is blocked" (pause,
+circuit breaker, disk; the reason on stdout as JSON), 5 when finalize could not
+move the item out of running/.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from . import facts as facts_mod
-from . import jsonio, queue, receipt, render, verdict
+from . import circuit, finish, gate, jsonio, queue, receipt, render
+from .policy import Policy
 
 EXIT_REFUSED = 2
 EXIT_NOTHING = 3
+EXIT_BLOCKED = 4
+EXIT_FINISH = 5
 
 
 def _q(args: argparse.Namespace) -> queue.Queue:
@@ -92,11 +97,18 @@ def cmd_queue_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _now(args: argparse.Namespace) -> float:
+    return float(args.now) if getattr(args, "now", None) is not None else time.time()
+
+
 def cmd_queue_claim(args: argparse.Namespace) -> int:
-    item = queue.claim(_q(args), args.session, args.worker, time.time())
-    if item is None:
+    got = gate.claim_gated(_q(args), args.session, args.worker, Policy.from_pairs(args.cfg), _now(args))
+    if got is None:
         return EXIT_NOTHING
-    sys.stdout.buffer.write(jsonio.dumps(queue.summary_row(item, "running")) + b"\n")
+    if isinstance(got, gate.Blocked):
+        sys.stdout.buffer.write(jsonio.dumps(got.as_dict()) + b"\n")
+        return EXIT_BLOCKED
+    sys.stdout.buffer.write(jsonio.dumps(queue.summary_row(got, "running")) + b"\n")
     return 0
 
 
@@ -122,20 +134,48 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
-    sdir = Path(args.session_dir)
-    meta: dict[str, Any] = {}
     try:
-        meta = jsonio.read_json(sdir / "meta.json")
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"harness: {sdir.name}: meta.json unreadable ({exc}); receipt without spawn facts", file=sys.stderr)
-    f = facts_mod.scan(sdir / "events.jsonl")
-    v = verdict.classify(sdir, f)
-    metrics = receipt.build(sdir, f, v, meta)
-    receipt.write(sdir, metrics)
-    out = v.as_dict()
-    out["receipt"] = receipt.line(metrics)
-    out["cost_usd"] = metrics["cost_usd"]
+        out = finish.finalize(Path(args.session_dir), Path(args.state_dir), Policy.from_pairs(args.cfg), _now(args),
+                              random.Random())
+    except finish.FinishError as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return EXIT_FINISH
     sys.stdout.buffer.write(jsonio.dumps(out) + b"\n")
+    return 0
+
+
+def cmd_circuit(args: argparse.Namespace) -> int:
+    state_dir, now = Path(args.state_dir), _now(args)
+    b = circuit.Breaker(state_dir, Policy.from_pairs(args.cfg))
+    if args.action == "close":
+        c = b.reset(f"closed by {args.by}")
+    elif args.action == "open":
+        c = b.force_open(f"opened by {args.by}", now)
+    elif args.action == "record":
+        c = b.record(args.session, args.result, args.verdict, args.reason, now)
+    else:
+        c = b.status(now)
+    if args.json:
+        sys.stdout.buffer.write(jsonio.dumps(c) + b"\n")
+    else:
+        print(f"circuit: {circuit.describe(c, now)}")
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    state_dir, now = Path(args.state_dir), _now(args)
+    if args.action == "clear":
+        print("resumed: spawning allowed" if gate.clear_pause(state_dir, args.by) else "not paused")
+        return 0
+    if args.action == "set":
+        gate.write_pause(state_dir, now + args.seconds, args.reason or f"paused by {args.by}", by="operator")
+    p = gate.active_pause(state_dir, now)
+    if args.json:
+        sys.stdout.buffer.write(jsonio.dumps(p) + b"\n")
+    elif p:
+        print(f"paused until {p.get('until')} ({max(0.0, float(p['until_epoch']) - now):.0f}s more): {p.get('reason')}")
+    else:
+        print("not paused")
     return 0
 
 
@@ -151,6 +191,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
         poll_s=args.poll_s,
         loop_pid=args.loop_pid,
         loop_start=args.loop_start,
+        policy=Policy.from_pairs(args.cfg),
     )
     return sidecar.main(opts)
 
@@ -201,6 +242,10 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m harness")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
+    def with_policy(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--cfg", action="append", default=[], metavar="KEY=VALUE", help="policy configuration")
+        p.add_argument("--now", type=float, help="the clock, in epoch seconds (tests)")
+
     def with_state(name: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name)
         p.add_argument("--state-dir", required=True)
@@ -221,6 +266,7 @@ def parser() -> argparse.ArgumentParser:
     p = with_state("queue-claim")
     p.add_argument("--session", required=True)
     p.add_argument("--worker", required=True)
+    with_policy(p)
     p.set_defaults(fn=cmd_queue_claim)
     p = with_state("queue-ready")
     p.set_defaults(fn=cmd_queue_ready)
@@ -237,9 +283,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--var", action="append")
     p.set_defaults(fn=cmd_prepare)
-    p = sub.add_parser("finalize")
+    p = with_state("finalize")
     p.add_argument("--session-dir", required=True)
+    with_policy(p)
     p.set_defaults(fn=cmd_finalize)
+    p = with_state("circuit")
+    p.add_argument("action", choices=["status", "close", "open", "record"])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--by", default="operator")
+    p.add_argument("--session", default="manual")
+    p.add_argument("--result", choices=["failure", "success", "neutral"], default="failure")
+    p.add_argument("--verdict", default="api_error")
+    p.add_argument("--reason", default="recorded by hand")
+    with_policy(p)
+    p.set_defaults(fn=cmd_circuit)
+    p = with_state("pause")
+    p.add_argument("action", choices=["show", "set", "clear"])
+    p.add_argument("--seconds", type=float, default=3600.0)
+    p.add_argument("--reason")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--by", default="operator")
+    with_policy(p)
+    p.set_defaults(fn=cmd_pause)
     p = with_state("sidecar")
     p.add_argument("--stall-timeout-s", type=float, default=300.0)
     p.add_argument("--tool-timeout-s", type=float, default=660.0)
@@ -248,6 +313,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--poll-s", type=float, default=0.05)
     p.add_argument("--loop-pid", type=int, default=0)
     p.add_argument("--loop-start", default="")
+    with_policy(p)
     p.set_defaults(fn=cmd_sidecar)
     p = with_state("events")
     p.add_argument("--no-color", action="store_true")

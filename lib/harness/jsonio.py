@@ -54,6 +54,20 @@ def write_json(path: str | os.PathLike[str], obj: Any, pretty: bool = True) -> N
     write_atomic(path, dumps(obj, pretty=pretty) + b"\n")
 
 
+def append_line(path: str | os.PathLike[str], data: bytes) -> None:
+    """Appends one whole line with a single O_APPEND write (concurrent writers never interleave)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def audit(state_dir: str | os.PathLike[str], event: str, **fields: Any) -> None:
+    """One line in state/events.jsonl, the harness audit log. Raises OSError when it cannot."""
+    append_line(Path(state_dir) / "events.jsonl", dumps({"ts": utc_now_iso(), "event": event, **fields}) + b"\n")
+
+
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -125,6 +125,8 @@ class LiveSession:
         self.marks: list[Mark] = []
         self.replay_upto = replay_upto  # lines at or below this index are already in timeline.jsonl
         self.turn_changed = False
+        self.retry_run = 0  # system/api_retry lines since the API last answered
+        self.retry_status = ""
 
     # --- feeding ---------------------------------------------------------
 
@@ -161,6 +163,7 @@ class LiveSession:
             itype = str(inner.get("type") or "")
             self.last_event_type = f"stream_event/{itype}"
             if itype == "message_start":
+                self.retry_run = 0
                 msg = obj(inner.get("message"))
                 self._mark(wall, "turn", str(msg.get("id") or ""))
                 self.phase = "streaming"
@@ -176,10 +179,13 @@ class LiveSession:
                 self.phase = "requesting"
             elif sub in ("status", "api_retry"):
                 if sub == "api_retry":
-                    self._mark(wall, "api_retry", str(ev.get("error_status") or "connection"))
+                    self.retry_status = str(ev.get("error_status") or "connection")
+                    self.retry_run += 1
+                    self._mark(wall, "api_retry", self.retry_status)
                 if not self.tools:
                     self.phase = "requesting"
         elif etype == "assistant":
+            self.retry_run = 0
             self._on_assistant(ev, wall)
         elif etype == "user":
             self._on_user(ev, wall)

@@ -12,7 +12,7 @@ import os
 import random
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -105,13 +105,7 @@ class Queue:
             os.close(fd)
 
     def audit(self, event: str, **fields: Any) -> None:
-        record = {"ts": jsonio.utc_now_iso(), "event": event, **fields}
-        line = jsonio.dumps(record) + b"\n"
-        fd = os.open(self.state_dir / "events.jsonl", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        jsonio.audit(self.state_dir, event, **fields)
 
 
 def check_id(item_id: str) -> str:
@@ -340,8 +334,11 @@ def ready(queue: Queue, now: float) -> list[str]:
     return [c.item_id for c in cands if c.not_before <= now and all(d in done for d in c.depends_on)]
 
 
-def claim(queue: Queue, session_id: str, worker: str, now: float) -> dict[str, Any] | None:
-    """Claims the best ready item for session_id; None when nothing is ready."""
+def claim(
+    queue: Queue, session_id: str, worker: str, now: float, admit: Callable[[], bool] | None = None
+) -> dict[str, Any] | None:
+    """Claims the best ready item for session_id; None when nothing is ready, or
+    when admit (asked once an item is ready, before each rename) says no."""
     cands, bad = candidates(queue)
     for item_id in bad:
         _set_aside(queue, item_id)
@@ -349,6 +346,8 @@ def claim(queue: Queue, session_id: str, worker: str, now: float) -> dict[str, A
     for c in cands:
         if c.not_before > now or not all(d in done for d in c.depends_on):
             continue
+        if admit is not None and not admit():
+            return None
         src, dst = queue.path("pending", c.item_id), queue.path("running", c.item_id)
         try:
             os.rename(src, dst)

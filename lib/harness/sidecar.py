@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from . import jsonio
+from .circuit import Breaker
 from .follow import Waker
 from .live import Limits, LiveSession, read_marks
+from .policy import Policy
 from .tailer import Tailer
 
 BUSY_ROUNDS = 3  # reads with new data in a row before a session is polled instead of watched
@@ -49,6 +51,7 @@ class Options:
     poll_s: float = 0.05
     loop_pid: int = 0
     loop_start: str = ""
+    policy: Policy = field(default_factory=Policy)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Tracked:
     hb_mono: float = 0.0
     hb_turns: int = -1
     ended: bool = False
+    storm: bool = False  # an api_retry storm was reported to the breaker
     signals: list[str] = field(default_factory=list)
 
 
@@ -239,6 +243,19 @@ class Sidecar:
             log(f"{t.sid}: cannot write heartbeat.json: {exc}")
         t.hb_mono, t.hb_turns = now_mono, turns
 
+    def check_storm(self, t: Tracked, now_wall: float) -> None:
+        """API retries in a row inside one live session count for the breaker before it ends."""
+        limit = self.o.policy.CIRCUIT_STORM_RETRIES
+        if t.storm or limit <= 0 or t.live.retry_run < limit:
+            return
+        t.storm = True
+        try:
+            c = Breaker(self.o.state_dir, self.o.policy).storm(t.sid, t.live.retry_run, t.live.retry_status, now_wall)
+        except OSError as exc:
+            log(f"{t.sid}: cannot record an API retry storm in circuit.json: {exc}")
+            return
+        log(f"{t.sid}: {t.live.retry_run} API retries in a row (status {t.live.retry_status}); circuit {c.get('state')}")
+
     def check_stall(self, t: Tracked, now_wall: float, now_mono: float) -> None:
         if (t.dir / "kill.json").exists():
             return
@@ -334,6 +351,7 @@ class Sidecar:
                 self.finish(t, "exit_code written")
                 continue
             now_wall, now_mono = time.time(), time.monotonic()
+            self.check_storm(t, now_wall)
             self.check_stall(t, now_wall, now_mono)
             self.escalate(t, now_wall)
             self.heartbeat(t, now_wall, now_mono)
@@ -421,11 +439,8 @@ def create_exclusive(path: Path, data: bytes) -> bool:
 
 
 def audit(state_dir: Path, event: str, **fields: Any) -> None:
-    line = jsonio.dumps({"ts": jsonio.utc_now_iso(), "event": event, **fields}) + b"\n"
     try:
-        fd = os.open(state_dir / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "ab") as fh:
-            fh.write(line)
+        jsonio.audit(state_dir, event, **fields)
     except OSError as exc:
         log(f"audit: cannot append {event}: {exc}")
 

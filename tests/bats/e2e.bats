@@ -64,7 +64,7 @@ api_requests() { # jq filter over the fake API's request log
   q add --id a --prompt "hi [[fake:err401]]" >/dev/null
   run loop --drain
   assert_failure 4
-  assert_output --partial "harness: halted: credentials rejected (401)"
+  assert_output --regexp "harness: halted: circuit breaker open for [0-9]+s more: credentials rejected \(401\).*the credentials are wrong"
   [ "$(item_state a) $(item_field a .attempts) $(item_field a .last_verdict)" = "pending 0 auth_error" ]
   run jq -r 'select(.event == "loop.stopped") | .reason' "$STATE/events.jsonl"
   assert_output --partial "credentials rejected (401)"

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Summary: Controls a running loop: pause and resume spawning, the circuit breaker, STOP.
+# Usage: loopctl.sh [--state DIR] [--config FILE] <command> [args]
+#
+#   show                         pause, circuit breaker and STOP, one line each
+#   pause [--for SECONDS] [--reason TEXT]
+#                                no new sessions until then (default 1 h); running ones go on
+#   resume                       ends a pause at once, a usage-limit pause included
+#   circuit [status] [--json]    the breaker's state (closed, open, half-open) and why
+#   circuit close                closes the breaker at once (after fixing credentials, say)
+#   circuit open                 opens it, as if the API had failed
+#   stop                         writes state/STOP: the loop stops claiming and ends once
+#                                running sessions finish (within SHUTDOWN_GRACE_S)
+#   unstop                       removes state/STOP
+#
+# Every change goes to the audit log (state/events.jsonl) and takes effect at the
+# loop's next look (at most IDLE_POLL_S later). Exit codes: 0 done, 1 fatal error,
+# 2 bad usage.
+set -euo pipefail
+
+HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/log.sh
+source "$HARNESS_ROOT/lib/log.sh"
+# shellcheck source=lib/config.sh
+source "$HARNESS_ROOT/lib/config.sh"
+# shellcheck source=lib/resilience.sh
+source "$HARNESS_ROOT/lib/resilience.sh"
+
+loopctl_pause() { # [--for S] [--reason T]
+  local seconds=3600 reason=""
+  while (($#)); do
+    case "$1" in
+      --for) [[ "${2:-}" =~ ^[0-9]+([.][0-9]+)?$ ]] || usage_error "pause: --for needs seconds"; seconds=$2; shift ;;
+      --reason) reason=${2:?--reason needs text}; shift ;;
+      *) usage_error "pause: unknown argument: $1" ;;
+    esac
+    shift
+  done
+  py pause set --state-dir "$STATE" --seconds "$seconds" --reason "${reason:-paused by operator}" "${RES_POLICY_ARGS[@]}"
+}
+
+loopctl_circuit() { # [status|close|open] [--json]
+  local action=status
+  local -a args=()
+  while (($#)); do
+    case "$1" in
+      status | close | open) action=$1 ;;
+      --json) args+=(--json) ;;
+      *) usage_error "circuit: unknown argument: $1" ;;
+    esac
+    shift
+  done
+  py circuit "$action" --state-dir "$STATE" --by "operator ($(id -un 2>/dev/null || echo "uid $UID"))" \
+    "${args[@]}" "${RES_POLICY_ARGS[@]}"
+}
+
+main() {
+  local cmd
+  log_debug_init
+  umask 077
+  config_cli "${BASH_SOURCE[0]}" "" "$@"
+  set -- "${CLI_REST[@]}"
+  cmd=$1
+  shift
+  config_load "$HARNESS_ROOT" "${CLI_CONFIG:-${HARNESS_CONFIG:-}}" "${CLI_SETS[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
+  config_python "$HARNESS_ROOT" quick || die "$CFG_ERROR"
+  STATE=${CFG[STATE_DIR]}
+  [[ -d "$STATE" ]] || die "no state directory at $STATE (wrong --state?)" "$EXIT_USAGE"
+  HARNESS_AUDIT_LOG="$STATE/events.jsonl"
+  resilience_init
+  case "$cmd" in
+    show)
+      (($# == 0)) || usage_error "show takes no arguments"
+      py pause show --state-dir "$STATE"
+      py circuit status --state-dir "$STATE" "${RES_POLICY_ARGS[@]}"
+      if [[ -e "$STATE/STOP" ]]; then echo "STOP: present (the loop stops claiming)"; else echo "STOP: absent"; fi
+      ;;
+    pause) loopctl_pause "$@" ;;
+    resume)
+      (($# == 0)) || usage_error "resume takes no arguments"
+      py pause clear --state-dir "$STATE" --by operator ;;
+    circuit) loopctl_circuit "$@" ;;
+    stop)
+      : >>"$STATE/STOP" || die "cannot write $STATE/STOP"
+      log_audit loop.stop_requested --arg by operator
+      echo "STOP written: the loop stops claiming and ends once running sessions finish" ;;
+    unstop)
+      if rm -f -- "$STATE/STOP"; then log_audit loop.stop_withdrawn --arg by operator; echo "STOP removed"; fi ;;
+    help) log_help "${BASH_SOURCE[0]}" ;;
+    *) usage_error "unknown command: $cmd (see --help)" ;;
+  esac
+}
+
+main "$@"
