@@ -82,7 +82,7 @@ def check(state_dir: Path, policy: Policy, now: float) -> Blocked | None:
     if policy.MIN_FREE_MB > 0:
         free = free_mb(state_dir)
         if free < policy.MIN_FREE_MB:
-            return Blocked("disk", f"only {free:.1f} MB free under {state_dir} (MIN_FREE_MB is {policy.MIN_FREE_MB:g})",
+            return Blocked("disk", f"only {free:.1f} MB free under {state_dir} (MIN_FREE_MB is {policy.MIN_FREE_MB:.10g})",
                            halt=True)
     return None
 

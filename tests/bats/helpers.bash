@@ -116,3 +116,9 @@ first_match() { # <glob>
   found=$(compgen -G "$1") || return 1
   printf '%s\n' "${found%%$'\n'*}"
 }
+
+# audit_has <jq-condition>: some line of the audit log meets it (jq 1.6's -e looks
+# only at the last input, so the lines are counted instead).
+audit_has() { # <jq-condition>
+  [[ -n "$(jq -c "select($1)" "$STATE/events.jsonl" 2>/dev/null)" ]]
+}

@@ -1,0 +1,267 @@
+"""The failure policy (policy.py) and the circuit breaker (circuit.py), driven by
+an explicit clock: every transition of the breaker, with the times it promises."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from harness import gate, policy, queue
+from harness.circuit import Breaker, outcome
+from harness.verdict import Verdict
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    queue.Queue(tmp_path).init()
+    return tmp_path
+
+
+def pol(**kw: Any) -> policy.Policy:
+    return policy.Policy(**kw)
+
+
+def audit(state: Path) -> list[dict[str, Any]]:
+    path = state / "events.jsonl"
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+# --- the policy ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("verdict", "retryable", "action", "to_state", "attempts"),
+    [
+        ("succeeded", None, "succeed", "succeeded", 1),
+        ("max_turns", None, "quarantine", "quarantined", 1),
+        ("budget_exceeded", None, "quarantine", "quarantined", 1),
+        ("usage_limited", None, "pause", "pending", 0),
+        ("interrupted", None, "requeue", "pending", 0),
+        ("auth_error", None, "requeue", "pending", 0),
+        ("api_error", None, "retry", "pending", 1),
+        ("crashed", None, "retry", "pending", 1),
+        ("stalled", None, "retry", "pending", 1),
+        ("timed_out", None, "retry", "pending", 1),
+        ("spawn_failed", None, "retry", "pending", 1),
+        ("failed", False, "quarantine", "quarantined", 1),
+        ("failed", None, "retry", "pending", 1),
+    ],
+)
+def test_each_verdict_has_its_policy(verdict: str, retryable: bool | None, action: str, to_state: str,
+                                     attempts: int) -> None:
+    d = policy.decide(Verdict(verdict, "why", retryable=retryable), 0, 3, pol(), T0, random.Random(1))
+    assert (d.action, d.to_state, d.attempts) == (action, to_state, attempts)
+    assert (d.not_before is not None) == (action == "retry")
+
+
+def test_backoff_is_full_jitter_under_a_doubling_capped_ceiling() -> None:
+    p = pol(RETRY_BASE_S=30, RETRY_CAP_S=100)
+    rng = random.Random(7)
+    for attempt, ceiling in ((1, 30), (2, 60), (3, 100), (9, 100)):
+        delays = [policy.backoff_s(attempt, p, rng) for _ in range(2000)]
+        assert 0 <= min(delays) and max(delays) <= ceiling
+        assert max(delays) > 0.9 * ceiling and min(delays) < 0.1 * ceiling  # spread over the whole range
+
+
+def test_retries_stop_at_max_attempts_with_the_count_in_the_reason() -> None:
+    v = Verdict("api_error", "API error 500")
+    assert policy.decide(v, 1, 3, pol(), T0, random.Random(1)).to_state == "pending"
+    last = policy.decide(v, 2, 3, pol(), T0, random.Random(1))
+    assert (last.to_state, last.attempts, last.reason) == ("quarantined", 3, "API error 500 (gave up after 3 attempts)")
+
+
+def test_usage_limit_pauses_until_the_reset_plus_jitter() -> None:
+    p = pol(PAUSE_JITTER_S=60, USAGE_PAUSE_S=300)
+    d = policy.decide(Verdict("usage_limited", "five_hour", resets_at=T0 + 3600), 2, 3, p, T0, random.Random(3))
+    assert d.attempts == 2 and d.pause_until is not None and T0 + 3600 <= d.pause_until <= T0 + 3660
+    no_reset = policy.decide(Verdict("usage_limited", "limit"), 0, 3, p, T0, random.Random(3))
+    assert no_reset.pause_until is not None and T0 + 300 <= no_reset.pause_until <= T0 + 360
+
+
+def test_a_canceled_interrupt_goes_to_canceled() -> None:
+    d = policy.decide(Verdict("interrupted", "canceled by operator"), 1, 3, pol(), T0, random.Random(1), canceled=True)
+    assert (d.action, d.to_state, d.attempts) == ("cancel", "canceled", 1)
+
+
+# --- the breaker ----------------------------------------------------------------
+
+
+def test_outcomes_as_the_breaker_counts_them() -> None:
+    assert outcome("api_error", True) == "failure"
+    assert outcome("spawn_failed", False) == "failure"
+    assert outcome("crashed", False) == "failure"  # crashed before the stream's init line
+    assert outcome("crashed", True) == "neutral"
+    assert outcome("stalled", True, "requesting") == "failure"  # waiting on the API
+    assert outcome("stalled", True, "in_tool") == "neutral"
+    assert outcome("failed", True) == "success"  # the API answered (a 400, say)
+    assert outcome("interrupted", True) == "neutral"
+    assert outcome("usage_limited", True) == "neutral"
+
+
+def test_opens_after_n_failures_in_a_row_and_a_success_resets_the_run(state: Path) -> None:
+    b = Breaker(state, pol(CIRCUIT_FAILURES=3, CIRCUIT_WINDOW=0))
+    b.record("s1", "failure", "api_error", "500", T0)
+    b.record("s2", "failure", "api_error", "500", T0 + 1)
+    b.record("s3", "success", "succeeded", "ok", T0 + 2)
+    b.record("s4", "failure", "api_error", "500", T0 + 3)
+    c = b.record("s5", "failure", "api_error", "500", T0 + 4)
+    assert c["state"] == "closed" and c["consecutive_failures"] == 2
+    c = b.record("s6", "failure", "api_error", "529", T0 + 5)
+    assert c["state"] == "open" and c["open_until"] == T0 + 5 + 60
+    assert "3 API-level failures in a row" in c["reason"]
+    assert orjson.loads((state / "circuit.json").read_bytes())["state"] == "open"  # persisted
+    assert [e["event"] for e in audit(state)] == ["circuit.opened"]
+
+
+def test_opens_on_the_failure_rate_over_a_full_window(state: Path) -> None:
+    b = Breaker(state, pol(CIRCUIT_FAILURES=0, CIRCUIT_WINDOW=6, CIRCUIT_FAILURE_RATE=0.5))
+    results = ["failure", "success", "failure", "success", "failure"]
+    for i, r in enumerate(results):
+        c = b.record(f"s{i}", r, "x", "y", T0 + i)
+        assert c["state"] == "closed", "fewer than CIRCUIT_WINDOW outcomes never open it"
+    c = b.record("s5", "success", "x", "y", T0 + 5)
+    assert c["state"] == "open" and "3 of the last 6 sessions failed" in c["reason"]
+
+
+def test_neutral_outcomes_do_not_count(state: Path) -> None:
+    b = Breaker(state, pol(CIRCUIT_FAILURES=2))
+    b.record("s1", "failure", "api_error", "500", T0)
+    b.record("s2", "neutral", "interrupted", "stop", T0)
+    b.record("s3", "neutral", "usage_limited", "limit", T0)
+    assert b.status(T0)["consecutive_failures"] == 1 and len(b.status(T0)["window"]) == 1
+
+
+def test_open_half_open_one_probe_then_closed(state: Path) -> None:
+    b = Breaker(state, pol(CIRCUIT_FAILURES=1, CIRCUIT_OPEN_S=60))
+    b.record("s1", "failure", "api_error", "500", T0)
+    assert b.allow("s2", T0 + 59.9)[0] is False
+    assert b.status(T0 + 60)["state"] == "half_open"
+    ok, c = b.allow("probe", T0 + 60)
+    assert ok and c["state"] == "half_open" and c["probe"]["session"] == "probe"
+    assert b.allow("other", T0 + 61)[0] is False, "exactly one probe"
+    assert b.allow("probe", T0 + 61)[0] is True, "the probe itself may ask again"
+    c = b.record("probe", "success", "succeeded", "ok", T0 + 70)
+    assert c["state"] == "closed" and c["open_s"] == 60 and c["window"] == []
+    assert b.allow("next", T0 + 71)[0] is True
+    events = [e["event"] for e in audit(state)]
+    assert events == ["circuit.opened", "circuit.half_open", "circuit.probe", "circuit.closed"]
+
+
+def test_a_failed_probe_doubles_the_open_time_up_to_the_cap(state: Path) -> None:
+    b = Breaker(state, pol(CIRCUIT_FAILURES=1, CIRCUIT_OPEN_S=60, CIRCUIT_OPEN_CAP_S=200))
+    b.record("s0", "failure", "api_error", "500", T0)
+    now, opens = T0, []
+    for i in range(4):
+        c = b.status(now)
+        now = float(c["open_until"])
+        assert b.allow(f"p{i}", now)[0]
+        c = b.record(f"p{i}", "failure", "api_error", "500", now)
+        assert c["state"] == "open"
+        opens.append(c["open_s"])
+    assert opens == [120, 200, 200, 200]
+    assert b.allow("x", now + 199)[0] is False
+
+
+def test_a_neutral_probe_lets_another_probe_go(state: Path) -> None:
+    b = Breaker(state, pol(CIRCUIT_FAILURES=1, CIRCUIT_OPEN_S=10))
+    b.record("s0", "failure", "api_error", "500", T0)
+    assert b.allow("p1", T0 + 10)[0]
+    c = b.record("p1", "neutral", "interrupted", "stop", T0 + 11)
+    assert c["state"] == "half_open" and c["probe"] is None
+    assert b.allow("p2", T0 + 12)[0]
+
+
+def test_a_probe_that_never_started_is_released(state: Path) -> None:
+    b = Breaker(state, pol(CIRCUIT_FAILURES=1, CIRCUIT_OPEN_S=10))
+    b.record("s0", "failure", "api_error", "500", T0)
+    assert b.allow("p1", T0 + 10)[0]
+    b.release("p1")
+    assert b.allow("p2", T0 + 11)[0]
+    # a probe whose lease vanished (a loop killed between claim and spawn) goes stale after a minute
+    assert b.allow("p3", T0 + 12)[0] is False
+    assert b.allow("p3", T0 + 11 + 61)[0] is True
+
+
+def test_auth_error_opens_at_once_and_says_the_credentials_are_wrong(state: Path) -> None:
+    b = Breaker(state, pol(CIRCUIT_FAILURES=5))
+    c = b.record("s1", "failure", "auth_error", "credentials rejected (401): Invalid API key", T0)
+    assert c["state"] == "open" and c["auth"] is True
+    opened = audit(state)[-1]
+    assert opened["event"] == "circuit.opened" and opened["credentials"] is True
+    assert "credentials rejected (401)" in opened["reason"]
+    # a second 401 from a session that was already running changes nothing
+    assert b.record("s2", "failure", "auth_error", "401", T0 + 1)["opened_at"] == T0
+
+
+def test_a_live_storm_counts_once_and_the_final_outcome_replaces_it(state: Path) -> None:
+    b = Breaker(state, pol(CIRCUIT_FAILURES=2))
+    b.storm("s1", 5, "529", T0)
+    b.storm("s1", 6, "529", T0 + 1)  # the same session again: not counted twice
+    c = b.status(T0)
+    assert c["consecutive_failures"] == 1 and c["state"] == "closed"
+    c = b.record("s1", "failure", "api_error", "529", T0 + 2)
+    assert c["consecutive_failures"] == 1 and c["state"] == "closed"
+    c = b.storm("s2", 5, "500", T0 + 3)
+    assert c["state"] == "open", "two sessions in a storm open it before either ends"
+    b2 = Breaker(state / "other", pol(CIRCUIT_FAILURES=2))
+    (state / "other").mkdir()
+    b2.storm("a", 5, "529", T0)
+    assert b2.record("a", "success", "succeeded", "ok", T0 + 1)["consecutive_failures"] == 0
+
+
+def test_an_unreadable_circuit_file_starts_closed_and_says_so(state: Path) -> None:
+    (state / "circuit.json").write_bytes(b"{not json")
+    b = Breaker(state, pol())
+    assert b.allow("s", T0)[0] is True
+    assert any(e["event"] == "circuit.reset" for e in audit(state))
+
+
+# --- the claim gate -------------------------------------------------------------
+
+
+def _add(state: Path, *ids: str) -> None:
+    queue.add(queue.Queue(state), [(i, {"id": i, "prompt": "p"}) for i in ids])
+
+
+def test_the_gate_blocks_on_a_pause_and_an_operator_resume_lifts_it(state: Path) -> None:
+    _add(state, "a")
+    gate.write_pause(state, T0 + 100, "five_hour limit", by="usage_limited")
+    got = gate.claim_gated(queue.Queue(state), "ses_1", "w", pol(MIN_FREE_MB=0), T0)
+    assert isinstance(got, gate.Blocked) and got.kind == "paused" and got.until == T0 + 100 and not got.halt
+    assert gate.clear_pause(state, "operator")
+    got = gate.claim_gated(queue.Queue(state), "ses_1", "w", pol(MIN_FREE_MB=0), T0)
+    assert isinstance(got, dict) and got["id"] == "a"
+    assert [e["event"] for e in audit(state)][-2:] == ["loop.paused", "loop.resumed"]
+
+
+def test_the_gate_blocks_on_low_disk_as_a_halt(state: Path) -> None:
+    _add(state, "a")
+    got = gate.claim_gated(queue.Queue(state), "ses_1", "w", pol(MIN_FREE_MB=1e12), T0)
+    assert isinstance(got, gate.Blocked) and got.kind == "disk" and got.halt
+    assert queue.Queue(state).ids("pending") == ["a"]
+
+
+def test_the_gate_makes_the_claimed_session_the_probe_and_blocks_the_rest(state: Path) -> None:
+    _add(state, "a", "b")
+    p = pol(CIRCUIT_FAILURES=1, CIRCUIT_OPEN_S=10, MIN_FREE_MB=0)
+    Breaker(state, p).record("s0", "failure", "api_error", "500", T0)
+    blocked = gate.claim_gated(queue.Queue(state), "ses_1", "w", p, T0 + 5)
+    assert isinstance(blocked, gate.Blocked) and blocked.kind == "circuit" and blocked.until == T0 + 10
+    got = gate.claim_gated(queue.Queue(state), "ses_2", "w", p, T0 + 10)
+    assert isinstance(got, dict)
+    second = gate.claim_gated(queue.Queue(state), "ses_3", "w", p, T0 + 10)
+    assert isinstance(second, gate.Blocked) and "probe ses_2 running" in second.reason
+    assert len(queue.Queue(state).ids("running")) == 1
+
+
+def test_nothing_ready_never_takes_the_probe(state: Path) -> None:
+    p = pol(CIRCUIT_FAILURES=1, CIRCUIT_OPEN_S=10, MIN_FREE_MB=0)
+    Breaker(state, p).record("s0", "failure", "api_error", "500", T0)
+    assert gate.claim_gated(queue.Queue(state), "ses_1", "w", p, T0 + 10) is None
+    assert Breaker(state, p).status(T0 + 10)["probe"] is None
