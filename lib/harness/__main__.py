@@ -15,8 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import circuit, finish, gate, jsonio, queue, receipt, render
+from . import jsonio, queue
 from .policy import Policy
+
+# Each command imports what it needs: the loop runs a helper per claim and per
+# finalize, and start-up time counts there.
 
 EXIT_REFUSED = 2
 EXIT_NOTHING = 3
@@ -102,6 +105,7 @@ def _now(args: argparse.Namespace) -> float:
 
 
 def cmd_queue_claim(args: argparse.Namespace) -> int:
+    from . import gate
     got = gate.claim_gated(_q(args), args.session, args.worker, Policy.from_pairs(args.cfg), _now(args))
     if got is None:
         return EXIT_NOTHING
@@ -125,6 +129,7 @@ def cmd_queue_ready(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from . import render
     extra: dict[str, str] = {}
     for kv in args.var or []:
         key, _, value = kv.partition("=")
@@ -134,6 +139,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
+    from . import finish
     try:
         out = finish.finalize(Path(args.session_dir), Path(args.state_dir), Policy.from_pairs(args.cfg), _now(args),
                               random.Random())
@@ -145,6 +151,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
 
 def cmd_circuit(args: argparse.Namespace) -> int:
+    from . import circuit
     state_dir, now = Path(args.state_dir), _now(args)
     b = circuit.Breaker(state_dir, Policy.from_pairs(args.cfg))
     if args.action == "close":
@@ -163,6 +170,7 @@ def cmd_circuit(args: argparse.Namespace) -> int:
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
+    from . import gate
     state_dir, now = Path(args.state_dir), _now(args)
     if args.action == "clear":
         print("resumed: spawning allowed" if gate.clear_pause(state_dir, args.by) else "not paused")
@@ -234,6 +242,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_receipt(args: argparse.Namespace) -> int:
+    from . import receipt
     print(receipt.line(jsonio.read_json(Path(args.session_dir) / "metrics.json")))
     return 0
 
@@ -352,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_REFUSED
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a full disk, permissions: one line, never a traceback
+        print(f"harness: {args.cmd}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .verdict import Verdict
+if TYPE_CHECKING:
+    from .verdict import Verdict
 
 QUARANTINE_AT_ONCE = ("max_turns", "budget_exceeded")
 NO_ATTEMPT = ("usage_limited", "interrupted", "auth_error")

@@ -161,3 +161,108 @@ PY
   run jq -r 'select(.event == "session.stalled" or .event == "session.signal") | .event + ":" + (.signal // "")' "$STATE/events.jsonl"
   assert_output $'session.stalled:\nsession.signal:INT'
 }
+
+@test "429 storm: api_error, retried with backoff; two in a row open the breaker and the rest of the queue waits" {
+  q add --id r1 --priority high --prompt "hi [[fake:err429]]" >/dev/null
+  q add --id r2 --priority high --prompt "hi [[fake:err429]]" >/dev/null
+  q add --id fine --priority low --prompt "hi [[fake:answer]]" >/dev/null
+  run loop --drain --set CIRCUIT_FAILURES=2 --set RETRY_BASE_S=3600
+  assert_success
+  assert_output --partial "harness: not claiming: circuit breaker open for"
+  [ "$(item_state r1) $(item_field r1 .attempts) $(item_field r1 .last_verdict)" = "pending 1 api_error" ]
+  [ "$(item_state r2) $(item_field r2 .attempts) $(item_state fine)" = "pending 1 pending" ]
+  [[ "$(item_field r1 .last_reason)" == "API error 429: "* ]]
+  # the retry waits out its backoff; the CLI's own retry is in the receipt
+  [ "$(date -d "$(item_field r1 .not_before)" +%s)" -gt "$(date +%s)" ]
+  [ "$(jq -r '.api_retries["429"]' "$(session_of r1)/metrics.json")" = 1 ]
+  [ "$(jq -r '[.state, .consecutive_failures] | join(" ")' "$STATE/circuit.json")" = "open 2" ]
+}
+
+@test "529 storm: the sidecar counts the CLI's live retries; the breaker opens before the session ends" {
+  q add --id o --prompt "hi [[fake:err529]]" >/dev/null
+  CLAUDE_CODE_MAX_RETRIES=3 run loop --drain --set CIRCUIT_FAILURES=1 --set CIRCUIT_STORM_RETRIES=3 --set MAX_ATTEMPTS=1
+  assert_success
+  [ "$(item_state o) $(item_field o .last_verdict)" = "quarantined api_error" ]
+  run jq -r 'select(.event | test("^circuit[.]|^session[.]ended")) | .event' "$STATE/events.jsonl"
+  assert_output $'circuit.storm\ncircuit.opened\nsession.ended'
+  run jq -r 'select(.event == "circuit.opened") | .reason' "$STATE/events.jsonl"
+  assert_output --regexp "^1 API-level failures in a row \(last: 3 API retries in a row in ses_.* \(last status 529\)\)"
+  [ "$(jq -r '.api_retries["529"]' "$(session_of o)/metrics.json")" = 3 ]
+  [ "$(jq -c '[.window[] | .verdict]' "$STATE/circuit.json")" = '["api_error"]' ]
+}
+
+@test "400: failed, not retryable, quarantined at once; the breaker counts the API as up" {
+  q add --id b --prompt "hi [[fake:err400]]" >/dev/null
+  run loop --drain
+  assert_success
+  [ "$(item_state b) $(item_field b .attempts) $(item_field b .last_verdict)" = "quarantined 1 failed" ]
+  [[ "$(item_field b .last_reason)" == "API rejected the request (400): "* ]]
+  [ "$(jq -r '[.state, .consecutive_failures, .window[0].result] | join(" ")' "$STATE/circuit.json")" = "closed 0 success" ]
+}
+
+@test "connection refused: api_error, retried, then quarantined with the CLI's own words" {
+  q add --id c --prompt "hi [[fake:answer]]" >/dev/null
+  ANTHROPIC_BASE_URL=http://127.0.0.1:1 run loop --drain --set MAX_ATTEMPTS=2 --set CIRCUIT_FAILURES=0 --set CIRCUIT_WINDOW=0
+  assert_success
+  [ "$(item_state c) $(item_field c .attempts)" = "quarantined 2" ]
+  [ "$(item_field c '[.history[].verdict] | join(",")')" = "api_error,api_error" ]
+  [[ "$(item_field c .last_reason)" == *"Unable to connect to API (ConnectionRefused)"* ]]
+}
+
+agent_in_tool() { # <item>: its live session's CLI is inside a tool call
+  local dir
+  dir=$(session_of "$1")
+  [[ -s "$dir/agent.pid" ]] && jq -e '.phase == "in_tool"' "$dir/heartbeat.json" >/dev/null 2>&1
+}
+
+@test "kill -9 of the agent mid-tool: crashed, retried, and the retry succeeds" {
+  q add --id k --prompt "Run it. [[fake:slowtool seconds=3]]" >/dev/null
+  "$LOOP" --state "$STATE" --drain --set HEARTBEAT_S=0.2 3>&- &
+  local pid=$! rc=0 first
+  wait_for 30 agent_in_tool k
+  first=$(session_of k)
+  kill -9 "$(cat "$first/agent.pid")"
+  wait "$pid" || rc=$?
+  [ "$rc" = 0 ]
+  [ "$(item_state k) $(item_field k .attempts)" = "succeeded 2" ]
+  [ "$(item_field k '[.history[].verdict] | join(",")')" = "crashed,succeeded" ]
+  [[ "$(item_field k '.history[0].reason')" == "killed by signal 9 with no result line"* ]]
+  [ "$(cat "$first/exit_code")" = 137 ]
+}
+
+@test "the agent binary vanishes mid-run: the next session is spawn_failed, with the reason" {
+  mkdir -p "$T/bin"
+  ln -s "$REAL_CLAUDE" "$T/bin/claude"
+  q add --id first --priority high --prompt "Run it. [[fake:slowtool seconds=2]]" >/dev/null
+  q add --id second --priority low --prompt "hi [[fake:answer]]" >/dev/null
+  CLAUDE_BIN="$T/bin/claude" "$LOOP" --state "$STATE" --drain --set MAX_ATTEMPTS=1 --set HEARTBEAT_S=0.2 3>&- &
+  local pid=$! rc=0
+  wait_for 30 agent_in_tool first
+  rm "$T/bin/claude"
+  wait "$pid" || rc=$?
+  [ "$rc" = 0 ]
+  [ "$(item_state first) $(item_state second) $(item_field second .last_verdict)" = "succeeded quarantined spawn_failed" ]
+  [[ "$(item_field second .last_reason)" == "the agent did not start (exit 127): "*"No such file or directory"* ]]
+}
+
+@test "full disk: no claims below MIN_FREE_MB (exit 4); a session that fills the disk loses nothing" {
+  small_disk 3m
+  q add --id f --prompt "Talk at length. [[fake:flood size=300000]]" >/dev/null
+  run loop --drain
+  assert_failure 4
+  assert_output --regexp "harness: halted: only [0-9.]+ MB free under $STATE \(MIN_FREE_MB is 100\)"
+  [ "$(item_state f)" = pending ]
+  # now the disk fills up while the session writes its stream
+  fill_disk "$STATE" 64
+  run loop --drain --set MIN_FREE_MB=0
+  assert_failure 1
+  assert_output --partial "No space left on device"
+  assert_line --regexp "^harness: stopped: finalizing ses_.* \(f\) failed \(exit 1\); the item stays in running/ for the next start$"
+  [ "$(item_state f) $(item_field f .attempts)" = "running 0" ]
+  # space comes back: the next start finalizes what it can and the item completes
+  rm "$STATE/filler"
+  run loop --drain --set MIN_FREE_MB=0
+  assert_success
+  [ "$(item_state f)" = succeeded ]
+  [ "$(item_field f '[.history[].verdict] | join(",")')" = "crashed,succeeded" ]
+}

@@ -35,6 +35,23 @@ sandbox_teardown() {
   if ((${#pids[@]})); then
     kill -9 "${pids[@]}" 2>/dev/null || true
   fi
+  if mountpoint -q "$T/state" 2>/dev/null; then
+    umount -l "$T/state" || echo "teardown: cannot unmount $T/state" >&2
+  fi
+}
+
+# small_disk <size>: STATE on a tmpfs of that size (needs root; the test is skipped,
+# saying why, where mounting is not allowed).
+small_disk() { # <size>
+  mkdir -p "$STATE"
+  mount -t tmpfs -o "size=$1,mode=0700" tmpfs "$STATE" 2>/dev/null ||
+    skip "mounting a tmpfs needs root (CAP_SYS_ADMIN); this machine refused it"
+}
+
+# fill_disk <dir> <kb-left>: fills the file system holding dir, then frees kb-left KB.
+fill_disk() { # <dir> <kb-left>
+  dd if=/dev/zero of="$1/filler" bs=64k 2>/dev/null || true
+  truncate -s "-$2K" "$1/filler"
 }
 
 q() { "$Q" --state "$STATE" "$@"; }

@@ -8,7 +8,7 @@ scenario is stateless: the step it plays is the number of assistant messages
 already in the conversation, so retries and side requests get coherent answers.
 
 Scenarios (see SCENARIOS below): answer, bash, write_commit, endless, big,
-slowtool, hang, err400, err401, err403, err429, err500, err529.
+slowtool, flood, hang, err400, err401, err403, err429, err500, err529.
 
 Every request is logged as one JSON line (``--log``); ``--bodies DIR`` also keeps
 each raw request body as DIR/<n>.json so tests can assert what the model received.
@@ -163,6 +163,13 @@ def sc_slowtool(req: Request) -> Turn:
     return Turn(text="Done.")
 
 
+def sc_flood(req: Request) -> Turn:
+    """A long answer: size= characters of text (default 200000), to fill a small disk."""
+    size = req.params.get("size", "200000")
+    n = int(size) if size.isdigit() else 200000
+    return Turn(text=("All work and no play. " * (n // 22 + 1))[:n])
+
+
 SCENARIOS = {
     "answer": sc_answer,
     "bash": sc_bash,
@@ -170,6 +177,7 @@ SCENARIOS = {
     "endless": sc_endless,
     "big": sc_big,
     "slowtool": sc_slowtool,
+    "flood": sc_flood,
 }
 
 

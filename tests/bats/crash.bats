@@ -1,0 +1,21 @@
+#!/usr/bin/env bats
+# The crash trial (tests/crash_trial.sh): loop.sh killed with SIGKILL at random
+# moments during a multi-item queue, then restarted. Nothing lost, nothing done
+# twice, no two live sessions of one item, nothing left behind.
+
+setup() {
+  load helpers
+  sandbox_setup
+}
+
+teardown() { sandbox_teardown; }
+
+@test "crash trial: 20 runs of kill -9 at random moments; every item succeeds exactly once, never twice at once" {
+  run "$HARNESS_ROOT/tests/crash_trial.sh" --runs 20 --items 4 --kills 2 --seed "$RANDOM" --json "$T/trial.json"
+  printf '# %s\n' "${lines[-1]}" >&3
+  assert_success
+  [ "$(jq -c '[.lost, .doubled, .leftovers, .broken]' "$T/trial.json")" = "[0,0,0,0]" ]
+  [ "$(jq '.runs' "$T/trial.json")" = 20 ]
+  # the kills landed mid-work: some sessions were adopted alive or finalized after the fact
+  [ "$(jq '.kills >= 20 and (.adopted + .recovered + .requeued) >= 5' "$T/trial.json")" = true ]
+}

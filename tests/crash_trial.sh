@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Summary: Crash trial: kills loop.sh with SIGKILL at random moments during a multi-item queue, restarts it, and checks that no work is lost or done twice.
+# Usage: tests/crash_trial.sh [--runs N] [--items N] [--kills N] [--seed N] [--json FILE]
+#
+# Each run: a fresh state directory with --items items (the fast stub, 0.2 s each),
+# loop.sh --drain -j 1..3 started and killed with SIGKILL at a random moment, up to
+# --kills times, then restarted until it drains. Afterwards every item must have
+# succeeded exactly once (one succeeded session, one succeeded history record), no
+# two sessions of one item may have been alive at once (the stub's witness lock),
+# and nothing may be left in running/ or alive. Prints one line per run and the
+# totals; exit 1 when any run broke a promise.
+set -euo pipefail
+
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+RUNS=20 ITEMS=6 KILLS=2 SEED=$$ JSON=""
+while (($#)); do
+  case "$1" in
+    --runs) RUNS=$2; shift ;;
+    --items) ITEMS=$2; shift ;;
+    --kills) KILLS=$2; shift ;;
+    --seed) SEED=$2; shift ;;
+    --json) JSON=$2; shift ;;
+    -h | --help) sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "crash_trial: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+RANDOM=$SEED
+WORK=$(mktemp -d)
+trap 'pkill -9 -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+export CLAUDE_BIN="$ROOT/tests/mocks/claude" HARNESS_QUIET=1 HARNESS_IDLE_POLL_S=0.1 HARNESS_POLL_INTERVAL_S=0.05
+export HARNESS_RETRY_BASE_S=0 HARNESS_KILL_GRACE_S=1 MOCK_CLAUDE_DELAY_S=0.2 HARNESS_MIN_FREE_MB=0
+
+# drain <state>: runs the loop to its end; a "busy" exit (a helper of the killed
+# loop still holds the lock) is retried, as cron would.
+drain() { # <state>
+  local rc tries=0
+  while :; do
+    rc=0
+    timeout 120 "$ROOT/loop.sh" --state "$1" --drain -j 2 >>"$1/../loop.out" 2>&1 || rc=$?
+    [[ $rc == 3 && $tries -lt 100 ]] || return "$rc"
+    tries=$((tries + 1))
+    sleep 0.05
+  done
+}
+
+total_lost=0 total_doubled=0 total_left=0 total_kills=0 total_adopted=0 total_recovered=0 total_requeued=0 failed_runs=0
+for ((run = 1; run <= RUNS; run++)); do
+  dir="$WORK/run$run"
+  state="$dir/state"
+  mkdir -p "$dir/witness"
+  export MOCK_CLAUDE_WITNESS="$dir/witness"
+  for ((i = 1; i <= ITEMS; i++)); do
+    "$ROOT/scripts/queue.sh" --state "$state" add --id "item$i" --prompt "crash trial run $run item $i [[mock:slow]]" >/dev/null
+  done
+  kills=$((1 + RANDOM % KILLS))
+  for ((k = 0; k < kills; k++)); do
+    jobs=$((1 + RANDOM % 3))
+    "$ROOT/loop.sh" --state "$state" --drain -j "$jobs" >>"$dir/loop.out" 2>&1 &
+    pid=$!
+    # the random moment: anywhere from start-up to the end of the queue
+    sleep "$(awk -v r="$RANDOM" -v n="$ITEMS" -v j="$jobs" 'BEGIN { printf "%.3f", (r / 32767) * (0.3 + n * 0.45 / j) }')"
+    kill -9 "$pid" 2>/dev/null && total_kills=$((total_kills + 1))
+    wait "$pid" 2>/dev/null || true
+  done
+  rc=0
+  drain "$state" || rc=$?
+  lost=0 doubled=0 left=0
+  for ((i = 1; i <= ITEMS; i++)); do
+    f="$state/queue/succeeded/item$i.json"
+    if [[ ! -f "$f" ]]; then
+      lost=$((lost + 1))
+      continue
+    fi
+    ok_hist=$(jq '[.history[] | select(.verdict == "succeeded")] | length' "$f")
+    ok_sess=$(jq -r --arg i "item$i" 'select(.item_id == $i and .verdict == "succeeded") | .session_id' \
+      "$state"/sessions/*/meta.json | wc -l)
+    [[ $ok_hist == 1 && $ok_sess == 1 ]] || doubled=$((doubled + 1))
+  done
+  if [[ -s "$dir/witness/doubles" ]]; then doubled=$((doubled + $(wc -l <"$dir/witness/doubles"))); fi
+  left=$(find "$state/queue/running" -name '*.json' | wc -l)
+  left=$((left + $({ pgrep -f "$dir/" || true; } | wc -l)))
+  adopted=$(jq -r 'select(.event == "session.adopted") | .session' "$state/events.jsonl" | wc -l)
+  recovered=$(jq -r 'select(.event == "session.recovered") | .session' "$state/events.jsonl" | wc -l)
+  requeued=$(jq -r 'select(.event == "item.pending" and .verdict == "interrupted") | .item' "$state/events.jsonl" | wc -l)
+  sessions=$(find "$state/sessions" -mindepth 1 -maxdepth 1 -type d | wc -l)
+  total_lost=$((total_lost + lost)) total_doubled=$((total_doubled + doubled)) total_left=$((total_left + left))
+  total_adopted=$((total_adopted + adopted)) total_recovered=$((total_recovered + recovered))
+  total_requeued=$((total_requeued + requeued))
+  verdict=ok
+  if ((lost + doubled + left > 0 || rc != 0)); then
+    verdict=BROKEN
+    failed_runs=$((failed_runs + 1))
+    cp -r "$dir" "${TMPDIR:-/tmp}/crash-trial-run$run-$$" 2>/dev/null || true
+  fi
+  printf 'run %2d: %d kill(s), %d sessions for %d items, adopted %d, recovered %d, requeued %d; lost %d, doubled %d, leftovers %d, drain exit %d: %s\n' \
+    "$run" "$kills" "$sessions" "$ITEMS" "$adopted" "$recovered" "$requeued" "$lost" "$doubled" "$left" "$rc" "$verdict"
+done
+printf 'crash trial: %d runs, %d kills, %d items each; adopted %d, recovered %d, requeued %d; lost %d, doubled %d, leftovers %d; broken runs %d\n' \
+  "$RUNS" "$total_kills" "$ITEMS" "$total_adopted" "$total_recovered" "$total_requeued" "$total_lost" "$total_doubled" "$total_left" "$failed_runs"
+if [[ -n "$JSON" ]]; then
+  jq -n --argjson runs "$RUNS" --argjson kills "$total_kills" --argjson items "$ITEMS" --argjson lost "$total_lost" \
+    --argjson doubled "$total_doubled" --argjson leftovers "$total_left" --argjson broken "$failed_runs" \
+    --argjson adopted "$total_adopted" --argjson recovered "$total_recovered" --argjson requeued "$total_requeued" \
+    '$ARGS.named' >"$JSON"
+fi
+((failed_runs == 0))
