@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 import pytest
-
 from harness import gate, policy, queue
 from harness.circuit import Breaker, outcome
 from harness.verdict import Verdict
@@ -65,7 +64,7 @@ def test_backoff_is_full_jitter_under_a_doubling_capped_ceiling() -> None:
     rng = random.Random(7)
     for attempt, ceiling in ((1, 30), (2, 60), (3, 100), (9, 100)):
         delays = [policy.backoff_s(attempt, p, rng) for _ in range(2000)]
-        assert 0 <= min(delays) and max(delays) <= ceiling
+        assert min(delays) >= 0 and max(delays) <= ceiling
         assert max(delays) > 0.9 * ceiling and min(delays) < 0.1 * ceiling  # spread over the whole range
 
 
