@@ -2,7 +2,7 @@
 # shellcheck disable=SC2034 # exit codes are read by the scripts that source this
 # Logging, errors and the audit log (state/events.jsonl). Sourced, not executed.
 
-# Exit codes shared by every entry point (docs/exit-codes.md lists them).
+# Exit codes shared by every entry point (docs/verdicts.md and README.md list them).
 readonly EXIT_OK=0
 readonly EXIT_FATAL=1
 readonly EXIT_USAGE=2

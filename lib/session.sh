@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# shellcheck disable=SC2034 # LOOP_FATAL and LOOP_CLAIM_AT are read by loop.sh
+# shellcheck disable=SC2034 # LOOP_FATAL, LOOP_CLAIM_AT and RES_RECHECK_AT are read by loop.sh and resilience.sh
 # One session's life inside the loop: start (claim, worktree, prompt, spawn),
 # poll, stop in steps, finalize (verdict, policy, queue move, receipt).
 # Sourced, not executed. The loop keeps live sessions in the S_* maps below.
@@ -165,7 +165,7 @@ session_finalize() { # <session>
   dir=$(session_dir "$sid")
   item_id=${S_ITEM[$sid]}
   out=$(py finalize --state-dir "${CFG[STATE_DIR]}" --session-dir "$dir" "${RES_POLICY_ARGS[@]}") && rc=0 || rc=$?
-  LOOP_CLAIM_AT=0
+  LOOP_CLAIM_AT=0 RES_RECHECK_AT=0 # a finished session may unblock claims (a probe, a dependency)
   if [[ $rc != 0 ]]; then
     log_audit session.finalize_failed --arg session "$sid" --arg item "$item_id" --argjson exit_code "$rc"
     LOOP_FATAL="finalizing $sid ($item_id) failed (exit $rc); the item stays in running/ for the next start"
