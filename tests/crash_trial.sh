@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Summary: Crash trial: kills loop.sh with SIGKILL at random moments during a multi-item queue, restarts it, and checks that no work is lost or done twice.
-# Usage: tests/crash_trial.sh [--runs N] [--items N] [--kills N] [--seed N] [--json FILE]
+# Usage: tests/crash_trial.sh [--runs N] [--items N] [--kills N] [--session-s S] [--seed N] [--json FILE]
 #
-# Each run: a fresh state directory with --items items (the fast stub, 0.2 s each),
+# Each run: a fresh state directory with --items items (the fast stub, --session-s each, 0.2 s),
 # loop.sh --drain -j 1..3 started and killed with SIGKILL at a random moment, up to
 # --kills times, then restarted until it drains. Afterwards every item must have
 # succeeded exactly once (one succeeded session, one succeeded history record), no
@@ -12,13 +12,14 @@
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-RUNS=20 ITEMS=6 KILLS=2 SEED=$$ JSON=""
+RUNS=20 ITEMS=6 KILLS=2 SEED=$$ JSON="" SESSION_S=0.2
 while (($#)); do
   case "$1" in
     --runs) RUNS=$2; shift ;;
     --items) ITEMS=$2; shift ;;
     --kills) KILLS=$2; shift ;;
     --seed) SEED=$2; shift ;;
+    --session-s) SESSION_S=$2; shift ;;
     --json) JSON=$2; shift ;;
     -h | --help) sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "crash_trial: unknown argument $1" >&2; exit 2 ;;
@@ -29,7 +30,7 @@ RANDOM=$SEED
 WORK=$(mktemp -d)
 trap 'pkill -9 -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 export CLAUDE_BIN="$ROOT/tests/mocks/claude" HARNESS_QUIET=1 HARNESS_IDLE_POLL_S=0.1 HARNESS_POLL_INTERVAL_S=0.05
-export HARNESS_RETRY_BASE_S=0 HARNESS_KILL_GRACE_S=1 MOCK_CLAUDE_DELAY_S=0.2 HARNESS_MIN_FREE_MB=0
+export HARNESS_RETRY_BASE_S=0 HARNESS_KILL_GRACE_S=1 MOCK_CLAUDE_DELAY_S=$SESSION_S HARNESS_MIN_FREE_MB=0
 
 # drain <state>: runs the loop to its end; a "busy" exit (a helper of the killed
 # loop still holds the lock) is retried, as cron would.
@@ -59,7 +60,7 @@ for ((run = 1; run <= RUNS; run++)); do
     "$ROOT/loop.sh" --state "$state" --drain -j "$jobs" >>"$dir/loop.out" 2>&1 &
     pid=$!
     # the random moment: anywhere from start-up to the end of the queue
-    sleep "$(awk -v r="$RANDOM" -v n="$ITEMS" -v j="$jobs" 'BEGIN { printf "%.3f", (r / 32767) * (0.3 + n * 0.45 / j) }')"
+    sleep "$(awk -v r="$RANDOM" -v n="$ITEMS" -v j="$jobs" -v s="$SESSION_S" 'BEGIN { printf "%.3f", (r / 32767) * (0.3 + n * (s + 0.25) / j) }')"
     kill -9 "$pid" 2>/dev/null && total_kills=$((total_kills + 1))
     wait "$pid" 2>/dev/null || true
   done
