@@ -51,6 +51,7 @@ bench: setup
 	$(PY) tests/bench/bench_scan.py
 	$(PY) tests/bench/bench_sidecar.py
 	$(PY) tests/bench/bench_watch.py
+	$(PY) tests/bench/bench_overhead.py
 
 clean:
 	rm -rf $(VENV) .tools .demo .bench .pytest_cache .mypy_cache .ruff_cache

@@ -39,7 +39,7 @@ source "$HARNESS_ROOT/lib/session.sh"
 source "$HARNESS_ROOT/lib/sidecar.sh"
 
 LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_FATAL="" LOOP_SIGNAL="" LOOP_STOPPING=""
-LOOP_STOP_AT=0 LOOP_CLAIM_AT=0 LOOP_STARTED=0
+LOOP_STOP_AT=0 LOOP_CLAIM_AT=0 LOOP_SPAWN_AT=0 LOOP_STARTED=0
 declare -a LOOP_SETS=()
 
 loop_parse_args() { # <args...>
@@ -140,16 +140,18 @@ loop_on_signal() { # <signal>
 
 loop_begin_stop() { # <why>
   LOOP_STOPPING=graceful
-  LOOP_STOP_AT=$(log_epoch)
+  log_clock
+  LOOP_STOP_AT=$NOW_US
   LOOP_SIGNAL=$1
 }
 
 # loop_tick: polls every live session, finalizing those that ended.
 loop_tick() {
-  local sid
-  if [[ "$LOOP_STOPPING" == graceful ]] &&
-    awk -v a="$LOOP_STOP_AT" -v n="$(log_epoch)" -v g="${CFG[SHUTDOWN_GRACE_S]}" 'BEGIN { exit !(n - a >= g) }'; then
-    LOOP_STOPPING=now
+  local sid grace
+  if [[ "$LOOP_STOPPING" == graceful ]]; then
+    log_clock
+    log_us "${CFG[SHUTDOWN_GRACE_S]}" grace
+    ((NOW_US - LOOP_STOP_AT < grace)) || LOOP_STOPPING=now
   fi
   for sid in "${!S_ITEM[@]}"; do
     if session_poll "$sid"; then
@@ -161,16 +163,25 @@ loop_tick() {
 }
 
 loop_can_claim() {
+  local delay
   [[ -z "$LOOP_STOPPING" && -z "$LOOP_FATAL" ]] || return 1
   [[ $LOOP_MAX == 0 || $LOOP_STARTED -lt $LOOP_MAX ]] || return 1
-  (($(session_count) < CFG[JOBS])) || return 1
+  ((${#S_ITEM[@]} < CFG[JOBS])) || return 1
   resilience_may_ask || return 1
-  awk -v a="$LOOP_CLAIM_AT" -v n="$(log_epoch)" 'BEGIN { exit !(n >= a) }'
+  log_clock
+  log_us "${CFG[SPAWN_DELAY_S]}" delay
+  ((NOW_US >= LOOP_CLAIM_AT && NOW_US - LOOP_SPAWN_AT >= delay))
 }
 
+# loop_sleep <seconds>: sleeps, but wakes as soon as any child ends (a session's
+# wrapper, so that its end is finalized at once; or the sidecar) or a signal comes.
 loop_sleep() { # <seconds>
+  local sp
   sleep "$1" 9>&- &
-  wait $! 2>/dev/null || true
+  sp=$!
+  wait -n 2>/dev/null || true
+  kill "$sp" 2>/dev/null || true
+  wait "$sp" 2>/dev/null || true
 }
 
 # loop_claim_all: starts sessions while slots are free and items ready. Sets
@@ -181,11 +192,17 @@ loop_claim_all() {
   while loop_can_claim; do
     session_start "$LOOP_WORKER" && rc=0 || rc=$?
     case $rc in
-      0) LOOP_STARTED=$((LOOP_STARTED + 1)) ;;
+      0)
+        LOOP_STARTED=$((LOOP_STARTED + 1))
+        log_clock
+        LOOP_SPAWN_AT=$NOW_US
+        ;;
       3)
         LOOP_IDLE_WHY=nothing
         # Nothing is ready: ask again after IDLE_POLL_S, or as soon as a session ends.
-        LOOP_CLAIM_AT=$(awk -v n="$(log_epoch)" -v i="${CFG[IDLE_POLL_S]}" 'BEGIN { printf "%.3f", n + i }')
+        log_clock
+        log_us "${CFG[IDLE_POLL_S]}" LOOP_CLAIM_AT
+        LOOP_CLAIM_AT=$((NOW_US + LOOP_CLAIM_AT))
         break
         ;;
       4) LOOP_IDLE_WHY=blocked; break ;;
@@ -199,7 +216,7 @@ loop_claim_all() {
 # loop_done: true when the loop should end now (nothing runs and, by its mode,
 # nothing more will be started). A block that needs a person sets LOOP_HALT.
 loop_done() {
-  [[ $(session_count) == 0 ]] || return 1
+  ((${#S_ITEM[@]} == 0)) || return 1
   [[ -n "$LOOP_STOPPING" || -n "$LOOP_FATAL" ]] && return 0
   [[ $LOOP_MAX != 0 && $LOOP_STARTED -ge $LOOP_MAX ]] && return 0
   [[ "$LOOP_MODE" != forever && -n "$LOOP_IDLE_WHY" ]] || return 1
@@ -220,7 +237,7 @@ loop_run() {
     sidecar_loop_heartbeat running
     loop_claim_all
     loop_done && return 0
-    if [[ $(session_count) == 0 ]]; then
+    if ((${#S_ITEM[@]} == 0)); then
       loop_sleep "${CFG[IDLE_POLL_S]}"
     else
       loop_sleep "${CFG[POLL_INTERVAL_S]}"

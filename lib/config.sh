@@ -53,6 +53,10 @@ config_defaults() { # <harness-root>
   config_define POLL_INTERVAL_S num 0.2 "how often running sessions are checked"
   config_define IDLE_POLL_S num 5 "how often an idle loop looks at the queue"
   config_define JOBS int 1 "sessions at once"
+  config_define SPAWN_DELAY_S num 0 "at least this long between two spawns (spreads the CLI's start-up cost)"
+  config_define MAX_LOAD num 0 "no claims while the 1-minute load average per core is above this; 0: no check"
+  config_define MIN_FREE_MEM_MB num 0 "no claims while MemAvailable is below this; 0: no check"
+  config_define AGING_S num 3600 "a pending item rises one priority level for each AGING_S it has waited; 0: no aging"
   config_define PYTHON str "" "python with orjson for the helpers; empty: .venv/bin/python, else python3"
 }
 

@@ -46,6 +46,29 @@ log_now() {
   TZ=UTC printf '%(%Y-%m-%dT%H:%M:%S)T.%sZ\n' "$s" "${ms:0:3}"
 }
 
+# log_clock: NOW_US, the time in whole microseconds since the epoch (no fork; the
+# loop compares times as integers, never through awk or date).
+log_clock() {
+  local t=${EPOCHREALTIME:-} f
+  [[ -n "$t" ]] || t=$(date +%s.%N)
+  t=${t/,/.}
+  f="${t#*.}000000"
+  NOW_US=$((10#${t%.*} * 1000000 + 10#${f:0:6}))
+}
+
+# log_us <seconds> <var>: a non-negative decimal ("1.5", "30") in whole microseconds.
+log_us() { # <seconds> <var>
+  local s=$1 frac=000000
+  [[ "$s" =~ ^[0-9]+([.][0-9]*)?$ ]] || s=0
+  [[ "$s" == *.* ]] && frac="${s#*.}000000"
+  printf -v "$2" '%d' "$((10#${s%%.*} * 1000000 + 10#${frac:0:6}))"
+}
+
+# log_secs <microseconds>: prints them as seconds with six decimals.
+log_secs() { # <microseconds>
+  printf '%d.%06d\n' "$(($1 / 1000000))" "$(($1 % 1000000))"
+}
+
 # log_epoch: seconds since the epoch, with microseconds.
 log_epoch() {
   local t=${EPOCHREALTIME:-}

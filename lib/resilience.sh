@@ -10,12 +10,15 @@ declare -ga RES_POLICY_ARGS=()
 RES_BLOCK="" RES_BLOCK_HALT=0 RES_RECHECK_AT=0
 
 RES_POLICY_KEYS=(MAX_ATTEMPTS RETRY_BASE_S RETRY_CAP_S USAGE_PAUSE_S PAUSE_JITTER_S CIRCUIT_FAILURES CIRCUIT_WINDOW
-  CIRCUIT_FAILURE_RATE CIRCUIT_OPEN_S CIRCUIT_OPEN_CAP_S CIRCUIT_STORM_RETRIES MIN_FREE_MB)
+  CIRCUIT_FAILURE_RATE CIRCUIT_OPEN_S CIRCUIT_OPEN_CAP_S CIRCUIT_STORM_RETRIES MIN_FREE_MB MAX_LOAD MIN_FREE_MEM_MB
+  AGING_S BOOTSTRAP MAX_TURNS MAX_BUDGET_USD MODEL ALLOWED_TOOLS PERMISSION_MODE SKIP_PERMISSIONS REPO_DIR BASE_REF
+  SESSION_TIMEOUT_S)
 
-# resilience_init: the policy's configuration, as --cfg KEY=VALUE arguments for the helpers.
+# resilience_init: the configuration the helpers read (lib/harness/policy.py), as
+# --cfg KEY=VALUE arguments; the agent binary as spawn_resolve_bin found it.
 resilience_init() {
   local key
-  RES_POLICY_ARGS=()
+  RES_POLICY_ARGS=(--cfg "CLAUDE_BIN=${SPAWN_BIN:-${CFG[CLAUDE_BIN]}}")
   for key in "${RES_POLICY_KEYS[@]}"; do
     RES_POLICY_ARGS+=(--cfg "$key=${CFG[$key]}")
   done
@@ -26,17 +29,18 @@ resilience_init() {
 # stderr, and waits before asking again: until the block ends, at most IDLE_POLL_S
 # (so that an operator's resume or circuit close is seen soon).
 resilience_blocked() { # <json>
-  local kind reason until halt now wait
-  IFS=$'\t' read -r kind reason until halt < <(jq -r '[.blocked, .reason, (.until // 0), .halt] | @tsv' <<<"$1")
-  now=$(log_epoch)
+  local kind reason until halt idle
+  IFS=$'\t' read -r kind halt until reason < <(jq -r '[.blocked, .halt, (.until // 0), .reason] | @tsv' <<<"$1")
   if [[ "$kind:$reason" != "$RES_BLOCK" ]]; then
     log_audit loop.blocked --arg kind "$kind" --arg reason "$reason" --argjson halt "$halt"
     warn "not claiming: $reason"
   fi
   RES_BLOCK="$kind:$reason"
   [[ "$halt" == true ]] && RES_BLOCK_HALT=1 || RES_BLOCK_HALT=0
-  wait=$(awk -v u="$until" -v n="$now" -v i="${CFG[IDLE_POLL_S]}" 'BEGIN { w = u - n; if (w <= 0 || w > i) w = i; printf "%.3f", w }')
-  RES_RECHECK_AT=$(awk -v n="$now" -v w="$wait" 'BEGIN { printf "%.3f", n + w }')
+  log_clock
+  log_us "$until" until
+  log_us "${CFG[IDLE_POLL_S]}" idle
+  if ((until > NOW_US && until - NOW_US < idle)); then RES_RECHECK_AT=$until; else RES_RECHECK_AT=$((NOW_US + idle)); fi
 }
 
 # resilience_unblocked: a claim went through (or nothing was ready) after a block.
@@ -50,5 +54,6 @@ resilience_unblocked() {
 # resilience_may_ask: false while a block's recheck time has not come.
 resilience_may_ask() {
   [[ -z "$RES_BLOCK" ]] && return 0
-  awk -v a="$RES_RECHECK_AT" -v n="$(log_epoch)" 'BEGIN { exit !(n >= a) }'
+  log_clock
+  ((NOW_US >= RES_RECHECK_AT))
 }

@@ -15,22 +15,22 @@ sidecar_start() {
     --loop-pid "$$" --loop-start "$(spawn_proc_start "$$")" "${RES_POLICY_ARGS[@]}" </dev/null >>"$s/sidecar.log" 2>&1 9>&- &
   SIDECAR_PID=$!
   SIDECAR_START=$(spawn_proc_start "$SIDECAR_PID" || true)
-  SIDECAR_LAST_START=$(log_epoch)
+  log_clock
+  SIDECAR_LAST_START=$NOW_US
   log_audit sidecar.started --argjson pid "$SIDECAR_PID"
 }
 
 sidecar_alive() {
   local start
-  [[ -n "$SIDECAR_PID" ]] || return 1
-  start=$(spawn_proc_start "$SIDECAR_PID") || return 1
+  [[ -n "$SIDECAR_PID" ]] && spawn_proc_start "$SIDECAR_PID" start || return 1
   [[ -z "$SIDECAR_START" || "$start" == "$SIDECAR_START" ]]
 }
 
 # sidecar_check: restarts a sidecar that died (at most once every SIDECAR_RESTART_MIN_S).
 sidecar_check() {
   sidecar_alive && return 0
-  awk -v a="$SIDECAR_LAST_START" -v n="$(log_epoch)" -v m="$SIDECAR_RESTART_MIN_S" 'BEGIN { exit !(n - a >= m) }' ||
-    return 0
+  log_clock
+  ((NOW_US - SIDECAR_LAST_START >= SIDECAR_RESTART_MIN_S * 1000000)) || return 0
   local rc=""
   if [[ -n "$SIDECAR_PID" ]]; then
     wait "$SIDECAR_PID" 2>/dev/null && rc=0 || rc=$?
@@ -59,12 +59,12 @@ sidecar_stop() {
 
 # sidecar_loop_heartbeat <state>: state/loop.heartbeat.json, at most every HEARTBEAT_S.
 sidecar_loop_heartbeat() { # <state>
-  local now file="${CFG[STATE_DIR]}/loop.heartbeat.json"
-  now=$(log_epoch)
-  awk -v a="$LOOP_HB_AT" -v n="$now" -v h="${CFG[HEARTBEAT_S]}" 'BEGIN { exit !(n - a >= h) }' || [[ "$1" != running ]] ||
-    return 0
-  LOOP_HB_AT=$now
-  if ! jq -n --argjson pid "$$" --arg state "$1" --argjson written_at "$now" --arg at "$(log_now)" \
+  local every file="${CFG[STATE_DIR]}/loop.heartbeat.json"
+  log_clock
+  log_us "${CFG[HEARTBEAT_S]}" every
+  ((NOW_US - LOOP_HB_AT >= every)) || [[ "$1" != running ]] || return 0
+  LOOP_HB_AT=$NOW_US
+  if ! jq -n --argjson pid "$$" --arg state "$1" --argjson written_at "$(log_secs "$NOW_US")" --arg at "$(log_now)" \
     --argjson sessions "$(session_count)" --argjson jobs "${CFG[JOBS]}" --arg mode "$LOOP_MODE" \
     --argjson sidecar_pid "${SIDECAR_PID:-null}" --arg stopping "$LOOP_STOPPING" --argjson started "$LOOP_STARTED" \
     '$ARGS.named' >"$file.tmp" || ! mv -f "$file.tmp" "$file"; then

@@ -1,27 +1,9 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # SPAWN_* and CFG_ERROR are read by the callers
-# Spawning one agent session: the argv (an array, never a string), and a small
+# Spawning one agent session: the argv (an array, never a string: the helpers'
+# start writes it NUL-separated and the loop reads it with mapfile), and a small
 # wrapper that runs the agent in its own process group, detached from the loop,
 # and records its exit status. Sourced, not executed.
-
-# spawn_build_argv <item-json> <uuid> <bootstrap-file>: fills SPAWN_ARGV. Item
-# limits win over the configuration's.
-spawn_build_argv() { # <item-json> <uuid> <bootstrap-file>
-  local item=$1 uuid=$2 bootstrap=$3 turns budget model tools
-  turns=$(jq -r --arg d "${CFG[MAX_TURNS]}" '.max_turns // $d' <<<"$item")
-  budget=$(jq -r --arg d "${CFG[MAX_BUDGET_USD]}" '.max_budget_usd // $d' <<<"$item")
-  model=$(jq -r --arg d "${CFG[MODEL]}" '.model // $d' <<<"$item")
-  tools=$(jq -r --arg d "${CFG[ALLOWED_TOOLS]}" '.allowed_tools // $d' <<<"$item")
-  SPAWN_ARGV=("$SPAWN_BIN" -p --output-format stream-json --verbose --include-partial-messages
-    --session-id "$uuid" --append-system-prompt-file "$bootstrap")
-  [[ "$turns" != 0 ]] && SPAWN_ARGV+=(--max-turns "$turns")
-  [[ "$budget" != 0 ]] && SPAWN_ARGV+=(--max-budget-usd "$budget")
-  [[ -n "$model" ]] && SPAWN_ARGV+=(--model "$model")
-  [[ -n "$tools" ]] && SPAWN_ARGV+=(--allowedTools "$tools")
-  [[ -n "${CFG[PERMISSION_MODE]}" ]] && SPAWN_ARGV+=(--permission-mode "${CFG[PERMISSION_MODE]}")
-  [[ "${CFG[SKIP_PERMISSIONS]}" == true ]] && SPAWN_ARGV+=(--dangerously-skip-permissions)
-  return 0
-}
 
 # spawn_resolve_bin: SPAWN_BIN is CLAUDE_BIN as an absolute path.
 spawn_resolve_bin() {
@@ -70,15 +52,16 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
   return 0
 }
 
-# spawn_proc_start <pid>: the process's start time (clock ticks since boot), to
-# tell a live process from a later one that reused its pid.
-spawn_proc_start() { # <pid>
-  local stat
+# spawn_proc_start <pid> [var]: the process's start time (clock ticks since boot),
+# to tell a live process from a later one that reused its pid; into var (no fork)
+# or printed. Fails when the process is gone.
+spawn_proc_start() { # <pid> [var]
+  local stat=""
   local -a f
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
   stat=${stat##*) }
   read -r -a f <<<"$stat"
-  printf '%s\n' "${f[19]}"
+  if [[ -n "${2:-}" ]]; then printf -v "$2" '%s' "${f[19]}"; else printf '%s\n' "${f[19]}"; fi
 }
 
 # spawn_mark_started <session-dir> <content>: creates wrapper.pid, never replacing

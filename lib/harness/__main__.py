@@ -128,6 +128,20 @@ def cmd_queue_ready(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_start(args: argparse.Namespace) -> int:
+    from . import gate, start
+
+    got = start.start(Path(args.state_dir), args.session, args.worker, args.loop_pid, Policy.from_pairs(args.cfg),
+                      _now(args))
+    if got is None:
+        return EXIT_NOTHING
+    if isinstance(got, gate.Blocked):
+        sys.stdout.buffer.write(jsonio.dumps(got.as_dict()) + b"\n")
+        return EXIT_BLOCKED
+    print(got.line())
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from . import render
     extra: dict[str, str] = {}
@@ -277,6 +291,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--worker", required=True)
     with_policy(p)
     p.set_defaults(fn=cmd_queue_claim)
+    p = with_state("start")
+    p.add_argument("--session", required=True)
+    p.add_argument("--worker", required=True)
+    p.add_argument("--loop-pid", type=int, default=0)
+    with_policy(p)
+    p.set_defaults(fn=cmd_start)
     p = with_state("queue-ready")
     p.set_defaults(fn=cmd_queue_ready)
     p = with_state("queue-finish")

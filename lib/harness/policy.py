@@ -35,7 +35,8 @@ NO_ATTEMPT = ("usage_limited", "interrupted", "auth_error")
 
 @dataclass
 class Policy:
-    """The configuration keys the policy and the breaker read (docs/configuration.md)."""
+    """The configuration keys the helpers read (docs/configuration.md): the policy,
+    the breaker, the claim gate and what a session is spawned with."""
 
     MAX_ATTEMPTS: int = 3
     RETRY_BASE_S: float = 30.0
@@ -49,6 +50,21 @@ class Policy:
     CIRCUIT_OPEN_CAP_S: float = 1800.0
     CIRCUIT_STORM_RETRIES: int = 5
     MIN_FREE_MB: float = 100.0
+    MAX_LOAD: float = 0.0
+    MIN_FREE_MEM_MB: float = 0.0
+    AGING_S: float = 3600.0
+    # what a session is spawned with (start.py)
+    CLAUDE_BIN: str = "claude"
+    BOOTSTRAP: str = ""
+    MAX_TURNS: int = 50
+    MAX_BUDGET_USD: float = 5.0
+    MODEL: str = ""
+    ALLOWED_TOOLS: str = ""
+    PERMISSION_MODE: str = ""
+    SKIP_PERMISSIONS: str = "false"
+    REPO_DIR: str = ""
+    BASE_REF: str = "HEAD"
+    SESSION_TIMEOUT_S: float = 3600.0
 
     @classmethod
     def from_pairs(cls, pairs: list[str] | None) -> Policy:
@@ -57,8 +73,10 @@ class Policy:
         values: dict[str, Any] = {}
         for pair in pairs or []:
             key, _, value = pair.partition("=")
-            if key in known:
-                values[key] = int(float(value)) if known[key] == "int" else float(value)
+            if key not in known:
+                continue
+            kind = known[key]
+            values[key] = int(float(value)) if kind == "int" else float(value) if kind == "float" else value
         return cls(**values)
 
 

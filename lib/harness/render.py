@@ -21,9 +21,12 @@ def render(template: str, values: dict[str, str]) -> str:
 
 
 def prepare(item_path: Path, template_path: Path, out_dir: Path, extra: dict[str, str]) -> None:
+    prepare_item(jsonio.read_json(item_path), template_path, out_dir, extra)
+
+
+def prepare_item(item: dict[str, Any], template_path: Path, out_dir: Path, extra: dict[str, str]) -> None:
     """Writes out_dir/prompt.md (the rendered bootstrap) and out_dir/input.txt (the
     item's prompt, byte for byte, for the agent's stdin)."""
-    item: dict[str, Any] = jsonio.read_json(item_path)
     history = item.get("history") or []
     previous = ""
     if history:

@@ -1,0 +1,133 @@
+"""The start of a session, in one helper call: claim (through the gate), the
+session directory, the worktree, the rendered prompt, the argv and meta.json.
+
+The loop then reads the argv back (NUL-separated, never a string) and spawns it.
+One process instead of a claim, a render and a dozen jq calls is what keeps the
+harness's own cost per session small (tests/bench/bench_overhead.py).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import gate, jsonio, queue, render
+from .policy import Policy, iso
+
+ARGV_FILE = "spawn.argv"
+BRANCH_PREFIX = "harness"
+
+
+@dataclass
+class Started:
+    item_id: str
+    attempt: int
+    workdir: str
+    branch: str
+    timeout_s: float
+    spawn_error: str = ""
+
+    def line(self) -> str:
+        """One line for the loop, fields apart by US (0x1f), which no field holds and
+        which, unlike a tab, bash's read does not merge when a field is empty."""
+        fields = [self.item_id, str(self.attempt), f"{self.timeout_s:g}", "1" if self.spawn_error else "0",
+                  self.workdir, self.branch]
+        return "\x1f".join(f.replace("\x1f", " ").replace("\n", " ") for f in fields)
+
+
+def argv_for(item: dict[str, Any], p: Policy, uuid: str, bootstrap: Path) -> list[str]:
+    """The agent's command line; the item's limits win over the configuration's."""
+    def pick(key: str, default: Any) -> Any:
+        value = item.get(key)
+        return default if value is None or value == "" else value
+
+    turns, budget = pick("max_turns", p.MAX_TURNS), pick("max_budget_usd", p.MAX_BUDGET_USD)
+    model, tools = pick("model", p.MODEL), pick("allowed_tools", p.ALLOWED_TOOLS)
+    argv = [p.CLAUDE_BIN, "-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages",
+            "--session-id", uuid, "--append-system-prompt-file", str(bootstrap)]
+    if float(turns) != 0:
+        argv += ["--max-turns", f"{turns:g}" if isinstance(turns, float) else str(turns)]
+    if float(budget) != 0:
+        argv += ["--max-budget-usd", f"{budget:g}" if isinstance(budget, float) else str(budget)]
+    if model:
+        argv += ["--model", str(model)]
+    if tools:
+        argv += ["--allowedTools", str(tools)]
+    if p.PERMISSION_MODE:
+        argv += ["--permission-mode", p.PERMISSION_MODE]
+    if p.SKIP_PERMISSIONS == "true":
+        argv.append("--dangerously-skip-permissions")
+    return argv
+
+
+def _git(repo: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=False)
+
+
+def branch_name(repo: str, item_id: str, attempt: int, sid: str) -> str:
+    """harness/<item>/<attempt>; a name git would refuse, or one already taken, gets the session in it."""
+    name = f"{BRANCH_PREFIX}/{item_id}/{attempt}"
+    if _git(repo, "check-ref-format", "--branch", name).returncode != 0:
+        name = f"{BRANCH_PREFIX}/{sid}"
+    if _git(repo, "show-ref", "--verify", "--quiet", f"refs/heads/{name}").returncode == 0:
+        name = f"{name}-{sid[4:12]}"
+    return name
+
+
+def make_worktree(state_dir: Path, sid: str, item_id: str, attempt: int, p: Policy) -> tuple[str, str, str]:
+    """(workdir, branch, error): a git worktree of REPO_DIR, or a plain directory without one."""
+    root = state_dir / "worktrees"
+    root.mkdir(mode=0o700, exist_ok=True)
+    workdir = root / sid
+    if not p.REPO_DIR:
+        workdir.mkdir(mode=0o700)
+        return str(workdir), "", ""
+    branch = branch_name(p.REPO_DIR, item_id, attempt, sid)
+    done = _git(p.REPO_DIR, "worktree", "add", "-q", "-b", branch, str(workdir), p.BASE_REF)
+    if done.returncode != 0:
+        return str(workdir), "", "git worktree add failed: " + " ".join((done.stderr or done.stdout).split())
+    return str(workdir), branch, ""
+
+
+def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now: float) -> Started | gate.Blocked | None:
+    got = gate.claim_gated(queue.Queue(state_dir), sid, worker, p, now)
+    if not isinstance(got, dict):
+        return got
+    item = got
+    item_id = str(item["id"])
+    attempt = int(item.get("attempts") or 0) + 1
+    sdir = state_dir / "sessions" / sid
+    sdir.mkdir(mode=0o700, parents=True)
+    jsonio.audit(state_dir, "item.claimed", item=item_id, session=sid, attempt=attempt, **{"from": "pending"},
+                 to="running")
+    timeout = item.get("timeout_s")
+    timeout_s = float(timeout if isinstance(timeout, (int, float)) else p.SESSION_TIMEOUT_S)
+    uuid = sid.removeprefix("ses_")
+    meta: dict[str, Any] = {
+        "session_id": sid, "claude_session_id": uuid, "item_id": item_id, "title": item.get("title"),
+        "attempt": attempt, "host": socket.gethostname(), "loop_pid": loop_pid, "cwd": "", "branch": "",
+        "model": item.get("model") or p.MODEL or "", "started_at": iso(now), "started_epoch": round(now, 6), "argv": [],
+    }
+    try:
+        workdir, branch, error = make_worktree(state_dir, sid, item_id, attempt, p)
+    except OSError as exc:
+        workdir, branch, error = "", "", f"cannot create the session's directory: {exc}"
+    if not error:
+        try:
+            render.prepare_item(item, Path(p.BOOTSTRAP), sdir,
+                                {"SESSION_ID": sid, "WORKTREE": workdir, "BRANCH": branch or "none"})
+        except (OSError, UnicodeDecodeError) as exc:
+            error = f"rendering the prompt failed: {exc}"
+    if error:
+        jsonio.write_atomic(sdir / "spawn_error", (error + "\n").encode())
+        jsonio.write_json(sdir / "meta.json", meta)
+        return Started(item_id, attempt, "", "", timeout_s, spawn_error=error)
+    argv = argv_for(item, p, uuid, sdir / "prompt.md")
+    meta.update(cwd=workdir, branch=branch, argv=argv)
+    jsonio.write_atomic(sdir / ARGV_FILE, b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in argv))
+    jsonio.write_json(sdir / "meta.json", meta)
+    return Started(item_id, attempt, workdir, branch, timeout_s)
+
