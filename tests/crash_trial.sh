@@ -80,6 +80,11 @@ for ((run = 1; run <= RUNS; run++)); do
   done
   if [[ -s "$dir/witness/doubles" ]]; then doubled=$((doubled + $(wc -l <"$dir/witness/doubles"))); fi
   left=$(find "$state/queue/running" -name '*.json' | wc -l)
+  # a killed loop's sidecar notices within a second or so that its loop is gone
+  for ((w = 0; w < 100; w++)); do
+    pgrep -f "$dir/" >/dev/null || break
+    sleep 0.05
+  done
   left=$((left + $({ pgrep -f "$dir/" || true; } | wc -l)))
   adopted=$(jq -r 'select(.event == "session.adopted") | .session' "$state/events.jsonl" | wc -l)
   recovered=$(jq -r 'select(.event == "session.recovered") | .session' "$state/events.jsonl" | wc -l)
