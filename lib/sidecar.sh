@@ -67,6 +67,7 @@ sidecar_loop_heartbeat() { # <state>
   if ! jq -n --argjson pid "$$" --arg state "$1" --argjson written_at "$(log_secs "$NOW_US")" --arg at "$(log_now)" \
     --argjson sessions "$(session_count)" --argjson jobs "${CFG[JOBS]}" --arg mode "$LOOP_MODE" \
     --argjson sidecar_pid "${SIDECAR_PID:-null}" --arg stopping "$LOOP_STOPPING" --argjson started "$LOOP_STARTED" \
+    --arg blocked "${RES_BLOCK:-}" \
     '$ARGS.named' >"$file.tmp" || ! mv -f "$file.tmp" "$file"; then
     warn "cannot write $file"
   fi

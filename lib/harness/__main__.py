@@ -73,10 +73,15 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
     now = time.time()
     print(f"{'ID':<30} {'STATE':<11} {'PRIORITY':<8} {'TRIES':>5} {'AGE':>5}  {'LAST':<15} TITLE")
     for r in rows:
+        state, title = r["state"], r.get("title", "")
+        if r.get("blocked"):
+            state, title = "blocked", f"{r['blocked']} | {title}"
+        elif r.get("waiting_for"):
+            state, title = "waiting", f"waits for {', '.join(r['waiting_for'])} | {title}"
         print(
-            f"{_cell(r['id'], 30):<30} {r['state']:<11} {_cell(r.get('priority', ''), 8):<8} "
+            f"{_cell(r['id'], 30):<30} {state:<11} {_cell(r.get('priority', ''), 8):<8} "
             f"{r.get('attempts', 0):>5} {_age(r.get('created_at'), now):>5}  "
-            f"{_cell(r.get('last_verdict') or '-', 15):<15} {_cell(r.get('title', ''), 60)}"
+            f"{_cell(r.get('last_verdict') or '-', 15):<15} {_cell(title, 80)}"
         )
     return 0
 
@@ -255,6 +260,13 @@ def cmd_events(args: argparse.Namespace) -> int:
     return export.export(s, sys.stdout)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import status
+
+    return status.main(Path(args.state_dir), Policy.from_pairs(args.cfg), args.heartbeat_s, args.json, args.watch,
+                       args.no_color)
+
+
 def cmd_receipt(args: argparse.Namespace) -> int:
     from . import receipt
     print(receipt.line(jsonio.read_json(Path(args.session_dir) / "metrics.json")))
@@ -366,6 +378,13 @@ def parser() -> argparse.ArgumentParser:
         if name == "export":
             e.add_argument("-o", "--output")
     p.set_defaults(fn=cmd_events)
+    p = with_state("status")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS")
+    p.add_argument("--heartbeat-s", type=float, default=2.0)
+    p.add_argument("--no-color", action="store_true")
+    with_policy(p)
+    p.set_defaults(fn=cmd_status)
     p = sub.add_parser("receipt")
     p.add_argument("--session-dir", required=True)
     p.set_defaults(fn=cmd_receipt)

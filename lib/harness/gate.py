@@ -1,8 +1,9 @@
-"""What may keep the loop from claiming: a usage-limit pause (state/pause.json),
-the circuit breaker (state/circuit.json), too little free disk under state/.
+"""What may keep the loop from claiming: a pause (state/pause.json), the machine
+(load average per core over MAX_LOAD, MemAvailable under MIN_FREE_MEM_MB), too
+little free disk under state/, and the circuit breaker (state/circuit.json).
 
 claim_gated() checks them in that order and claims the best ready item only when
-all three let it; in half_open the claimed session becomes the breaker's probe.
+all of them let it; in half_open the claimed session becomes the breaker's probe.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from . import jsonio, queue
 from .circuit import Breaker, describe
 from .policy import Policy, iso
 
+LOAD_RECHECK_S = 2.0
+
 
 @dataclass
 class Blocked:
-    kind: str  # paused, circuit, disk
+    kind: str  # paused, circuit, disk, load, memory
     reason: str
     until: float | None = None
     halt: bool = False  # a person must act (credentials, disk): --drain/--once exit 4
@@ -69,6 +72,17 @@ def clear_pause(state_dir: Path, by: str) -> bool:
     return True
 
 
+def mem_available_mb() -> float | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def free_mb(path: Path) -> float:
     return shutil.disk_usage(path).free / (1024 * 1024)
 
@@ -79,6 +93,16 @@ def check(state_dir: Path, policy: Policy, now: float) -> Blocked | None:
     if p:
         return Blocked("paused", f"paused until {p.get('until') or p.get('until_epoch')}: {p.get('reason')}",
                        until=float(p["until_epoch"]))
+    if policy.MAX_LOAD > 0:
+        load = os.getloadavg()[0] / (os.cpu_count() or 1)
+        if load > policy.MAX_LOAD:
+            return Blocked("load", f"load average {load:.2f} per core is above MAX_LOAD {policy.MAX_LOAD:g}",
+                           until=now + LOAD_RECHECK_S)
+    if policy.MIN_FREE_MEM_MB > 0:
+        avail = mem_available_mb()
+        if avail is not None and avail < policy.MIN_FREE_MEM_MB:
+            return Blocked("memory", f"only {avail:.0f} MB of memory available (MIN_FREE_MEM_MB is "
+                           f"{policy.MIN_FREE_MEM_MB:.10g})", until=now + LOAD_RECHECK_S)
     if policy.MIN_FREE_MB > 0:
         free = free_mb(state_dir)
         if free < policy.MIN_FREE_MB:
@@ -99,7 +123,7 @@ def claim_gated(q: queue.Queue, session: str, worker: str, policy: Policy, now: 
         asked.update(ok=ok, circuit=c)
         return ok
 
-    item = queue.claim(q, session, worker, now, admit=admit)
+    item = queue.claim(q, session, worker, now, admit=admit, aging_s=policy.AGING_S)
     if item is not None or not asked:
         return item  # claimed, or nothing was ready
     if asked["ok"]:

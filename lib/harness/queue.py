@@ -297,14 +297,21 @@ def _epoch(text: str | None) -> float:
 @dataclass
 class Candidate:
     item_id: str
-    rank: int
+    rank: int  # priority index, 0 (critical) to 3 (low)
     created: float
     not_before: float
     depends_on: list[str]
 
+    def effective_rank(self, now: float, aging_s: float) -> int:
+        """One level up for each aging_s waited, so that old low-priority work is not starved."""
+        if aging_s <= 0:
+            return self.rank
+        return max(0, self.rank - int(max(0.0, now - self.created) // aging_s))
 
-def candidates(queue: Queue) -> tuple[list[Candidate], list[str]]:
-    """Pending items in claim order, and the names of files that would not parse."""
+
+def candidates(queue: Queue, now: float = 0.0, aging_s: float = 0.0) -> tuple[list[Candidate], list[str]]:
+    """Pending items in claim order (priority with aging, then age, then id), and
+    the names of files that would not parse."""
     found: list[Candidate] = []
     bad: list[str] = []
     for item_id in queue.ids("pending"):
@@ -324,22 +331,35 @@ def candidates(queue: Queue) -> tuple[list[Candidate], list[str]]:
                 item_id, rank, _epoch(item.get("created_at")), _epoch(item.get("not_before")), list(item.get("depends_on") or [])
             )
         )
-    found.sort(key=lambda c: (c.rank, c.created, c.item_id))
+    found.sort(key=lambda c: (c.effective_rank(now, aging_s), c.created, c.item_id))
     return found, bad
 
 
-def ready(queue: Queue, now: float) -> list[str]:
+def blocked_reason(depends_on: list[str], states: dict[str, str]) -> str | None:
+    """Why an item can never run as things stand: a dependency quarantined, canceled or gone."""
+    reasons = []
+    for dep in depends_on:
+        state = states.get(dep)
+        if state in ("quarantined", "canceled"):
+            reasons.append(f"{dep}, which is {state}")
+        elif state is None:
+            reasons.append(f"{dep}, which does not exist")
+    return "depends on " + ", ".join(reasons) if reasons else None
+
+
+def ready(queue: Queue, now: float, aging_s: float = 0.0) -> list[str]:
     done = set(queue.ids("succeeded"))
-    cands, _ = candidates(queue)
+    cands, _ = candidates(queue, now, aging_s)
     return [c.item_id for c in cands if c.not_before <= now and all(d in done for d in c.depends_on)]
 
 
 def claim(
-    queue: Queue, session_id: str, worker: str, now: float, admit: Callable[[], bool] | None = None
+    queue: Queue, session_id: str, worker: str, now: float, admit: Callable[[], bool] | None = None,
+    aging_s: float = 0.0,
 ) -> dict[str, Any] | None:
     """Claims the best ready item for session_id; None when nothing is ready, or
     when admit (asked once an item is ready, before each rename) says no."""
-    cands, bad = candidates(queue)
+    cands, bad = candidates(queue, now, aging_s)
     for item_id in bad:
         _set_aside(queue, item_id)
     done = set(queue.ids("succeeded"))
@@ -449,15 +469,23 @@ def summary_row(item: dict[str, Any], state: str) -> dict[str, Any]:
 
 
 def list_items(queue: Queue, states: list[str]) -> list[dict[str, Any]]:
+    """Items as `list` shows them; a pending one also says what it waits for, or why it is blocked."""
     rows: list[dict[str, Any]] = []
+    every = queue.all_states()
     for state in states:
         for item_id in queue.ids(state):
             try:
-                rows.append(summary_row(queue.load(state, item_id), state))
+                row = summary_row(queue.load(state, item_id), state)
             except FileNotFoundError:
                 continue
             except ValueError:
                 rows.append({"id": item_id, "state": state, "title": "<unreadable item file>"})
+                continue
+            if state == "pending":
+                deps = list(row.get("depends_on") or [])
+                row["blocked"] = blocked_reason(deps, every)
+                row["waiting_for"] = [d for d in deps if every.get(d) != "succeeded"]
+            rows.append(row)
     order = {s: i for i, s in enumerate(STATES)}
     rows.sort(
         key=lambda r: (

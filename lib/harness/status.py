@@ -1,0 +1,237 @@
+"""scripts/status.sh: the loop, the breaker, the pause, every live agent, the queue
+and today's totals on one screen, or as JSON.
+
+Everything is read from state/ (heartbeats, leases, receipts); nothing is locked,
+so looking never gets in the loop's way. A heartbeat older than STALE_FACTOR times
+its interval (and at least STALE_MIN_S) is flagged stale: its writer (the loop or
+the sidecar) is gone or stuck.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import gate, jsonio, queue
+from .circuit import Breaker, describe
+from .policy import Policy
+from .report import Style, clip
+
+STALE_FACTOR = 3.0
+STALE_MIN_S = 10.0
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = jsonio.read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _alive(pid: Any) -> bool:
+    return isinstance(pid, int) and pid > 0 and os.path.exists(f"/proc/{pid}")
+
+
+def _age(written: Any, now: float) -> float | None:
+    return round(now - float(written), 1) if isinstance(written, (int, float)) else None
+
+
+def _stale_after(heartbeat_s: float) -> float:
+    return max(STALE_MIN_S, STALE_FACTOR * heartbeat_s)
+
+
+def _stale(hb_age: float | None, running_s: float | None, heartbeat_s: float) -> bool:
+    """No heartbeat long after the start, or one that stopped being rewritten."""
+    limit = _stale_after(heartbeat_s)
+    if hb_age is None:
+        return running_s is not None and running_s > limit
+    return hb_age > limit
+
+
+def loop_state(state_dir: Path, now: float, heartbeat_s: float) -> dict[str, Any]:
+    hb = _read(state_dir / "loop.heartbeat.json") or {}
+    age = _age(hb.get("written_at"), now)
+    alive = _alive(hb.get("pid")) and hb.get("state") == "running"
+    return {
+        "running": alive,
+        "pid": hb.get("pid"),
+        "mode": hb.get("mode"),
+        "jobs": hb.get("jobs"),
+        "sessions": hb.get("sessions"),
+        "stopping": hb.get("stopping") or None,
+        "blocked": hb.get("blocked") or None,
+        "heartbeat_age_s": age,
+        "stale": bool(alive and age is not None and age > _stale_after(heartbeat_s)),
+        "stop_file": (state_dir / "STOP").exists(),
+    }
+
+
+def agents(state_dir: Path, now: float, heartbeat_s: float) -> list[dict[str, Any]]:
+    q = queue.Queue(state_dir)
+    out: list[dict[str, Any]] = []
+    for item_id in q.ids("running"):
+        item = _read(q.path("running", item_id)) or {}
+        sid = str((item.get("lease") or {}).get("session_id") or "")
+        sdir = state_dir / "sessions" / sid
+        meta = _read(sdir / "meta.json") or {} if sid else {}
+        hb = _read(sdir / "heartbeat.json") or {} if sid else {}
+        last = hb.get("last_event_at")
+        hb_age = _age(hb.get("written_at"), now)
+        started = meta.get("started_epoch")
+        out.append({
+            "item": item_id,
+            "session": sid or None,
+            "attempt": meta.get("attempt"),
+            "phase": hb.get("phase") or ("starting" if sid else "claimed"),
+            "since_last_event_s": _age(last, now),
+            "running_s": _age(started, now),
+            "turns": hb.get("turns", 0),
+            "tokens": hb.get("tokens") or {},
+            "cost_usd": hb.get("cost_usd_so_far", 0.0),
+            "outstanding_tool": (hb.get("outstanding_tool") or {}).get("name"),
+            "worktree": meta.get("cwd") or None,
+            "branch": meta.get("branch") or None,
+            "heartbeat_age_s": hb_age,
+            "stale": _stale(hb_age, _age(started, now), heartbeat_s),
+        })
+    return out
+
+
+def queue_counts(state_dir: Path) -> dict[str, int]:
+    q = queue.Queue(state_dir)
+    counts = {s: len(q.ids(s)) for s in queue.STATES}
+    rows = queue.list_items(q, ["pending"])
+    counts["blocked"] = sum(1 for r in rows if r.get("blocked"))
+    counts["waiting"] = sum(1 for r in rows if not r.get("blocked") and r.get("waiting_for"))
+    return counts
+
+
+def today(state_dir: Path, now: float) -> dict[str, Any]:
+    day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+    totals: dict[str, Any] = {"date": day, "sessions": 0, "succeeded": 0, "success_rate": None, "cost_usd": 0.0,
+                              "tokens": {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}, "verdicts": {}}
+    root = state_dir / "sessions"
+    for name in os.listdir(root) if root.is_dir() else []:
+        m = _read(root / name / "metrics.json")
+        if not m or not str(m.get("ended_at") or "").startswith(day):
+            continue
+        totals["sessions"] += 1
+        verdict = str(m.get("verdict"))
+        totals["verdicts"][verdict] = totals["verdicts"].get(verdict, 0) + 1
+        totals["succeeded"] += verdict == "succeeded"
+        totals["cost_usd"] += float(m.get("cost_usd") or 0)
+        for k in totals["tokens"]:
+            totals["tokens"][k] += int((m.get("tokens") or {}).get(k) or 0)
+    if totals["sessions"]:
+        totals["success_rate"] = round(totals["succeeded"] / totals["sessions"], 3)
+    totals["cost_usd"] = round(totals["cost_usd"], 4)
+    return totals
+
+
+def collect(state_dir: Path, p: Policy, now: float, heartbeat_s: float) -> dict[str, Any]:
+    c = Breaker(state_dir, p).status(now)
+    pause = gate.active_pause(state_dir, now)
+    side = _read(state_dir / "sidecar.heartbeat.json") or {}
+    side_age = _age(side.get("written_at"), now)
+    return {
+        "at": jsonio.utc_now_iso(),
+        "state_dir": str(state_dir),
+        "loop": loop_state(state_dir, now, heartbeat_s),
+        "sidecar": {"pid": side.get("pid"), "running": _alive(side.get("pid")), "mode": side.get("mode"),
+                    "heartbeat_age_s": side_age,
+                    "stale": bool(_alive(side.get("pid")) and side_age is not None
+                                  and side_age > _stale_after(heartbeat_s))},
+        "pause": {"until": pause.get("until"), "until_epoch": pause.get("until_epoch"), "reason": pause.get("reason"),
+                  "by": pause.get("by")} if pause else None,
+        "circuit": {"state": c.get("state"), "reason": c.get("reason"), "credentials": bool(c.get("auth")),
+                    "open_until": c.get("open_until"), "summary": describe(c, now)},
+        "agents": agents(state_dir, now, heartbeat_s),
+        "queue": queue_counts(state_dir),
+        "today": today(state_dir, now),
+    }
+
+
+def _dur(s: Any) -> str:
+    if not isinstance(s, (int, float)):
+        return "-"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _tokens(t: dict[str, Any]) -> str:
+    total = sum(int(v or 0) for v in t.values())
+    return f"{total / 1000:.1f}k" if total >= 1000 else str(total)
+
+
+def render(st: dict[str, Any], style: Style) -> str:
+    lines: list[str] = []
+    loop, c, pause = st["loop"], st["circuit"], st["pause"]
+    if loop["running"]:
+        what = style.green("running") + f" (pid {loop['pid']}, {loop['mode']}, {loop['sessions']}/{loop['jobs']} sessions)"
+        if loop["stopping"]:
+            what += style.yellow(f", stopping ({loop['stopping']})")
+        if loop["stale"]:
+            what += style.red(f", heartbeat STALE ({loop['heartbeat_age_s']}s old)")
+    else:
+        what = style.dim("not running")
+    lines.append(f"loop      {what}")
+    if loop["blocked"]:
+        lines.append(f"          {style.yellow('not claiming: ' + str(loop['blocked']).split(':', 1)[-1])}")
+    lines.append(f"pause     {style.yellow('until ' + str(pause['until']) + ': ' + str(pause['reason'])) if pause else 'no'}")
+    cstate = c["summary"]
+    lines.append(f"circuit   {style.green(cstate) if c['state'] == 'closed' else style.red(cstate)}")
+    if loop["stop_file"]:
+        lines.append(f"STOP      {style.yellow('present: loops stop claiming (scripts/loopctl.sh unstop)')}")
+    qc = st["queue"]
+    lines.append(
+        f"queue     pending {qc['pending']} (blocked {qc['blocked']}, waiting {qc['waiting']})  running {qc['running']}  "
+        f"succeeded {qc['succeeded']}  quarantined {qc['quarantined']}  canceled {qc['canceled']}"
+    )
+    t = st["today"]
+    rate = f"{t['success_rate'] * 100:.0f}%" if t["success_rate"] is not None else "-"
+    lines.append(f"today     {t['sessions']} sessions, {t['succeeded']} succeeded ({rate}), ${t['cost_usd']:.4f}, "
+                 f"{_tokens(t['tokens'])} tokens  [{t['date']} UTC]")
+    lines.append("")
+    agents_ = st["agents"]
+    if not agents_:
+        lines.append(style.dim("no live agents"))
+        return "\n".join(lines)
+    lines.append(f"{'ITEM':<24} {'SESSION':<16} {'PHASE':<10} {'QUIET':>6} {'RUN':>7} {'TURNS':>5} {'TOKENS':>7} "
+                 f"{'COST':>8}  WORKTREE")
+    for a in agents_:
+        phase = a["phase"] + ("/" + a["outstanding_tool"] if a["outstanding_tool"] else "")
+        quiet = _dur(a["since_last_event_s"])
+        row = (f"{clip(a['item'], 24):<24} {(a['session'] or '-')[:16]:<16} {clip(phase, 10):<10} {quiet:>6} "
+               f"{_dur(a['running_s']):>7} {a['turns']:>5} {_tokens(a['tokens']):>7} ${a['cost_usd']:>7.4f}  "
+               f"{a['branch'] or a['worktree'] or '-'}")
+        lines.append(row + (style.red("  STALE heartbeat") if a["stale"] else ""))
+    return "\n".join(lines)
+
+
+def main(state_dir: Path, p: Policy, heartbeat_s: float, as_json: bool, watch_s: float, no_color: bool) -> int:
+    style = Style(sys.stdout, False if no_color else None)
+    try:
+        return _loop(state_dir, p, heartbeat_s, as_json, watch_s, style)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _loop(state_dir: Path, p: Policy, heartbeat_s: float, as_json: bool, watch_s: float, style: Style) -> int:
+    while True:
+        st = collect(state_dir, p, time.time(), heartbeat_s)
+        if as_json:
+            sys.stdout.buffer.write(jsonio.dumps(st, pretty=True) + b"\n")
+        else:
+            text = render(st, style)
+            if watch_s > 0:
+                sys.stdout.write("\x1b[H\x1b[2J" + f"{st['at']}  (every {watch_s:g}s; Ctrl-C to leave)\n\n")
+            sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        if watch_s <= 0:
+            return 0
+        time.sleep(watch_s)  # the redraw interval, not a wait for anything
