@@ -235,6 +235,7 @@ loop_run() {
     loop_tick
     sidecar_check
     sidecar_loop_heartbeat running
+    worktree_prune_aged
     loop_claim_all
     loop_done && return 0
     if ((${#S_ITEM[@]} == 0)); then

@@ -24,6 +24,7 @@ config_defaults() { # <harness-root>
   config_define STATE_DIR str "$root/state" "runtime data: queue, sessions, audit log"
   config_define REPO_DIR str "" "git repository the sessions work on (a worktree each); empty: plain directories"
   config_define BASE_REF str HEAD "what each session's branch starts from"
+  config_define WORKTREE_MAX_AGE_DAYS num 14 "kept worktrees (failed sessions) older than this are pruned by the loop; 0: never"
   config_define BOOTSTRAP str "$root/bootstrap/default.md" "prompt template appended to the system prompt"
   config_define MAX_TURNS int 50 "--max-turns for each session (an item may lower or raise it)"
   config_define MAX_BUDGET_USD num 5 "--max-budget-usd for each session; 0: no limit"

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# shellcheck disable=SC2034 # WT_* and CFG_ERROR are read by the callers
+# shellcheck disable=SC2034 # CFG_ERROR is read by the callers
+WT_PRUNE_AT=0
 # Where a session works: a git worktree of REPO_DIR on its own branch
 # harness/<item>/<attempt>, or, without REPO_DIR, a plain directory. Both live
 # under state/worktrees/<session>; the helpers' start makes them
@@ -30,4 +31,19 @@ worktree_release() { # <session> <verdict> <branch>
     log_audit worktree.remove_failed --arg session "$1" --arg error "${out//$'\n'/ }"
     warn "could not remove worktree $dir: ${out//$'\n'/ }"
   fi
+}
+
+# worktree_prune_aged: kept worktrees older than WORKTREE_MAX_AGE_DAYS go (never a
+# live session's); at start, then at most once an hour.
+worktree_prune_aged() {
+  local days=${CFG[WORKTREE_MAX_AGE_DAYS]} out
+  [[ "$days" != 0 ]] || return 0
+  log_clock
+  ((NOW_US >= WT_PRUNE_AT)) || return 0
+  WT_PRUNE_AT=$((NOW_US + 3600 * 1000000))
+  if ! out=$(py worktrees prune --state-dir "${CFG[STATE_DIR]}" --repo "${CFG[REPO_DIR]}" --older-than-days "$days"); then
+    warn "pruning old worktrees failed"
+    return 0
+  fi
+  [[ "$out" == "removed 0 worktree(s)" ]] || info "pruned old worktrees: ${out##*$'\n'}"
 }

@@ -12,6 +12,10 @@
 #   stop                         writes state/STOP: the loop stops claiming and ends once
 #                                running sessions finish (within SHUTDOWN_GRACE_S)
 #   unstop                       removes state/STOP
+#   worktrees [--json]           kept worktrees (failed sessions): item, verdict, age, branch
+#   prune [--older-than DAYS] [--dry-run]
+#                                removes kept worktrees older than DAYS (default
+#                                WORKTREE_MAX_AGE_DAYS; 0: all); branches stay; never a live one
 #
 # Every change goes to the audit log (state/events.jsonl) and takes effect at the
 # loop's next look (at most IDLE_POLL_S later). Exit codes: 0 done, 1 fatal error,
@@ -54,6 +58,20 @@ loopctl_circuit() { # [status|close|open] [--json]
     "${args[@]}" "${RES_POLICY_ARGS[@]}"
 }
 
+loopctl_prune() { # [--older-than DAYS] [--dry-run]
+  local days=${CFG[WORKTREE_MAX_AGE_DAYS]}
+  local -a args=()
+  while (($#)); do
+    case "$1" in
+      --older-than) [[ "${2:-}" =~ ^[0-9]+([.][0-9]+)?$ ]] || usage_error "prune: --older-than needs days"; days=$2; shift ;;
+      --dry-run) args+=(--dry-run) ;;
+      *) usage_error "prune: unknown argument: $1" ;;
+    esac
+    shift
+  done
+  py worktrees prune --state-dir "$STATE" --repo "${CFG[REPO_DIR]}" --older-than-days "$days" "${args[@]}"
+}
+
 main() {
   local cmd
   log_debug_init
@@ -86,6 +104,8 @@ main() {
       echo "STOP written: the loop stops claiming and ends once running sessions finish" ;;
     unstop)
       if rm -f -- "$STATE/STOP"; then log_audit loop.stop_withdrawn --arg by operator; echo "STOP removed"; fi ;;
+    worktrees) py worktrees list --state-dir "$STATE" "$@" ;;
+    prune) loopctl_prune "$@" ;;
     help) log_help "${BASH_SOURCE[0]}" ;;
     *) usage_error "unknown command: $cmd (see --help)" ;;
   esac

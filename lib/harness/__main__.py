@@ -267,6 +267,29 @@ def cmd_status(args: argparse.Namespace) -> int:
                        args.no_color)
 
 
+def cmd_worktrees(args: argparse.Namespace) -> int:
+    from . import worktrees
+
+    state_dir, now = Path(args.state_dir), _now(args)
+    if args.action == "prune":
+        gone = worktrees.prune(state_dir, args.repo, args.older_than_days * 86400, args.dry_run, now)
+        verb = "would remove" if args.dry_run else "removed"
+        for path in gone:
+            print(f"{verb} {path}")
+        print(f"{verb} {len(gone)} worktree(s)")
+        return 0
+    rows = worktrees.kept(state_dir, now)
+    if args.json:
+        sys.stdout.buffer.write(jsonio.dumps(rows, pretty=True) + b"\n")
+        return 0
+    print(f"{'SESSION':<18} {'ITEM':<24} {'VERDICT':<14} {'AGE':>6}  BRANCH / PATH")
+    for r in rows:
+        age = f"{r['age_s'] / 86400:.1f}d" if r["age_s"] >= 86400 else f"{r['age_s'] / 3600:.1f}h"
+        print(f"{r['session'][:18]:<18} {_cell(r['item'], 24):<24} {_cell('live' if r['live'] else r['verdict'], 14):<14} "
+              f"{age:>6}  {r['branch'] or r['path']}")
+    return 0
+
+
 def cmd_receipt(args: argparse.Namespace) -> int:
     from . import receipt
     print(receipt.line(jsonio.read_json(Path(args.session_dir) / "metrics.json")))
@@ -378,6 +401,14 @@ def parser() -> argparse.ArgumentParser:
         if name == "export":
             e.add_argument("-o", "--output")
     p.set_defaults(fn=cmd_events)
+    p = with_state("worktrees")
+    p.add_argument("action", choices=["list", "prune"])
+    p.add_argument("--repo", default="")
+    p.add_argument("--older-than-days", type=float, default=14.0)
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--json", action="store_true")
+    with_policy(p)
+    p.set_defaults(fn=cmd_worktrees)
     p = with_state("status")
     p.add_argument("--json", action="store_true")
     p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS")

@@ -22,7 +22,7 @@ from .policy import Policy
 from .report import Style, clip
 
 STALE_FACTOR = 3.0
-STALE_MIN_S = 10.0
+STALE_MIN_S = 3.0
 
 
 def _read(path: Path) -> dict[str, Any] | None:
