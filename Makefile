@@ -45,13 +45,14 @@ bats: setup
 pytest: $(PY)
 	$(PY) -m pytest -q tests/python
 
-# Benchmarks, not tests: figures with their targets (tests/bench/). About 3 minutes,
+# Benchmarks, not tests: figures with their targets (tests/bench/). About 6 minutes,
 # and 1 GB in .bench/ for the scan benchmark (BENCH_SCAN_MB to change it).
 bench: setup
 	$(PY) tests/bench/bench_scan.py
 	$(PY) tests/bench/bench_sidecar.py
 	$(PY) tests/bench/bench_watch.py
 	$(PY) tests/bench/bench_overhead.py
+	$(PY) tests/bench/bench_parallel.py
 
 clean:
 	rm -rf $(VENV) .tools .demo .bench .pytest_cache .mypy_cache .ruff_cache

@@ -132,7 +132,7 @@ audit_order() {
   local pid=$! rc=0
   wait_for 10 test -f "$STATE/pause.json"
   run ctl show
-  assert_line --regexp "^paused until .* \(36[0-9][0-9]s more\): five_hour limit reached"
+  assert_line --regexp "^paused until .* \(3[56][0-9]{2}s more\): five_hour limit reached"
   [ "$(item_state next)" = pending ]
   run ctl resume
   assert_output "resumed: spawning allowed"
