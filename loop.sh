@@ -272,6 +272,7 @@ main() {
   trap 'loop_on_signal HUP' HUP
   trap 'sidecar_stop' EXIT
   log_audit loop.started --arg worker "$LOOP_WORKER" --arg mode "$LOOP_MODE" --argjson jobs "${CFG[JOBS]}"
+  py_serve
   sidecar_start
   loop_reconcile
   loop_run

@@ -192,3 +192,33 @@ config_python() { # <root> [quick]
 py() { # <command> [args...]
   PYTHONPATH="$HARNESS_ROOT/lib" "$HARNESS_PY" -m harness "$@"
 }
+
+# py_serve: starts the helpers as one long-lived coprocess (lib/harness/serve.py),
+# which saves the interpreter's start-up on every call. Its pipes are
+# close-on-exec, so no other child holds them; it leaves when the loop is gone.
+py_serve() {
+  coproc PYSRV { PYTHONPATH="$HARNESS_ROOT/lib" exec "$HARNESS_PY" -m harness serve; }
+  PY_SERVER=$PYSRV_PID
+}
+
+# py_call <command> [args...]: runs a helper command through the coprocess (or on
+# its own without one); its output in PY_OUT, its exit code returned. A coprocess
+# that dies during a request is not asked again, and the request is not repeated
+# (a claim may already have happened): the call fails with 70 and the caller
+# stops the loop, whose next start reconciles.
+py_call() { # <command> [args...]
+  local rc n wfd rfd
+  if [[ -z "${PY_SERVER:-}" ]]; then
+    PY_OUT=$(py "$@") && return 0 || return $?
+  fi
+  wfd=${PYSRV[1]:-} rfd=${PYSRV[0]:-}
+  if [[ -n "$wfd" ]] && printf '%s\0' "$#" "$@" 2>/dev/null 1>&"$wfd" && read -r rc n 0<&"$rfd" &&
+    LC_ALL=C IFS= read -r -N "$n" PY_OUT 0<&"$rfd"; then
+    PY_OUT=${PY_OUT%$'\n'}
+    return "$rc"
+  fi
+  warn "the helper process ($PY_SERVER) died during '$1'; no more requests go to it"
+  PY_SERVER=""
+  PY_OUT=""
+  return 70
+}

@@ -10,16 +10,9 @@ queue_init() { # <state-dir>
   done
 }
 
-# queue_claim <session-id> <worker>: prints the claimed item (JSON, without its
-# prompt); returns 3 when nothing is ready, 4 when claiming is blocked (a pause,
-# the circuit breaker, a full disk: the reason is printed as JSON instead).
-queue_claim() { # <session-id> <worker>
-  py queue-claim --state-dir "${CFG[STATE_DIR]}" --session "$1" --worker "$2" "${RES_POLICY_ARGS[@]}"
-}
-
 # queue_finish <item> <to-state> <history-record-json> <attempts> [not-before]
 queue_finish() { # <item> <to-state> <record-json> <attempts> [not-before]
-  py queue-finish --state-dir "${CFG[STATE_DIR]}" "$1" --to "$2" --record "$3" --attempts "$4" --not-before "${5:-}"
+  py_call queue-finish --state-dir "${CFG[STATE_DIR]}" "$1" --to "$2" --record "$3" --attempts "$4" --not-before "${5:-}"
 }
 
 queue_running_path() { # <item>

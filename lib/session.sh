@@ -31,12 +31,18 @@ session_start() { # <worker>
   uuid=$(</proc/sys/kernel/random/uuid)
   sid="ses_$uuid"
   dir="${CFG[STATE_DIR]}/sessions/$sid"
-  out=$(py start --state-dir "${CFG[STATE_DIR]}" --session "$sid" --worker "$1" --loop-pid "$$" \
-    "${RES_POLICY_ARGS[@]}") && rc=0 || rc=$?
+  py_call start --state-dir "${CFG[STATE_DIR]}" --session "$sid" --worker "$1" --loop-pid "$$" \
+    "${RES_POLICY_ARGS[@]}" && rc=0 || rc=$?
+  out=$PY_OUT
   case $rc in
     0) resilience_unblocked ;;
     3) resilience_unblocked; return 3 ;;
     4) resilience_blocked "$out"; return 4 ;;
+    70)
+      LOOP_FATAL="the helper process died during a claim; the next start reconciles"
+      log_audit loop.claim_failed --arg error "$LOOP_FATAL"
+      return 1
+      ;;
     *)
       log_audit loop.claim_failed --arg error "the start helper exited $rc"
       warn "claiming an item failed (exit $rc)"
@@ -139,7 +145,8 @@ session_finalize() { # <session>
   local sid=$1 dir item_id out rc verdict reason to receipt
   dir="${CFG[STATE_DIR]}/sessions/$sid"
   item_id=${S_ITEM[$sid]}
-  out=$(py finalize --state-dir "${CFG[STATE_DIR]}" --session-dir "$dir" "${RES_POLICY_ARGS[@]}") && rc=0 || rc=$?
+  py_call finalize --state-dir "${CFG[STATE_DIR]}" --session-dir "$dir" "${RES_POLICY_ARGS[@]}" && rc=0 || rc=$?
+  out=$PY_OUT
   LOOP_CLAIM_AT=0 RES_RECHECK_AT=0 # a finished session may unblock claims (a probe, a dependency)
   if [[ $rc != 0 ]]; then
     log_audit session.finalize_failed --arg session "$sid" --arg item "$item_id" --argjson exit_code "$rc"

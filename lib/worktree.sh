@@ -41,9 +41,10 @@ worktree_prune_aged() {
   log_clock
   ((NOW_US >= WT_PRUNE_AT)) || return 0
   WT_PRUNE_AT=$((NOW_US + 3600 * 1000000))
-  if ! out=$(py worktrees prune --state-dir "${CFG[STATE_DIR]}" --repo "${CFG[REPO_DIR]}" --older-than-days "$days"); then
+  if ! py_call worktrees prune --state-dir "${CFG[STATE_DIR]}" --repo "${CFG[REPO_DIR]}" --older-than-days "$days"; then
     warn "pruning old worktrees failed"
     return 0
   fi
+  out=$PY_OUT
   [[ "$out" == "removed 0 worktree(s)" ]] || info "pruned old worktrees: ${out##*$'\n'}"
 }

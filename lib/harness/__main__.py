@@ -416,10 +416,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-color", action="store_true")
     with_policy(p)
     p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("serve", help="the loop's long-lived helper (lib/harness/serve.py)")
+    p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("receipt")
     p.add_argument("--session-dir", required=True)
     p.set_defaults(fn=cmd_receipt)
     return ap
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import serve
+
+    return serve.serve()
 
 
 def main(argv: list[str] | None = None) -> int:
