@@ -270,6 +270,9 @@ main() {
   trap 'loop_on_signal INT' INT
   trap 'loop_on_signal TERM' TERM
   trap 'loop_on_signal HUP' HUP
+  # A write to the helper coprocess after it died must fail (EPIPE), not kill the
+  # loop. A trapped signal, unlike an ignored one, is back to default in children.
+  trap ':' PIPE
   trap 'sidecar_stop' EXIT
   log_audit loop.started --arg worker "$LOOP_WORKER" --arg mode "$LOOP_MODE" --argjson jobs "${CFG[JOBS]}"
   py_serve

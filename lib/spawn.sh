@@ -43,7 +43,7 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
   # A background job of a non-interactive shell starts with SIGINT and SIGQUIT
   # ignored; the agent must get them with their default meaning, since SIGINT is
   # the first step of every stop (the CLI then writes its result line).
-  env --default-signal=INT,QUIT,TERM "$@" <"$dir/input.txt" >>"$dir/events.jsonl" 2>>"$dir/stderr.log" &
+  env --default-signal=INT,QUIT,TERM,PIPE "$@" <"$dir/input.txt" >>"$dir/events.jsonl" 2>>"$dir/stderr.log" &
   pid=$!
   spawn__record "$dir" agent.pid "$pid"
   wait "$pid"

@@ -217,3 +217,24 @@ loop_stopping() { # <mode>: the loop's heartbeat says it is stopping that way
   [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 1 ]
   [ ! -e "$dir/exit_code" ]
 }
+
+@test "the helper coprocess dies mid-run: the loop stops claiming, exits 1, and the next start finishes the item once" {
+  q add --id s --prompt "[[mock:slow]]" >/dev/null
+  q add --id next --prompt p >/dev/null
+  MOCK_CLAUDE_DELAY_S=1 "$LOOP" --state "$STATE" --drain >"$T/out" 2>&1 3>&- &
+  local pid=$! rc=0 server
+  wait_for 10 test -s "$MOCK_CLAUDE_LOG"
+  server=$(pgrep -P "$pid" -f "harness serve")
+  kill -9 "$server"
+  wait "$pid" || rc=$?
+  [ "$rc" = 1 ]
+  run cat "$T/out"
+  assert_line "harness: the helper process ($server) died during 'finalize'; no more requests go to it"
+  assert_line --regexp "^harness: stopped: finalizing ses_.* \(s\) failed \(exit 70\); the item stays in running/ for the next start$"
+  [ "$(item_state s) $(item_state next)" = "running pending" ]
+  run loop --drain
+  assert_success
+  [ "$(item_state s) $(item_field s .attempts) $(item_state next)" = "succeeded 1 succeeded" ]
+  [ "$(item_field s '[.history[].verdict] | join(",")')" = succeeded ]
+  [ "$(grep -c . "$MOCK_CLAUDE_LOG")" = 2 ]
+}

@@ -23,6 +23,7 @@ from common import ROOT
 N_ITEMS = int(os.environ.get("BENCH_PARALLEL_ITEMS", "24"))
 TURN_S = float(os.environ.get("BENCH_PARALLEL_TURN_S", "2"))
 JOBS = [int(j) for j in os.environ.get("BENCH_PARALLEL_JOBS", "1 3 8").split()]
+SPAWN_DELAY_S = os.environ.get("BENCH_SPAWN_DELAY_S", "0")
 TARGETS = {3: 2.9, 8: 6.0}
 CLAUDE = ROOT / ".tools/claude/node_modules/.bin/claude"
 
@@ -41,8 +42,8 @@ def run(work: Path, jobs: int, env: dict[str, str]) -> tuple[float, float, int]:
     subprocess.run([str(ROOT / "scripts/queue.sh"), "--state", str(state), "add", "--file", "-"], input=items,
                    env=env, check=True, capture_output=True)
     cpu0, t0 = children_cpu_s(), time.monotonic()
-    subprocess.run([str(ROOT / "loop.sh"), "--state", str(state), "--drain", "-j", str(jobs)], env=env, check=True,
-                   capture_output=True)
+    subprocess.run([str(ROOT / "loop.sh"), "--state", str(state), "--drain", "-j", str(jobs),
+                    "--set", f"SPAWN_DELAY_S={SPAWN_DELAY_S}"], env=env, check=True, capture_output=True)
     wall, cpu = time.monotonic() - t0, children_cpu_s() - cpu0
     ok = len(os.listdir(state / "queue" / "succeeded"))
     return wall, cpu, ok
@@ -73,7 +74,7 @@ def main() -> int:
             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         )
         print(f"parallel sessions: {N_ITEMS} items, real CLI, scripted model answering after {TURN_S:g}s per turn, "
-              f"{os.cpu_count()} cores")
+              f"{os.cpu_count()} cores, SPAWN_DELAY_S={SPAWN_DELAY_S}")
         base = None
         for jobs in JOBS:
             wall, cpu, ok = run(work, jobs, env)
