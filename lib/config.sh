@@ -5,7 +5,7 @@
 # Every value lives in CFG[KEY]; where it came from in CFG_SRC[KEY].
 
 declare -gA CFG=() CFG_SRC=() CFG_TYPE=()
-declare -ga CFG_KEYS=() CLI_SETS=() CLI_FLAGS=() CLI_REST=()
+declare -ga CFG_KEYS=() CLI_FLAGS=() CLI_REST=()
 CFG_ERROR=""
 
 # config_define <key> <type> <default> <help>: type is int, num, bool or str; the
@@ -151,17 +151,19 @@ config_print() {
 
 # config_cli <script> <flags> <args...>: the leading options every script takes
 # (--state DIR, --config FILE, -h/--help) plus the script's own switches, given
-# as a space-separated list (e.g. "--no-color"). Sets CLI_CONFIG, CLI_SETS,
-# CLI_FLAGS (the switches seen) and CLI_REST (the command and its arguments).
+# as a space-separated list (e.g. "--no-color"); then the configuration, loaded
+# (a bad one is exit 2). Sets CLI_FLAGS (the switches seen) and CLI_REST (the
+# command and its arguments).
 config_cli() { # <script> <flags> <args...>
-  local script=$1 flags=" $2 "
+  local script=$1 flags=" $2 " config=""
+  local -a sets=()
   shift 2
-  CLI_CONFIG="" CLI_SETS=() CLI_FLAGS=() CLI_REST=()
+  CLI_FLAGS=() CLI_REST=()
   while (($#)); do
     case "$1" in
       -h | --help) log_help "$script"; exit 0 ;;
-      --state) [[ -n "${2:-}" ]] || usage_error "--state needs a directory"; CLI_SETS+=("STATE_DIR=$2"); shift ;;
-      --config) [[ -n "${2:-}" ]] || usage_error "--config needs a file"; CLI_CONFIG=$2; shift ;;
+      --state) [[ -n "${2:-}" ]] || usage_error "--state needs a directory"; sets+=("STATE_DIR=$2"); shift ;;
+      --config) [[ -n "${2:-}" ]] || usage_error "--config needs a file"; config=$2; shift ;;
       -*) [[ "$flags" == *" $1 "* ]] || usage_error "unknown option: $1 (see --help)"; CLI_FLAGS+=("$1") ;;
       *) break ;;
     esac
@@ -169,6 +171,7 @@ config_cli() { # <script> <flags> <args...>
   done
   CLI_REST=("$@")
   ((${#CLI_REST[@]})) || { log_help "$script" >&2; exit "$EXIT_USAGE"; }
+  config_load "$HARNESS_ROOT" "${config:-${HARNESS_CONFIG:-}}" "${sets[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
 }
 
 # config_python <root> [quick]: picks the interpreter for the helpers (PYTHON, then

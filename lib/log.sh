@@ -69,13 +69,6 @@ log_secs() { # <microseconds>
   printf '%d.%06d\n' "$(($1 / 1000000))" "$(($1 % 1000000))"
 }
 
-# log_epoch: seconds since the epoch, with microseconds.
-log_epoch() {
-  local t=${EPOCHREALTIME:-}
-  [[ -n "$t" ]] || t=$(date +%s.%N)
-  printf '%s\n' "${t/,/.}"
-}
-
 # log_audit <event> [jq --arg/--argjson pairs...]: appends one JSON line to the
 # audit log. Lines are written with one O_APPEND write, so concurrent writers never
 # interleave a line.

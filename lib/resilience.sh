@@ -3,7 +3,7 @@
 # Failure handling, seen from the loop. The policy itself (verdict -> retry with
 # backoff, quarantine, pause, requeue) lives in one place, lib/harness/policy.py,
 # and the circuit breaker in lib/harness/circuit.py; both run inside the helpers'
-# finalize and queue-claim. This module passes them the configuration and keeps
+# start and finalize. This module passes them the configuration and keeps
 # the loop's view of why it is not claiming. Sourced, not executed.
 
 declare -ga RES_POLICY_ARGS=()

@@ -80,7 +80,6 @@ main() {
   set -- "${CLI_REST[@]}"
   cmd=$1
   shift
-  config_load "$HARNESS_ROOT" "${CLI_CONFIG:-${HARNESS_CONFIG:-}}" "${CLI_SETS[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
   config_python "$HARNESS_ROOT" quick || die "$CFG_ERROR"
   STATE=${CFG[STATE_DIR]}
   [[ -d "$STATE" ]] || die "no state directory at $STATE (wrong --state?)" "$EXIT_USAGE"

@@ -33,7 +33,6 @@ main() {
     help) log_help "${BASH_SOURCE[0]}"; exit 0 ;;
     *) usage_error "unknown command: $1 (see --help)" ;;
   esac
-  config_load "$HARNESS_ROOT" "${CLI_CONFIG:-${HARNESS_CONFIG:-}}" "${CLI_SETS[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
   config_python "$HARNESS_ROOT" quick || die "$CFG_ERROR"
   [[ -d "${CFG[STATE_DIR]}/sessions" ]] || die "no sessions in ${CFG[STATE_DIR]} (wrong --state?)" "$EXIT_USAGE"
   PYTHONPATH="$HARNESS_ROOT/lib" exec "$HARNESS_PY" -m harness events --state-dir "${CFG[STATE_DIR]}" "${CLI_FLAGS[@]}" "$@"

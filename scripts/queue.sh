@@ -78,7 +78,6 @@ main() {
   set -- "${CLI_REST[@]}"
   cmd=$1
   shift
-  config_load "$HARNESS_ROOT" "${CLI_CONFIG:-${HARNESS_CONFIG:-}}" "${CLI_SETS[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
   config_python "$HARNESS_ROOT" || die "$CFG_ERROR"
   command -v jq >/dev/null || die "jq is required (apt-get install jq)"
   STATE=${CFG[STATE_DIR]}

@@ -35,7 +35,6 @@ main() {
     esac
     shift
   done
-  config_load "$HARNESS_ROOT" "${CLI_CONFIG:-${HARNESS_CONFIG:-}}" "${CLI_SETS[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
   config_python "$HARNESS_ROOT" quick || die "$CFG_ERROR"
   [[ -d "${CFG[STATE_DIR]}/queue" ]] || die "no queue in ${CFG[STATE_DIR]} (wrong --state?)" "$EXIT_USAGE"
   resilience_init

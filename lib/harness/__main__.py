@@ -109,18 +109,6 @@ def _now(args: argparse.Namespace) -> float:
     return float(args.now) if getattr(args, "now", None) is not None else time.time()
 
 
-def cmd_queue_claim(args: argparse.Namespace) -> int:
-    from . import gate
-    got = gate.claim_gated(_q(args), args.session, args.worker, Policy.from_pairs(args.cfg), _now(args))
-    if got is None:
-        return EXIT_NOTHING
-    if isinstance(got, gate.Blocked):
-        sys.stdout.buffer.write(jsonio.dumps(got.as_dict()) + b"\n")
-        return EXIT_BLOCKED
-    sys.stdout.buffer.write(jsonio.dumps(queue.summary_row(got, "running")) + b"\n")
-    return 0
-
-
 def cmd_queue_finish(args: argparse.Namespace) -> int:
     record = jsonio.loads(args.record)
     queue.finish(_q(args), args.id, args.to, record, args.attempts, args.not_before or None)
@@ -144,16 +132,6 @@ def cmd_start(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(jsonio.dumps(got.as_dict()) + b"\n")
         return EXIT_BLOCKED
     print(got.line())
-    return 0
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    from . import render
-    extra: dict[str, str] = {}
-    for kv in args.var or []:
-        key, _, value = kv.partition("=")
-        extra[key] = value
-    render.prepare(Path(args.item), Path(args.template), Path(args.out_dir), extra)
     return 0
 
 
@@ -321,11 +299,6 @@ def parser() -> argparse.ArgumentParser:
         p = with_state(name)
         p.add_argument("id")
         p.set_defaults(fn=fn)
-    p = with_state("queue-claim")
-    p.add_argument("--session", required=True)
-    p.add_argument("--worker", required=True)
-    with_policy(p)
-    p.set_defaults(fn=cmd_queue_claim)
     p = with_state("start")
     p.add_argument("--session", required=True)
     p.add_argument("--worker", required=True)
@@ -341,12 +314,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--attempts", type=int, required=True)
     p.add_argument("--not-before", default="")
     p.set_defaults(fn=cmd_queue_finish)
-    p = sub.add_parser("prepare")
-    p.add_argument("--item", required=True)
-    p.add_argument("--template", required=True)
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--var", action="append")
-    p.set_defaults(fn=cmd_prepare)
     p = with_state("finalize")
     p.add_argument("--session-dir", required=True)
     with_policy(p)

@@ -25,12 +25,7 @@ class FinishError(Exception):
 
 
 def _merge_meta(sdir: Path, **fields: Any) -> dict[str, Any]:
-    try:
-        meta = jsonio.read_json(sdir / "meta.json")
-    except (FileNotFoundError, ValueError):
-        meta = {}
-    if not isinstance(meta, dict):
-        meta = {}
+    meta = jsonio.read_dict(sdir / "meta.json") or {}
     meta.update(fields)
     jsonio.write_json(sdir / "meta.json", meta)
     return meta
@@ -45,20 +40,12 @@ def _ended_epoch(sdir: Path, now: float) -> float:
 
 
 def _stall_phase(sdir: Path) -> str | None:
-    try:
-        stall = jsonio.read_json(sdir / "stall.json")
-    except (FileNotFoundError, ValueError):
-        return None
-    return str(stall.get("phase")) if isinstance(stall, dict) else None
+    stall = jsonio.read_dict(sdir / "stall.json")
+    return str(stall.get("phase")) if stall else None
 
 
 def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: random.Random) -> dict[str, Any]:
-    try:
-        meta = jsonio.read_json(sdir / "meta.json")
-    except (FileNotFoundError, ValueError):
-        meta = {}
-    if not isinstance(meta, dict):
-        meta = {}
+    meta = jsonio.read_dict(sdir / "meta.json") or {}
     sid = str(meta.get("session_id") or sdir.name)
     item_id = str(meta.get("item_id") or "")
     if "ended_epoch" not in meta:
@@ -74,10 +61,7 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
 
     q = queue.Queue(state_dir)
     running = q.path("running", item_id) if item_id else None
-    try:
-        item = jsonio.read_json(running) if running else None
-    except (FileNotFoundError, ValueError):
-        item = None
+    item = jsonio.read_dict(running) if running else None
     lease = (item or {}).get("lease") or {}
     if not isinstance(item, dict) or lease.get("session_id") not in (None, sid):
         jsonio.audit(state_dir, "session.orphaned", session=sid, item=item_id, verdict=v.verdict,

@@ -28,6 +28,15 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return orjson.loads(fh.read())
 
 
+def read_dict(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A JSON object from path; None when the file is missing, unreadable or not an object."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
     """Writes data to path so that a reader sees the old file or the new one, never a part.
 

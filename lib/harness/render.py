@@ -20,11 +20,7 @@ def render(template: str, values: dict[str, str]) -> str:
     return PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
-def prepare(item_path: Path, template_path: Path, out_dir: Path, extra: dict[str, str]) -> None:
-    prepare_item(jsonio.read_json(item_path), template_path, out_dir, extra)
-
-
-def prepare_item(item: dict[str, Any], template_path: Path, out_dir: Path, extra: dict[str, str]) -> None:
+def prepare(item: dict[str, Any], template_path: Path, out_dir: Path, extra: dict[str, str]) -> None:
     """Writes out_dir/prompt.md (the rendered bootstrap) and out_dir/input.txt (the
     item's prompt, byte for byte, for the agent's stdin)."""
     history = item.get("history") or []

@@ -35,10 +35,10 @@ class Session:
         return self.dir / name
 
     def metrics(self) -> dict[str, Any] | None:
-        return _read(self.dir / "metrics.json")
+        return jsonio.read_dict(self.dir / "metrics.json")
 
     def heartbeat(self) -> dict[str, Any] | None:
-        return _read(self.dir / "heartbeat.json")
+        return jsonio.read_dict(self.dir / "heartbeat.json")
 
     def ended(self) -> bool:
         return (self.dir / "exit_code").exists() or (self.dir / "metrics.json").exists()
@@ -53,21 +53,13 @@ class Session:
         return f"live:{hb.get('phase')}" if hb else "live"
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = jsonio.read_json(path)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def sessions_dir(state_dir: Path) -> Path:
     return state_dir / "sessions"
 
 
 def load(state_dir: Path, name: str) -> Session:
     d = sessions_dir(state_dir) / name
-    return Session(d, _read(d / "meta.json") or {})
+    return Session(d, jsonio.read_dict(d / "meta.json") or {})
 
 
 def all_sessions(state_dir: Path) -> list[Session]:
@@ -92,7 +84,7 @@ def _mtime(path: Path) -> float:
 def _item_session(state_dir: Path, ref: str) -> str | None:
     """The latest session of work item ref, from its queue file."""
     for state in ("running", "pending", "succeeded", "quarantined", "canceled"):
-        item = _read(state_dir / "queue" / state / f"{ref}.json")
+        item = jsonio.read_dict(state_dir / "queue" / state / f"{ref}.json")
         if item is None:
             continue
         lease = item.get("lease") or {}

@@ -117,7 +117,7 @@ def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now:
         workdir, branch, error = "", "", f"cannot create the session's directory: {exc}"
     if not error:
         try:
-            render.prepare_item(item, Path(p.BOOTSTRAP), sdir,
+            render.prepare(item, Path(p.BOOTSTRAP), sdir,
                                 {"SESSION_ID": sid, "WORKTREE": workdir, "BRANCH": branch or "none"})
         except (OSError, UnicodeDecodeError) as exc:
             error = f"rendering the prompt failed: {exc}"

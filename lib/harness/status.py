@@ -25,14 +25,6 @@ STALE_FACTOR = 3.0
 STALE_MIN_S = 3.0
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = jsonio.read_json(path)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _alive(pid: Any) -> bool:
     return isinstance(pid, int) and pid > 0 and os.path.exists(f"/proc/{pid}")
 
@@ -54,7 +46,7 @@ def _stale(hb_age: float | None, running_s: float | None, heartbeat_s: float) ->
 
 
 def loop_state(state_dir: Path, now: float, heartbeat_s: float) -> dict[str, Any]:
-    hb = _read(state_dir / "loop.heartbeat.json") or {}
+    hb = jsonio.read_dict(state_dir / "loop.heartbeat.json") or {}
     age = _age(hb.get("written_at"), now)
     alive = _alive(hb.get("pid")) and hb.get("state") == "running"
     return {
@@ -75,11 +67,11 @@ def agents(state_dir: Path, now: float, heartbeat_s: float) -> list[dict[str, An
     q = queue.Queue(state_dir)
     out: list[dict[str, Any]] = []
     for item_id in q.ids("running"):
-        item = _read(q.path("running", item_id)) or {}
+        item = jsonio.read_dict(q.path("running", item_id)) or {}
         sid = str((item.get("lease") or {}).get("session_id") or "")
         sdir = state_dir / "sessions" / sid
-        meta = _read(sdir / "meta.json") or {} if sid else {}
-        hb = _read(sdir / "heartbeat.json") or {} if sid else {}
+        meta = jsonio.read_dict(sdir / "meta.json") or {} if sid else {}
+        hb = jsonio.read_dict(sdir / "heartbeat.json") or {} if sid else {}
         last = hb.get("last_event_at")
         hb_age = _age(hb.get("written_at"), now)
         started = meta.get("started_epoch")
@@ -117,7 +109,7 @@ def today(state_dir: Path, now: float) -> dict[str, Any]:
                               "tokens": {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}, "verdicts": {}}
     root = state_dir / "sessions"
     for name in os.listdir(root) if root.is_dir() else []:
-        m = _read(root / name / "metrics.json")
+        m = jsonio.read_dict(root / name / "metrics.json")
         if not m or not str(m.get("ended_at") or "").startswith(day):
             continue
         totals["sessions"] += 1
@@ -136,7 +128,7 @@ def today(state_dir: Path, now: float) -> dict[str, Any]:
 def collect(state_dir: Path, p: Policy, now: float, heartbeat_s: float) -> dict[str, Any]:
     c = Breaker(state_dir, p).status(now)
     pause = gate.active_pause(state_dir, now)
-    side = _read(state_dir / "sidecar.heartbeat.json") or {}
+    side = jsonio.read_dict(state_dir / "sidecar.heartbeat.json") or {}
     side_age = _age(side.get("written_at"), now)
     return {
         "at": jsonio.utc_now_iso(),

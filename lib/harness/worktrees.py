@@ -40,11 +40,7 @@ def kept(state_dir: Path, now: float) -> list[dict[str, Any]]:
         path = root / name
         if not path.is_dir():
             continue
-        try:
-            meta = jsonio.read_json(state_dir / "sessions" / name / "meta.json")
-        except (OSError, ValueError):
-            meta = {}
-        meta = meta if isinstance(meta, dict) else {}
+        meta = jsonio.read_dict(state_dir / "sessions" / name / "meta.json") or {}
         age = now - os.stat(path).st_mtime
         rows.append({
             "session": name, "path": str(path), "item": meta.get("item_id"), "verdict": meta.get("verdict"),

@@ -30,7 +30,7 @@ def test_prepare_writes_prompt_bytes_exactly(tmp_path: Path) -> None:
     )
     tpl = tmp_path / "t.md"
     tpl.write_text("{{WORK_ITEM_ID}} {{ATTEMPT}} {{PREVIOUS_ERROR}} {{SESSION_ID}}")
-    render.prepare(item, tpl, tmp_path, {"SESSION_ID": "ses_9"})
+    render.prepare(jsonio.read_json(item), tpl, tmp_path, {"SESSION_ID": "ses_9"})
     assert (tmp_path / "input.txt").read_bytes() == prompt.encode()
     assert (tmp_path / "prompt.md").read_text() == "x 2 api_error: API error 500 ses_9"
 
