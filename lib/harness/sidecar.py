@@ -336,6 +336,16 @@ class Sidecar:
         self.done.add(t.sid)
         log(f"{t.sid}: ended ({why}); {t.live.facts.events} events")
 
+    def settle(self) -> None:
+        """On a stop: a session whose agent has exited gets its last lines read and its final heartbeat.
+
+        The loop finalizes a session as soon as its wrapper ends and may stop the sidecar
+        (--once, --drain) before the sidecar's next round has seen exit_code.
+        """
+        for t in list(self.sessions.values()):
+            if (t.dir / "exit_code").exists():
+                self.finish(t, "exit_code written; sidecar stopping")
+
     def round(self) -> None:
         self.rounds += 1
         dirty = self.waker.take_dirty()
@@ -412,6 +422,8 @@ class Sidecar:
                 if self.waker.mode == "inotify" and not self.stop_requested:
                     # a burst of wake-ups is read in one go: at most one round per poll interval
                     time.sleep(self.o.poll_s)
+            if self.stop_requested:
+                self.settle()
         finally:
             for t in list(self.sessions.values()):
                 t.tailer.close()

@@ -163,3 +163,21 @@ def test_a_long_silent_tool_call_is_not_a_stall_but_silence_after_it_is(rig: Rig
     wait_until(lambda: (rig.dir / "stall.json").exists(), what="a stall after the tool returned")
     assert jsonio.read_json(rig.dir / "stall.json")["limit_kind"] == "stream"
     wait_until(lambda: agent.poll() is not None, what="the agent's death")
+
+
+def test_a_stop_right_after_the_agent_exits_still_writes_the_final_heartbeat(rig: Rig) -> None:
+    """The loop finalizes a session within milliseconds of its end and may stop the sidecar
+    (--once) before the sidecar's next round: the stop itself reads the last lines."""
+    from harness.sidecar import Options, Sidecar
+
+    rig.lease()
+    rig.append({"type": "system", "subtype": "init"}, turn(1))
+    car = Sidecar(Options(state_dir=rig.state, heartbeat_s=0.1, poll_s=0.02))
+    car.round()
+    assert (rig.heartbeat()["phase"], rig.heartbeat()["events"]) == ("streaming", 2)
+    rig.append(delta("done"), {"type": "result", "subtype": "success", "is_error": False, "num_turns": 1})
+    (rig.dir / "exit_code").write_text("0\n")
+    car.stop_requested = True  # as the SIGTERM handler does, before any further round
+    assert car.run() == 0
+    hb = rig.heartbeat()
+    assert (hb["phase"], hb["events"], hb["turns"]) == ("exited", 4, 1)
