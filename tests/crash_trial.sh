@@ -32,6 +32,22 @@ trap 'pkill -9 -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 export CLAUDE_BIN="$ROOT/tests/mocks/claude" HARNESS_QUIET=1 HARNESS_IDLE_POLL_S=0.1 HARNESS_POLL_INTERVAL_S=0.05
 export HARNESS_RETRY_BASE_S=0 HARNESS_KILL_GRACE_S=1 MOCK_CLAUDE_DELAY_S=$SESSION_S HARNESS_MIN_FREE_MB=0
 
+# kill_moment <state> <pid> <seconds>: waits for the random moment, which is
+# always one while work remains: <seconds> from now, or as soon as the last
+# pending item has been claimed, whichever comes first (so the kill lands while
+# that item's session runs), or when the loop has gone.
+kill_moment() { # <state> <pid> <seconds>
+  local end now
+  end=$((${EPOCHREALTIME/./} + $(awk -v s="$3" 'BEGIN { printf "%d", s * 1000000 }')))
+  while :; do
+    now=${EPOCHREALTIME/./}
+    ((now < end)) || return 0
+    kill -0 "$2" 2>/dev/null || return 0
+    [[ -n "$(find "$1/queue/pending" -name '*.json' -print -quit 2>/dev/null)" ]] || return 0
+    sleep 0.02
+  done
+}
+
 # drain <state>: runs the loop to its end; a "busy" exit (a helper of the killed
 # loop still holds the lock) is retried, as cron would.
 drain() { # <state>
@@ -45,7 +61,7 @@ drain() { # <state>
   done
 }
 
-total_lost=0 total_doubled=0 total_left=0 total_kills=0 total_adopted=0 total_recovered=0 total_requeued=0 failed_runs=0
+total_lost=0 total_doubled=0 total_left=0 total_kills=0 total_adopted=0 total_recovered=0 total_requeued=0 failed_runs=0 unkilled=0
 for ((run = 1; run <= RUNS; run++)); do
   dir="$WORK/run$run"
   state="$dir/state"
@@ -54,16 +70,19 @@ for ((run = 1; run <= RUNS; run++)); do
   for ((i = 1; i <= ITEMS; i++)); do
     "$ROOT/scripts/queue.sh" --state "$state" add --id "item$i" --prompt "crash trial run $run item $i [[mock:slow]]" >/dev/null
   done
-  kills=$((1 + RANDOM % KILLS))
-  for ((k = 0; k < kills; k++)); do
+  planned=$((1 + RANDOM % KILLS)) kills=0
+  for ((k = 0; k < planned; k++)); do
     jobs=$((1 + RANDOM % 3))
     "$ROOT/loop.sh" --state "$state" --drain -j "$jobs" >>"$dir/loop.out" 2>&1 &
     pid=$!
-    # the random moment: anywhere from start-up to the end of the queue
-    sleep "$(awk -v r="$RANDOM" -v n="$ITEMS" -v j="$jobs" -v s="$SESSION_S" 'BEGIN { printf "%.3f", (r / 32767) * (0.3 + n * (s + 0.25) / j) }')"
-    kill -9 "$pid" 2>/dev/null && total_kills=$((total_kills + 1))
+    # the random moment: anywhere from start-up to the claim of the last item
+    kill_moment "$state" "$pid" "$(awk -v r="$RANDOM" -v n="$ITEMS" -v j="$jobs" -v s="$SESSION_S" \
+      'BEGIN { printf "%.3f", (r / 32767) * (0.3 + n * (s + 0.25) / j) }')"
+    if kill -9 "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
     wait "$pid" 2>/dev/null || true
   done
+  total_kills=$((total_kills + kills))
+  ((kills > 0)) || unkilled=$((unkilled + 1))
   rc=0
   drain "$state" || rc=$?
   lost=0 doubled=0 left=0
@@ -102,12 +121,12 @@ for ((run = 1; run <= RUNS; run++)); do
   printf 'run %2d: %d kill(s), %d sessions for %d items, adopted %d, recovered %d, requeued %d; lost %d, doubled %d, leftovers %d, drain exit %d: %s\n' \
     "$run" "$kills" "$sessions" "$ITEMS" "$adopted" "$recovered" "$requeued" "$lost" "$doubled" "$left" "$rc" "$verdict"
 done
-printf 'crash trial: %d runs, %d kills, %d items each; adopted %d, recovered %d, requeued %d; lost %d, doubled %d, leftovers %d; broken runs %d\n' \
-  "$RUNS" "$total_kills" "$ITEMS" "$total_adopted" "$total_recovered" "$total_requeued" "$total_lost" "$total_doubled" "$total_left" "$failed_runs"
+printf 'crash trial: %d runs, %d kills (runs without one: %d), %d items each; adopted %d, recovered %d, requeued %d; lost %d, doubled %d, leftovers %d; broken runs %d\n' \
+  "$RUNS" "$total_kills" "$unkilled" "$ITEMS" "$total_adopted" "$total_recovered" "$total_requeued" "$total_lost" "$total_doubled" "$total_left" "$failed_runs"
 if [[ -n "$JSON" ]]; then
   jq -n --argjson runs "$RUNS" --argjson kills "$total_kills" --argjson items "$ITEMS" --argjson lost "$total_lost" \
     --argjson doubled "$total_doubled" --argjson leftovers "$total_left" --argjson broken "$failed_runs" \
-    --argjson adopted "$total_adopted" --argjson recovered "$total_recovered" --argjson requeued "$total_requeued" \
+    --argjson unkilled "$unkilled" --argjson adopted "$total_adopted" --argjson recovered "$total_recovered" --argjson requeued "$total_requeued" \
     '$ARGS.named' >"$JSON"
 fi
 ((failed_runs == 0))

@@ -16,6 +16,7 @@ teardown() { sandbox_teardown; }
   assert_success
   [ "$(jq -c '[.lost, .doubled, .leftovers, .broken]' "$T/trial.json")" = "[0,0,0,0]" ]
   [ "$(jq '.runs' "$T/trial.json")" = 20 ]
-  # the kills landed mid-work: some sessions were adopted alive or finalized after the fact
-  [ "$(jq '.kills >= 20 and (.adopted + .recovered + .requeued) >= 5' "$T/trial.json")" = true ]
+  # every run had a kill land while work remained, and some sessions were adopted
+  # alive, finalized after the fact or requeued
+  [ "$(jq -c '[.unkilled, .kills >= 20, (.adopted + .recovered + .requeued) >= 5]' "$T/trial.json")" = '[0,true,true]' ]
 }
