@@ -37,6 +37,8 @@ source "$HARNESS_ROOT/lib/resilience.sh"
 source "$HARNESS_ROOT/lib/session.sh"
 # shellcheck source=lib/sidecar.sh
 source "$HARNESS_ROOT/lib/sidecar.sh"
+# shellcheck source=lib/wake.sh
+source "$HARNESS_ROOT/lib/wake.sh"
 
 LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_FATAL="" LOOP_SIGNAL="" LOOP_STOPPING=""
 LOOP_STOP_AT=0 LOOP_CLAIM_AT=0 LOOP_SPAWN_AT=0 LOOP_STARTED=0
@@ -136,6 +138,7 @@ loop_on_signal() { # <signal>
     loop_begin_stop "$1"
   fi
   LOOP_SIGNAL=$1
+  wake_self
 }
 
 loop_begin_stop() { # <why>
@@ -171,17 +174,6 @@ loop_can_claim() {
   log_clock
   log_us "${CFG[SPAWN_DELAY_S]}" delay
   ((NOW_US >= LOOP_CLAIM_AT && NOW_US - LOOP_SPAWN_AT >= delay))
-}
-
-# loop_sleep <seconds>: sleeps, but wakes as soon as any child ends (a session's
-# wrapper, so that its end is finalized at once; or the sidecar) or a signal comes.
-loop_sleep() { # <seconds>
-  local sp
-  sleep "$1" 9>&- &
-  sp=$!
-  wait -n 2>/dev/null || true
-  kill "$sp" 2>/dev/null || true
-  wait "$sp" 2>/dev/null || true
 }
 
 # loop_claim_all: starts sessions while slots are free and items ready. Sets
@@ -239,10 +231,12 @@ loop_run() {
     loop_claim_all
     loop_done && return 0
     if ((${#S_ITEM[@]} == 0)); then
-      loop_sleep "${CFG[IDLE_POLL_S]}"
+      wake_sleep "${CFG[IDLE_POLL_S]}"
     else
-      loop_sleep "${CFG[POLL_INTERVAL_S]}"
+      wake_sleep "${CFG[POLL_INTERVAL_S]}"
     fi
+    # woken (a session ended, an item added, a pause lifted): look at the queue now
+    if ((WAKE_WOKEN)); then LOOP_CLAIM_AT=0 RES_RECHECK_AT=0; fi
   done
 }
 
@@ -266,6 +260,7 @@ main() {
   resilience_init
   lock_acquire "${CFG[STATE_DIR]}/loop.lock" ||
     die "another loop is running on ${CFG[STATE_DIR]} (pid $(cat "${CFG[STATE_DIR]}/loop.lock.pid" 2>/dev/null || echo '?'))" "$EXIT_BUSY"
+  wake_open "${CFG[STATE_DIR]}" || die "cannot open ${CFG[STATE_DIR]}/loop.wake"
   LOOP_WORKER="$(hostname):$$"
   trap 'loop_on_signal INT' INT
   trap 'loop_on_signal TERM' TERM

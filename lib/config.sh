@@ -200,7 +200,7 @@ py() { # <command> [args...]
 # which saves the interpreter's start-up on every call. Its pipes are
 # close-on-exec, so no other child holds them; it leaves when the loop is gone.
 py_serve() {
-  coproc PYSRV { PYTHONPATH="$HARNESS_ROOT/lib" exec "$HARNESS_PY" -m harness serve; }
+  coproc PYSRV { PYTHONPATH="$HARNESS_ROOT/lib" exec "$HARNESS_PY" -m harness serve 8>&-; }
   PY_SERVER=$PYSRV_PID
 }
 

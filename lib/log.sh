@@ -31,19 +31,25 @@ warn() { # <message>
 
 # info <message>: progress for a person at a terminal; quiet with HARNESS_QUIET=1.
 info() { # <message>
-  [[ "${HARNESS_QUIET:-0}" == 1 ]] || printf '%s %s\n' "$(log_now)" "$1" >&2
+  local now
+  [[ "${HARNESS_QUIET:-0}" == 1 ]] && return 0
+  log_now now
+  printf '%s %s\n' "$now" "$1" >&2
 }
 
-# log_now: UTC time as ISO 8601 with milliseconds, without forking.
-log_now() {
-  local t=${EPOCHREALTIME:-} s ms
+# log_now [var]: UTC time as ISO 8601 with milliseconds, without forking; into var
+# or printed. The loop uses the var form: a command substitution is where bash 5.2
+# can mishandle a trapped signal (see lib/wake.sh), so its steady path has none.
+log_now() { # [var]
+  local t=${EPOCHREALTIME:-} s ms out
   if [[ -z "$t" ]]; then
-    date -u +%Y-%m-%dT%H:%M:%S.000Z
-    return
+    out=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
+  else
+    s=${t%[.,]*}
+    ms=${t#*[.,]}
+    TZ=UTC printf -v out '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "$s" "${ms:0:3}"
   fi
-  s=${t%[.,]*}
-  ms=${t#*[.,]}
-  TZ=UTC printf '%(%Y-%m-%dT%H:%M:%S)T.%sZ\n' "$s" "${ms:0:3}"
+  if [[ -n "${1:-}" ]]; then printf -v "$1" '%s' "$out"; else printf '%s\n' "$out"; fi
 }
 
 # log_clock: NOW_US, the time in whole microseconds since the epoch (no fork; the
@@ -64,9 +70,13 @@ log_us() { # <seconds> <var>
   printf -v "$2" '%d' "$((10#${s%%.*} * 1000000 + 10#${frac:0:6}))"
 }
 
-# log_secs <microseconds>: prints them as seconds with six decimals.
-log_secs() { # <microseconds>
-  printf '%d.%06d\n' "$(($1 / 1000000))" "$(($1 % 1000000))"
+# log_secs <microseconds> [var]: them as seconds with six decimals, into var or printed.
+log_secs() { # <microseconds> [var]
+  if [[ -n "${2:-}" ]]; then
+    printf -v "$2" '%d.%06d' "$(($1 / 1000000))" "$(($1 % 1000000))"
+  else
+    printf '%d.%06d\n' "$(($1 / 1000000))" "$(($1 % 1000000))"
+  fi
 }
 
 # log_audit <event> [jq --arg/--argjson pairs...]: appends one JSON line to the

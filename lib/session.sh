@@ -17,10 +17,6 @@ session_alive() { # <session>
   [[ -z "${S_WSTART[$1]:-}" || "$_SES_START" == "${S_WSTART[$1]}" ]]
 }
 
-session_count() {
-  printf '%s\n' "${#S_ITEM[@]}"
-}
-
 # session_start <worker>: claims the best ready item and spawns its session. The
 # helpers' start (lib/harness/start.py) claims through the gate, makes the
 # worktree, renders the prompt and writes meta.json and the argv. Returns 0 when a
@@ -80,15 +76,17 @@ session__deadline() { # <session> <timeout-s> <started-epoch>
 # session_stop <session> <reason> <detail>: records why in kill.json, then SIGINT
 # to the agent's process group; session_poll escalates to SIGTERM and SIGKILL.
 session_stop() { # <session> <reason> <detail>
-  local sid=$1 dir
+  local sid=$1 dir now at
   [[ "${S_STOP_STAGE[$sid]:-0}" == 0 ]] || return 0
   dir="${CFG[STATE_DIR]}/sessions/$sid"
   log_clock
   S_STOP_STAGE[$sid]=1
   S_STOP_AT[$sid]=$NOW_US
+  log_now now
+  log_secs "$NOW_US" at
   # kill.json is created, never replaced: when the sidecar stopped the session
   # first (a stall), its record stands and it carries the stop on.
-  jq -n --arg reason "$2" --arg detail "$3" --arg at "$(log_now)" --argjson at_epoch "$(log_secs "$NOW_US")" \
+  jq -n --arg reason "$2" --arg detail "$3" --arg at "$now" --argjson at_epoch "$at" \
     '{reason: $reason, detail: $detail, at: $at, at_epoch: $at_epoch, by: "loop"}' >"$dir/.kill.tmp" || {
     warn "cannot write $dir/kill.json"
     return 0

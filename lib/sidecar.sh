@@ -8,13 +8,15 @@ SIDECAR_RESTART_MIN_S=5
 
 # sidecar_start: starts the sidecar in its own session, without the loop's lock fd.
 sidecar_start() {
-  local s=${CFG[STATE_DIR]}
+  local s=${CFG[STATE_DIR]} own=""
+  spawn_proc_start "$$" own || true
   PYTHONPATH="$HARNESS_ROOT/lib" setsid "$HARNESS_PY" -m harness sidecar --state-dir "$s" \
     --stall-timeout-s "${CFG[STALL_TIMEOUT_S]}" --tool-timeout-s "${CFG[TOOL_TIMEOUT_S]}" \
     --kill-grace-s "${CFG[KILL_GRACE_S]}" --heartbeat-s "${CFG[HEARTBEAT_S]}" --poll-s "${CFG[MONITOR_POLL_S]}" \
-    --loop-pid "$$" --loop-start "$(spawn_proc_start "$$")" "${RES_POLICY_ARGS[@]}" </dev/null >>"$s/sidecar.log" 2>&1 9>&- &
+    --loop-pid "$$" --loop-start "$own" "${RES_POLICY_ARGS[@]}" </dev/null >>"$s/sidecar.log" 2>&1 8>&- 9>&- &
   SIDECAR_PID=$!
-  SIDECAR_START=$(spawn_proc_start "$SIDECAR_PID" || true)
+  SIDECAR_START=""
+  spawn_proc_start "$SIDECAR_PID" SIDECAR_START || true
   log_clock
   SIDECAR_LAST_START=$NOW_US
   log_audit sidecar.started --argjson pid "$SIDECAR_PID"
@@ -47,7 +49,7 @@ sidecar_stop() {
   kill -TERM "$SIDECAR_PID" 2>/dev/null || return 0
   for ((i = 0; i < 30; i++)); do
     sidecar_alive || break
-    loop_sleep 0.1
+    wake_sleep 0.1
   done
   if sidecar_alive; then
     warn "the sidecar did not stop within 3 s; killing it"
@@ -59,13 +61,15 @@ sidecar_stop() {
 
 # sidecar_loop_heartbeat <state>: state/loop.heartbeat.json, at most every HEARTBEAT_S.
 sidecar_loop_heartbeat() { # <state>
-  local every file="${CFG[STATE_DIR]}/loop.heartbeat.json"
+  local every written now file="${CFG[STATE_DIR]}/loop.heartbeat.json"
   log_clock
   log_us "${CFG[HEARTBEAT_S]}" every
   ((NOW_US - LOOP_HB_AT >= every)) || [[ "$1" != running ]] || return 0
   LOOP_HB_AT=$NOW_US
-  if ! jq -n --argjson pid "$$" --arg state "$1" --argjson written_at "$(log_secs "$NOW_US")" --arg at "$(log_now)" \
-    --argjson sessions "$(session_count)" --argjson jobs "${CFG[JOBS]}" --arg mode "$LOOP_MODE" \
+  log_secs "$NOW_US" written
+  log_now now
+  if ! jq -n --argjson pid "$$" --arg state "$1" --argjson written_at "$written" --arg at "$now" \
+    --argjson sessions "${#S_ITEM[@]}" --argjson jobs "${CFG[JOBS]}" --arg mode "$LOOP_MODE" \
     --argjson sidecar_pid "${SIDECAR_PID:-null}" --arg stopping "$LOOP_STOPPING" --argjson started "$LOOP_STARTED" \
     --arg blocked "${RES_BLOCK:-}" \
     '$ARGS.named' >"$file.tmp" || ! mv -f "$file.tmp" "$file"; then

@@ -17,8 +17,8 @@ spawn_resolve_bin() {
 spawn_agent() { # <session-dir> <workdir> <argv...>
   local dir=$1
   # shellcheck disable=SC2016 # $1.. are expanded by the child shell, on purpose
-  setsid bash -c 'source "$1" && shift && spawn_wrapper "$@"' harness-wrapper \
-    "$HARNESS_ROOT/lib/spawn.sh" "$@" </dev/null >>"$dir/wrapper.log" 2>&1 9>&- &
+  setsid bash -c 'source "$1" && source "${1%/*}/wake.sh" && shift && spawn_wrapper "$@"' harness-wrapper \
+    "$HARNESS_ROOT/lib/spawn.sh" "$@" </dev/null >>"$dir/wrapper.log" 2>&1 8>&- 9>&- &
   SPAWN_PID=$!
 }
 
@@ -37,6 +37,7 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
   if ! cd -- "$workdir"; then
     printf 'cannot enter working directory %s\n' "$workdir" >"$dir/spawn_error"
     spawn__record "$dir" exit_code 126
+    wake_loop "${dir%/sessions/*}"
     return 126
   fi
   set -m
@@ -49,6 +50,7 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
   wait "$pid"
   rc=$?
   spawn__record "$dir" exit_code "$rc"
+  wake_loop "${dir%/sessions/*}"
   return 0
 }
 

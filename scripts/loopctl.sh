@@ -17,8 +17,8 @@
 #                                removes kept worktrees older than DAYS (default
 #                                WORKTREE_MAX_AGE_DAYS; 0: all); branches stay; never a live one
 #
-# Every change goes to the audit log (state/events.jsonl) and takes effect at the
-# loop's next look (at most IDLE_POLL_S later). Exit codes: 0 done, 1 fatal error,
+# Every change goes to the audit log (state/events.jsonl) and wakes a running loop,
+# which acts on it at once. Exit codes: 0 done, 1 fatal error,
 # 2 bad usage.
 set -euo pipefail
 
@@ -29,6 +29,8 @@ source "$HARNESS_ROOT/lib/log.sh"
 source "$HARNESS_ROOT/lib/config.sh"
 # shellcheck source=lib/resilience.sh
 source "$HARNESS_ROOT/lib/resilience.sh"
+# shellcheck source=lib/wake.sh
+source "$HARNESS_ROOT/lib/wake.sh"
 
 loopctl_pause() { # [--for S] [--reason T]
   local seconds=3600 reason=""
@@ -107,6 +109,9 @@ main() {
     prune) loopctl_prune "$@" ;;
     help) log_help "${BASH_SOURCE[0]}" ;;
     *) usage_error "unknown command: $cmd (see --help)" ;;
+  esac
+  case "$cmd" in
+    pause | resume | circuit | stop | unstop) wake_loop "$STATE" ;;
   esac
 }
 

@@ -23,6 +23,8 @@ source "$HARNESS_ROOT/lib/log.sh"
 source "$HARNESS_ROOT/lib/config.sh"
 # shellcheck source=lib/queue.sh
 source "$HARNESS_ROOT/lib/queue.sh"
+# shellcheck source=lib/wake.sh
+source "$HARNESS_ROOT/lib/wake.sh"
 
 # queue_cmd_add <args...>: builds one item from flags (jq, no string splicing), or
 # passes a file through; the helper validates everything before writing anything.
@@ -86,7 +88,9 @@ main() {
   fi
   queue_init "$STATE"
   case "$cmd" in
-    add) queue_cmd_add "$@" ;;
+    add)
+      queue_cmd_add "$@"
+      wake_loop "$STATE" ;;
     list)
       local -a args=()
       while (($#)); do
@@ -100,7 +104,8 @@ main() {
       py queue-list --state-dir "$STATE" "${args[@]}" ;;
     show | cancel | retry)
       [[ $# == 1 ]] || usage_error "$cmd needs exactly one item id"
-      py "queue-$cmd" --state-dir "$STATE" "$1" ;;
+      py "queue-$cmd" --state-dir "$STATE" "$1"
+      [[ $cmd == show ]] || wake_loop "$STATE" ;;
     help) log_help "${BASH_SOURCE[0]}" ;;
     *) usage_error "unknown command: $cmd (see --help)" ;;
   esac

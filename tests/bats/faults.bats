@@ -238,3 +238,49 @@ loop_stopping() { # <mode>: the loop's heartbeat says it is stopping that way
   [ "$(item_field s '[.history[].verdict] | join(",")')" = succeeded ]
   [ "$(grep -c . "$MOCK_CLAUDE_LOG")" = 2 ]
 }
+
+loop_ticks() { # <heartbeat written_at before>: the loop has rewritten its heartbeat since
+  [ "$(jq --argjson t "$1" '.written_at > $t' "$STATE/loop.heartbeat.json" 2>/dev/null)" = true ]
+}
+
+gone() { ! kill -0 "$1" 2>/dev/null; }
+
+@test "a storm of trapped signals never wedges the loop: it keeps ticking, and SIGTERM still stops it" {
+  # bash 5.2's `wait -n` could block for good when a trapped signal came just as the
+  # child it waited for ended; the loop then neither ticked nor heeded SIGTERM.
+  q add --id h --prompt "[[mock:hang]]" >/dev/null
+  "$LOOP" --state "$STATE" --set POLL_INTERVAL_S=0.001 --set HEARTBEAT_S=0.1 --set SHUTDOWN_GRACE_S=0.2 \
+    --set KILL_GRACE_S=0.2 3>&- &
+  local pid=$! i t rc=0
+  wait_for 10 test -s "$MOCK_CLAUDE_LOG"
+  for ((i = 0; i < 1500; i++)); do
+    kill -PIPE "$pid" 2>/dev/null || break # trapped (':'), otherwise harmless
+    ((i % 3)) || read -r -t 0.002 <> <(:) || true
+  done
+  [ "$i" = 1500 ]
+  t=$(jq .written_at "$STATE/loop.heartbeat.json")
+  wait_for 5 loop_ticks "$t"
+  kill -TERM "$pid"
+  wait_for 10 gone "$pid"
+  wait "$pid" || rc=$?
+  [ "$rc" = 143 ]
+  [ "$(item_state h) $(item_field h .last_verdict)" = "pending interrupted" ]
+}
+
+@test "an idle loop wakes at once: for an added item, for a resume, for SIGTERM" {
+  "$LOOP" --state "$STATE" --set IDLE_POLL_S=600 3>&- &
+  local pid=$! rc=0
+  wait_for 10 test -s "$STATE/loop.heartbeat.json"
+  q add --id a --prompt p >/dev/null
+  wait_for 10 item_is a succeeded
+  ctl pause --for 3600 >/dev/null
+  q add --id b --prompt p >/dev/null
+  ctl resume >/dev/null
+  wait_for 10 item_is b succeeded
+  kill -TERM "$pid"
+  wait_for 10 gone "$pid"
+  wait "$pid" || rc=$?
+  [ "$rc" = 143 ]
+}
+
+item_is() { [ "$(item_state "$1")" = "$2" ]; }
