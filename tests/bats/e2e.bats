@@ -147,9 +147,12 @@ PY
   # evidence: silent while streaming, the last line was a text delta
   [ "$(jq -r '.limit_kind + " " + .phase + " " + .last_event_type' "$dir/stall.json")" = \
     "stream streaming stream_event/content_block_delta" ]
-  # SIGINT was enough: the CLI wrote its own result line and exited 0
-  [ "$(jq -r 'select(.type == "result") | .subtype' "$dir/events.jsonl")" = error_during_execution ]
+  # SIGINT was enough: the CLI exited 0 by itself. Its result line, when it wrote
+  # one, says error_during_execution; under heavy load CLI 2.1.197 sometimes exits on
+  # SIGINT without one (seen 1 run in 5 with three CPU hogs), and the verdict is the
+  # same either way, from kill.json.
   [ "$(cat "$dir/exit_code")" = 0 ]
+  [[ "$(jq -r 'select(.type == "result") | .subtype' "$dir/events.jsonl")" =~ ^(error_during_execution)?$ ]]
   # stopped within the limit plus 2 s of its last line
   python3 - "$dir" <<'PY'
 import json, os, sys
