@@ -260,7 +260,10 @@ main() {
   resilience_init
   lock_acquire "${CFG[STATE_DIR]}/loop.lock" ||
     die "another loop is running on ${CFG[STATE_DIR]} (pid $(cat "${CFG[STATE_DIR]}/loop.lock.pid" 2>/dev/null || echo '?'))" "$EXIT_BUSY"
-  wake_open "${CFG[STATE_DIR]}" || die "cannot open ${CFG[STATE_DIR]}/loop.wake"
+  if ! wake_open "${CFG[STATE_DIR]}"; then
+    warn "cannot make the FIFO ${CFG[STATE_DIR]}/loop.wake; the loop sleeps with sleep(1) and wakes only by the clock"
+    log_audit loop.no_wake --arg error "mkfifo or open failed"
+  fi
   LOOP_WORKER="$(hostname):$$"
   trap 'loop_on_signal INT' INT
   trap 'loop_on_signal TERM' TERM

@@ -284,3 +284,13 @@ gone() { ! kill -0 "$1" 2>/dev/null; }
 }
 
 item_is() { [ "$(item_state "$1")" = "$2" ]; }
+
+@test "without its wake FIFO the loop still runs, by the clock, and says so" {
+  mkdir -p "$STATE/loop.wake" # a directory where the FIFO belongs: mkfifo fails
+  q add --id a --prompt p >/dev/null
+  run loop --drain
+  assert_success
+  assert_output --partial "cannot make the FIFO $STATE/loop.wake; the loop sleeps with sleep(1)"
+  [ "$(item_state a)" = succeeded ]
+  audit_has '.event == "loop.no_wake"'
+}
