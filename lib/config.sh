@@ -149,15 +149,17 @@ config_print() {
   done
 }
 
-# config_cli <script> <flags> <args...>: the leading options every script takes
-# (--state DIR, --config FILE, -h/--help) plus the script's own switches, given
-# as a space-separated list (e.g. "--no-color"); then the configuration, loaded
-# (a bad one is exit 2). Sets CLI_FLAGS (the switches seen) and CLI_REST (the
-# command and its arguments).
+# config_cli <script> <flags> <args...>: the start every script shares: tracing
+# (HARNESS_DEBUG=1), umask 077, the leading options (--state DIR, --config FILE,
+# -h/--help) plus the script's own switches, given as a space-separated list
+# (e.g. "--no-color"); then the configuration, loaded (a bad one is exit 2). Sets
+# CLI_FLAGS (the switches seen) and CLI_REST (the command and its arguments).
 config_cli() { # <script> <flags> <args...>
   local script=$1 flags=" $2 " config=""
   local -a sets=()
   shift 2
+  log_debug_init
+  umask 077
   CLI_FLAGS=() CLI_REST=()
   while (($#)); do
     case "$1" in

@@ -11,9 +11,8 @@
 # the agents) live on; the loop then neither wakes nor stops. `read -t` on a FIFO
 # has no such race, costs no fork, and a trap handler can wake it with one byte.
 
-# The loop holds the FIFO on this descriptor; long-lived children are started
-# with 8>&- (as with the lock's 9>&-).
-WAKE_FD=8
+# The loop holds the FIFO on descriptor 8; long-lived children are started with
+# 8>&- (as with the lock's 9>&-).
 
 # wake_open <state-dir>: (the loop, under its lock) makes the FIFO and holds it
 # open read-write, so that neither side's open ever blocks.
@@ -32,7 +31,7 @@ wake_sleep() { # <seconds>
   local _
   WAKE_WOKEN=0
   if [[ "${WAKE_OPEN:-0}" == 1 ]]; then
-    if read -r -t "$1" -N 1 -u "$WAKE_FD" _; then WAKE_WOKEN=1; fi
+    if read -r -t "$1" -N 1 -u 8 _; then WAKE_WOKEN=1; fi
   else
     sleep "$1"
   fi

@@ -76,8 +76,6 @@ loopctl_prune() { # [--older-than DAYS] [--dry-run]
 
 main() {
   local cmd
-  log_debug_init
-  umask 077
   config_cli "${BASH_SOURCE[0]}" "" "$@"
   set -- "${CLI_REST[@]}"
   cmd=$1

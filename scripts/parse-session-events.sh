@@ -24,8 +24,6 @@ source "$HARNESS_ROOT/lib/log.sh"
 source "$HARNESS_ROOT/lib/config.sh"
 
 main() {
-  log_debug_init
-  umask 077
   config_cli "${BASH_SOURCE[0]}" "--no-color" "$@"
   set -- "${CLI_REST[@]}"
   case "$1" in

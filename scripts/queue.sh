@@ -74,8 +74,6 @@ queue_cmd_add() { # <args...>
 
 main() {
   local cmd
-  log_debug_init
-  umask 077
   config_cli "${BASH_SOURCE[0]}" "" "$@"
   set -- "${CLI_REST[@]}"
   cmd=$1

@@ -21,7 +21,6 @@ source "$HARNESS_ROOT/lib/resilience.sh"
 
 main() {
   local -a opts=()
-  log_debug_init
   # the command is optional here: status.sh alone shows the screen
   config_cli "${BASH_SOURCE[0]}" "--no-color --json --watch" "$@" show
   set -- "${CLI_REST[@]}"

@@ -12,6 +12,8 @@
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/log.sh
+source "$ROOT/lib/log.sh" # log_us, log_clock: times as integer microseconds
 RUNS=20 ITEMS=6 KILLS=2 SEED=$$ JSON="" SESSION_S=0.2
 while (($#)); do
   case "$1" in
@@ -37,11 +39,13 @@ export HARNESS_RETRY_BASE_S=0 HARNESS_KILL_GRACE_S=1 MOCK_CLAUDE_DELAY_S=$SESSIO
 # pending item has been claimed, whichever comes first (so the kill lands while
 # that item's session runs), or when the loop has gone.
 kill_moment() { # <state> <pid> <seconds>
-  local end now
-  end=$((${EPOCHREALTIME/./} + $(awk -v s="$3" 'BEGIN { printf "%d", s * 1000000 }')))
+  local end wait_us
+  log_us "$3" wait_us
+  log_clock
+  end=$((NOW_US + wait_us))
   while :; do
-    now=${EPOCHREALTIME/./}
-    ((now < end)) || return 0
+    log_clock
+    ((NOW_US < end)) || return 0
     kill -0 "$2" 2>/dev/null || return 0
     [[ -n "$(find "$1/queue/pending" -name '*.json' -print -quit 2>/dev/null)" ]] || return 0
     sleep 0.02
