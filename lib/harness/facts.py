@@ -36,7 +36,8 @@ class SessionFacts:
     messages: dict[str, MessageUsage] = field(default_factory=dict)
     tool_calls: Counter[str] = field(default_factory=Counter)
     tool_errors: Counter[str] = field(default_factory=Counter)
-    tool_names: dict[str, str] = field(default_factory=dict)
+    tool_names: dict[str, str] = field(default_factory=dict)  # tool id -> name
+    tool_results: set[str] = field(default_factory=set)  # tool ids whose result is in the stream
     api_retries: Counter[str] = field(default_factory=Counter)
     compactions: int = 0
     rate_limit: dict[str, Any] | None = None
@@ -84,8 +85,12 @@ def _on_user(f: SessionFacts, ev: dict[str, Any]) -> None:
     if not isinstance(content, list):
         return
     for block in content:
-        if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("is_error"):
-            f.tool_errors[f.tool_names.get(str(block.get("tool_use_id")), "?")] += 1
+        if not isinstance(block, dict) or block.get("type") != "tool_result":
+            continue
+        tid = str(block.get("tool_use_id"))
+        f.tool_results.add(tid)
+        if block.get("is_error"):
+            f.tool_errors[f.tool_names.get(tid, "?")] += 1
 
 
 def _on_stream_event(f: SessionFacts, ev: dict[str, Any]) -> None:

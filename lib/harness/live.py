@@ -75,18 +75,24 @@ def read_marks(path: Path) -> list[dict[str, Any]]:
     return marks
 
 
+def tool_starts(marks: list[dict[str, Any]]) -> dict[str, tuple[str, float]]:
+    """tool id -> (tool name, when its tool_use was seen)."""
+    return {
+        str(m.get("ref") or ""): (str(m.get("name") or "?"), float(m["t"]))
+        for m in marks
+        if m.get("kind") == "tool_use" and isinstance(m.get("t"), (int, float))
+    }
+
+
 def tool_durations(marks: list[dict[str, Any]]) -> dict[str, tuple[str, float]]:
     """tool id -> (tool name, seconds from its tool_use to its tool_result)."""
-    started: dict[str, float] = {}
+    started = tool_starts(marks)
     done: dict[str, tuple[str, float]] = {}
     for mark in marks:
         t, ref = mark.get("t"), str(mark.get("ref") or "")
-        if not isinstance(t, (int, float)):
-            continue
-        if mark.get("kind") == "tool_use":
-            started[ref] = float(t)
-        elif mark.get("kind") == "tool_result" and ref in started:
-            done[ref] = (str(mark.get("name") or "?"), round(max(0.0, float(t) - started.pop(ref)), 3))
+        if mark.get("kind") == "tool_result" and isinstance(t, (int, float)) and ref in started:
+            name, t0 = started.pop(ref)
+            done[ref] = (name, round(max(0.0, float(t) - t0), 3))
     return done
 
 

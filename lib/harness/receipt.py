@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from . import jsonio
 from .facts import SessionFacts, _int, estimate_cost_usd
-from .live import read_marks, tool_durations
+from .live import read_marks, tool_durations, tool_starts
 from .verdict import Verdict
 
 
@@ -42,11 +43,30 @@ def _tokens(facts: SessionFacts) -> tuple[dict[str, int], str]:
     return t, "stream"
 
 
-def tool_times(session_dir: Path) -> dict[str, float]:
+def tool_times(session_dir: Path, facts: SessionFacts) -> dict[str, float]:
     """Seconds spent in tool calls, by tool name, from the sidecar's timeline.jsonl
-    (the stream itself carries no times for tool calls)."""
+    (the stream itself carries no times for tool calls).
+
+    The loop finalizes a session as soon as its agent exits, and the sidecar may
+    not have read the last lines yet. A call the sidecar saw start whose result is
+    in the stream but not yet in the timeline ended at or before the stream's last
+    write: that time stands in for its end.
+    """
+    marks = read_marks(session_dir / "timeline.jsonl")
+    done = tool_durations(marks)
+    late = [tid for tid in facts.tool_results if tid not in done]
+    if late:
+        starts = tool_starts(marks)
+        try:
+            last_write = os.stat(session_dir / "events.jsonl").st_mtime
+        except OSError:
+            last_write = None
+        for tid in late:
+            if tid in starts and last_write is not None:
+                name, t0 = starts[tid]
+                done[tid] = (name, round(max(0.0, last_write - t0), 3))
     totals: dict[str, float] = {}
-    for name, seconds in tool_durations(read_marks(session_dir / "timeline.jsonl")).values():
+    for name, seconds in done.values():
         totals[name] = round(totals.get(name, 0.0) + seconds, 3)
     return totals
 
@@ -85,7 +105,7 @@ def build(session_dir: Path, facts: SessionFacts, verdict: Verdict, meta: dict[s
         "cost_estimated": estimated,
         "tool_calls": dict(facts.tool_calls),
         "tool_errors": dict(facts.tool_errors),
-        "tool_time_s": tool_times(session_dir),
+        "tool_time_s": tool_times(session_dir, facts),
         "permission_denials": len(res.get("permission_denials") or []),
         "api_retries": dict(facts.api_retries),
         "compactions": facts.compactions,

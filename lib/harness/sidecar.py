@@ -202,6 +202,10 @@ class Sidecar:
                 t.live.feed_line(line, wall, mono)
             n += len(lines)
         self.lines += n
+        self.write_marks(t)
+        return n
+
+    def write_marks(self, t: Tracked) -> None:
         marks = t.live.take_marks()
         if marks:
             data = b"".join(jsonio.dumps(m.as_dict()) + b"\n" for m in marks)
@@ -211,7 +215,6 @@ class Sidecar:
                     fh.write(data)
             except OSError as exc:
                 log(f"{t.sid}: cannot append to timeline.jsonl: {exc}")
-        return n
 
     def adapt(self, t: Tracked, got: int) -> None:
         """Busy sessions are polled; quiet ones are watched (when inotify works)."""
@@ -327,6 +330,7 @@ class Sidecar:
         wall = time.time()
         for line in t.tailer.flush():
             t.live.feed_line(line, wall, time.monotonic())
+        self.write_marks(t)  # the unterminated last line's, if it has any
         t.live.phase = "exited"
         t.ended = True
         self.heartbeat(t, wall, time.monotonic(), force=True)

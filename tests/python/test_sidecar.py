@@ -175,9 +175,13 @@ def test_a_stop_right_after_the_agent_exits_still_writes_the_final_heartbeat(rig
     car = Sidecar(Options(state_dir=rig.state, heartbeat_s=0.1, poll_s=0.02))
     car.round()
     assert (rig.heartbeat()["phase"], rig.heartbeat()["events"]) == ("streaming", 2)
-    rig.append(delta("done"), {"type": "result", "subtype": "success", "is_error": False, "num_turns": 1})
+    rig.append(delta("done"))
+    with open(rig.events, "ab") as fh:  # an agent killed mid-write leaves its last line unterminated
+        fh.write(orjson.dumps({"type": "result", "subtype": "success", "is_error": False, "num_turns": 1}))
     (rig.dir / "exit_code").write_text("0\n")
     car.stop_requested = True  # as the SIGTERM handler does, before any further round
     assert car.run() == 0
     hb = rig.heartbeat()
     assert (hb["phase"], hb["events"], hb["turns"]) == ("exited", 4, 1)
+    marks = [orjson.loads(x) for x in (rig.dir / "timeline.jsonl").read_bytes().splitlines()]
+    assert [(m["n"], m["kind"]) for m in marks] == [(1, "init"), (2, "turn"), (4, "result")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -84,6 +85,32 @@ def test_receipt_counts_tools_and_retries(tmp_path: Path, reference: Path) -> No
     _session(sdir2, reference, "ok")
     f2 = facts.scan(sdir2 / "events.jsonl")
     assert receipt.build(sdir2, f2, verdict.classify(sdir2, f2), {})["tool_calls"] == {"Bash": 1}
+
+
+def _timeline(sdir: Path, *marks: dict[str, object]) -> None:
+    (sdir / "timeline.jsonl").write_bytes(b"".join(orjson.dumps(m) + b"\n" for m in marks))
+
+
+def test_tool_time_when_the_sidecar_has_not_read_the_last_lines(tmp_path: Path, reference: Path) -> None:
+    """The loop finalizes as soon as the agent exits; the sidecar may still be behind.
+
+    It saw the 6 s Bash call start at t0, but not its result: the call ended at or
+    before the stream's last write, 6.25 s later.
+    """
+    sdir = _session(tmp_path, reference, "slowtool")
+    t0 = 1795290000.0
+    _timeline(sdir, {"n": 1, "t": t0 - 1, "kind": "init"},
+              {"n": 10, "t": t0, "kind": "tool_use", "ref": "toolu_fake0002", "name": "Bash"})
+    os.utime(sdir / "events.jsonl", (t0 + 6.25, t0 + 6.25))
+    f = facts.scan(sdir / "events.jsonl")
+    assert receipt.build(sdir, f, verdict.classify(sdir, f), {})["tool_time_s"] == {"Bash": 6.25}
+    # once the sidecar has caught up, its own time for the result counts
+    _timeline(sdir, {"n": 10, "t": t0, "kind": "tool_use", "ref": "toolu_fake0002", "name": "Bash"},
+              {"n": 16, "t": t0 + 6.125, "kind": "tool_result", "ref": "toolu_fake0002", "name": "?"})
+    assert receipt.build(sdir, f, verdict.classify(sdir, f), {})["tool_time_s"] == {"Bash": 6.125}
+    # a call whose start it never saw has no time to give: nothing is made up
+    _timeline(sdir, {"n": 1, "t": t0 - 1, "kind": "init"})
+    assert receipt.build(sdir, f, verdict.classify(sdir, f), {})["tool_time_s"] == {}
 
 
 def test_cost_is_estimated_from_the_stream_when_there_is_no_result(tmp_path: Path, reference: Path) -> None:
