@@ -268,6 +268,37 @@ teardown() { sandbox_teardown; }
   [ "$(item_state h) $(item_field h .attempts)" = "canceled 0" ]
 }
 
+phase_is() { # <session dir> <phase>
+  [ "$(jq -r .phase "$1/heartbeat.json" 2>/dev/null)" = "$2" ]
+}
+
+@test "the receipt times a tool call even when the sidecar has not read its end" {
+  q add --id t --prompt 'x [[mock:tool]]' >/dev/null
+  MOCK_CLAUDE_GATE="$T/gate" "$LOOP" --state "$STATE" --once --set HEARTBEAT_S=0.2 >"$T/out" 2>&1 3>&- &
+  local lpid=$! car dir rc=0 t0
+  wait_for 10 first_match "$STATE/sessions/ses_*/heartbeat.json"
+  dir=$(dirname "$(first_match "$STATE/sessions/ses_*/heartbeat.json")")
+  wait_for 10 phase_is "$dir" in_tool
+  # the sidecar saw the call start, then falls behind: the rest of the session and
+  # its finalize happen while it is stopped
+  car=$(jq -r .pid "$STATE/sidecar.heartbeat.json")
+  kill -STOP "$car"
+  touch "$T/gate"
+  wait_for 10 test -s "$dir/metrics.json"
+  cp "$dir/timeline.jsonl" "$T/timeline.at_finalize"
+  kill -CONT "$car"
+  [ "$(jq -r 'select(.kind == "tool_result") | .ref' "$T/timeline.at_finalize")" = "" ]
+  t0=$(jq -r 'select(.kind == "tool_use") | .t' "$T/timeline.at_finalize")
+  # the call ran from the mark of its start to the stream's last write
+  [ "$(jq --argjson t0 "$t0" --argjson last "$(stat -c %.3Y "$dir/events.jsonl")" \
+    '.tool_calls.Bash == 1 and (.tool_time_s.Bash - ($last - $t0) | fabs) < 0.01' "$dir/metrics.json")" = true ]
+  wait "$lpid" || rc=$?
+  [ "$rc" = 0 ]
+  [ "$(item_state t)" = succeeded ]
+  # once running again the sidecar catches up: its timeline has the result too
+  [ "$(jq -r 'select(.kind == "tool_result") | .ref' "$dir/timeline.jsonl")" = toolu_1 ]
+}
+
 sidecar_starts() { # <n>: the audit log holds n sidecar.started lines
   [ "$(jq -r 'select(.event == "sidecar.started") | .pid' "$STATE/events.jsonl" | wc -l)" = "$1" ]
 }
