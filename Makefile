@@ -34,6 +34,7 @@ lint: shellcheck pylint
 
 shellcheck:
 	shellcheck -x $(SH_FILES)
+	tests/lint_subst.sh
 
 pylint: $(PY)
 	$(VENV)/bin/ruff check lib/harness tests/python tests/fakeapi tests/bench

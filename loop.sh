@@ -18,7 +18,7 @@
 # SIGINT/SIGTERM.
 set -euo pipefail
 
-HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd) # subst-ok: before the traps
 # shellcheck source=lib/log.sh
 source "$HARNESS_ROOT/lib/log.sh"
 # shellcheck source=lib/config.sh
@@ -87,21 +87,25 @@ loop_state_init() {
 # started" is decided by creating wrapper.pid first (spawn_mark_started): a
 # wrapper that comes up later sees it and does not start the agent.
 loop_reconcile() {
-  local f item sid dir
+  local f item sid dir now pidline
   for f in "${CFG[STATE_DIR]}"/queue/running/*.json; do
     [[ -e "$f" ]] || continue
-    item=$(basename "$f" .json)
-    sid=$(jq -r '.lease.session_id // empty' "$f" 2>/dev/null || true)
+    item=${f##*/}
+    item=${item%.json}
+    log_capture sid jq -r '.lease.session_id // empty' "$f" 2>/dev/null || sid=""
     if [[ ! "$sid" =~ ^ses_[A-Za-z0-9-]+$ ]]; then
       loop_requeue_unstarted "$item" "$sid"
       continue
     fi
-    dir=$(session_dir "$sid")
-    if [[ ! -d "$dir" ]] || spawn_mark_started "$dir" "abandoned by loop $$ at $(log_now)"; then
+    dir="${CFG[STATE_DIR]}/sessions/$sid"
+    log_now now
+    if [[ ! -d "$dir" ]] || spawn_mark_started "$dir" "abandoned by loop $$ at $now"; then
       loop_requeue_unstarted "$item" "$sid"
       continue
     fi
-    if [[ "$(cat "$dir/wrapper.pid" 2>/dev/null)" == abandoned* ]]; then
+    pidline=""
+    read -r pidline 2>/dev/null <"$dir/wrapper.pid" || true
+    if [[ "$pidline" == abandoned* ]]; then
       loop_requeue_unstarted "$item" "$sid"
       continue
     fi
@@ -117,9 +121,11 @@ loop_reconcile() {
 }
 
 loop_requeue_unstarted() { # <item> <session>
-  local record why="the loop stopped before the session started"
-  record=$(jq -nc --arg s "$2" --arg why "$why" '{session_id: $s, verdict: "interrupted", reason: $why}')
-  if queue_finish "$1" pending "$record" "$(jq -r '.attempts // 0' "$(queue_running_path "$1")")"; then
+  local record attempts why="the loop stopped before the session started"
+  # shellcheck disable=SC2016 # $s and $why are jq's variables
+  log_capture record jq -nc --arg s "$2" --arg why "$why" '{session_id: $s, verdict: "interrupted", reason: $why}'
+  log_capture attempts jq -r '.attempts // 0' "${CFG[STATE_DIR]}/queue/running/$1.json" || attempts=0
+  if queue_finish "$1" pending "$record" "$attempts"; then
     log_audit item.pending --arg item "$1" --arg session "$2" --arg from running --arg to pending \
       --arg verdict interrupted --arg reason "$why"
   else
@@ -258,13 +264,16 @@ main() {
   [[ -r "${CFG[BOOTSTRAP]}" ]] || die "bootstrap template not readable: ${CFG[BOOTSTRAP]}"
   loop_state_init
   resilience_init
+  # subst-ok (next 2 lines): before the traps
   lock_acquire "${CFG[STATE_DIR]}/loop.lock" ||
     die "another loop is running on ${CFG[STATE_DIR]} (pid $(cat "${CFG[STATE_DIR]}/loop.lock.pid" 2>/dev/null || echo '?'))" "$EXIT_BUSY"
   if ! wake_open "${CFG[STATE_DIR]}"; then
     warn "cannot make the FIFO ${CFG[STATE_DIR]}/loop.wake; the loop sleeps with sleep(1) and wakes only by the clock"
     log_audit loop.no_wake --arg error "mkfifo or open failed"
   fi
-  LOOP_WORKER="$(hostname):$$"
+  LOOP_WORKER="$(hostname):$$" # subst-ok: before the traps
+  # From here on, command output comes through this file, not $(...) (log_capture).
+  LOG_CAPTURE_FILE="${CFG[STATE_DIR]}/loop.capture"
   trap 'loop_on_signal INT' INT
   trap 'loop_on_signal TERM' TERM
   trap 'loop_on_signal HUP' HUP

@@ -214,7 +214,7 @@ py_serve() {
 py_call() { # <command> [args...]
   local rc n wfd rfd
   if [[ -z "${PY_SERVER:-}" ]]; then
-    PY_OUT=$(py "$@") && return 0 || return $?
+    log_capture PY_OUT py "$@" && return 0 || return $?
   fi
   wfd=${PYSRV[1]:-} rfd=${PYSRV[0]:-}
   if [[ -n "$wfd" ]] && printf '%s\0' "$#" "$@" 2>/dev/null 1>&"$wfd" && read -r rc n 0<&"$rfd" &&

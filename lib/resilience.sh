@@ -29,8 +29,9 @@ resilience_init() {
 # stderr, and waits before asking again: until the block ends, at most IDLE_POLL_S
 # (so that an operator's resume or circuit close is seen soon).
 resilience_blocked() { # <json>
-  local kind reason until halt idle
-  IFS=$'\t' read -r kind halt until reason < <(jq -r '[.blocked, .halt, (.until // 0), .reason] | @tsv' <<<"$1")
+  local kind reason until halt idle out
+  log_capture out jq -r '[.blocked, .halt, (.until // 0), .reason] | @tsv' <<<"$1"
+  IFS=$'\t' read -r kind halt until reason <<<"$out"
   if [[ "$kind:$reason" != "$RES_BLOCK" ]]; then
     log_audit loop.blocked --arg kind "$kind" --arg reason "$reason" --argjson halt "$halt"
     warn "not claiming: $reason"

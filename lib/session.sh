@@ -24,7 +24,7 @@ session_alive() { # <session>
 # when claiming is blocked (pause, breaker, disk, load), 1 when the claim failed.
 session_start() { # <worker>
   local uuid sid dir out rc item_id attempt workdir branch timeout failed
-  uuid=$(</proc/sys/kernel/random/uuid)
+  read -r uuid </proc/sys/kernel/random/uuid
   sid="ses_$uuid"
   dir="${CFG[STATE_DIR]}/sessions/$sid"
   py_call start --state-dir "${CFG[STATE_DIR]}" --session "$sid" --worker "$1" --loop-pid "$$" \
@@ -50,7 +50,9 @@ session_start() { # <worker>
   S_STOP_STAGE[$sid]=0
   S_BRANCH[$sid]=$branch
   if [[ "$failed" == 1 ]]; then
-    warn "session $sid could not start: $(head -c 300 "$dir/spawn_error")"
+    out=""
+    LC_ALL=C read -r -N 300 out <"$dir/spawn_error" || true
+    warn "session $sid could not start: ${out%$'\n'}"
     session_finalize "$sid"
     return 0
   fi
@@ -76,7 +78,7 @@ session__deadline() { # <session> <timeout-s> <started-epoch>
 # session_stop <session> <reason> <detail>: records why in kill.json, then SIGINT
 # to the agent's process group; session_poll escalates to SIGTERM and SIGKILL.
 session_stop() { # <session> <reason> <detail>
-  local sid=$1 dir now at
+  local sid=$1 dir now at by
   [[ "${S_STOP_STAGE[$sid]:-0}" == 0 ]] || return 0
   dir="${CFG[STATE_DIR]}/sessions/$sid"
   log_clock
@@ -93,8 +95,9 @@ session_stop() { # <session> <reason> <detail>
   }
   if ! ln "$dir/.kill.tmp" "$dir/kill.json" 2>/dev/null; then
     rm -f "$dir/.kill.tmp"
+    log_capture by jq -r '.reason // "?"' "$dir/kill.json" 2>/dev/null || by="?"
     log_audit session.stopping --arg session "$sid" --arg item "${S_ITEM[$sid]}" --arg reason "$2" \
-      --arg detail "already being stopped: $(jq -r '.reason // "?"' "$dir/kill.json" 2>/dev/null)"
+      --arg detail "already being stopped: $by"
     return 0
   fi
   rm -f "$dir/.kill.tmp"
@@ -153,10 +156,11 @@ session_finalize() { # <session>
     session__forget "$sid"
     return 0
   fi
+  log_capture out jq -r '([.verdict, .reason, (.to // "")] | @tsv), (.receipt // "")' <<<"$out"
   {
     IFS=$'\t' read -r verdict reason to
     IFS= read -r receipt
-  } < <(jq -r '([.verdict, .reason, (.to // "")] | @tsv), (.receipt // "")' <<<"$out")
+  } <<<"$out"
   if [[ -z "$to" ]]; then
     warn "session $sid ended ($verdict) but item $item_id is no longer in running/ under it"
   fi
@@ -172,16 +176,18 @@ session__forget() { # <session>
 
 # session_adopt <session> <item>: supervises a session that a previous loop started.
 session_adopt() { # <session> <item>
-  local sid=$1 dir pidline="" branch timeout started
+  local sid=$1 dir pidline="" branch timeout started out
   dir="${CFG[STATE_DIR]}/sessions/$sid"
   S_ITEM[$sid]=$2
   S_STOP_STAGE[$sid]=0
   read -r pidline 2>/dev/null <"$dir/wrapper.pid" || true
   S_WRAPPER[$sid]=${pidline%% *}
   S_WSTART[$sid]=${pidline#* }
-  IFS=$'\t' read -r started timeout branch < <(jq -r --arg d "${CFG[SESSION_TIMEOUT_S]}" --slurpfile item \
-    "$(queue_running_path "$2")" '[(.started_epoch // 0), ($item[0].timeout_s // $d), (.branch // "")] | @tsv' \
-    "$dir/meta.json" 2>/dev/null || printf '0\t0\n')
+  # shellcheck disable=SC2016 # $item and $d are jq's variables
+  log_capture out jq -r --arg d "${CFG[SESSION_TIMEOUT_S]}" --slurpfile item "${CFG[STATE_DIR]}/queue/running/$2.json" \
+    '[(.started_epoch // 0), ($item[0].timeout_s // $d), (.branch // "")] | @tsv' "$dir/meta.json" 2>/dev/null ||
+    out=$'0\t0\t'
+  IFS=$'\t' read -r started timeout branch <<<"$out"
   S_BRANCH[$sid]=$branch
   session__deadline "$sid" "${timeout:-0}" "${started:-0}"
 }

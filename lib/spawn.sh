@@ -8,6 +8,7 @@
 # spawn_resolve_bin: SPAWN_BIN is CLAUDE_BIN as an absolute path.
 spawn_resolve_bin() {
   local bin=${CFG[CLAUDE_BIN]}
+  # subst-ok (next 1 line): at start, before the loop's traps
   SPAWN_BIN=$(command -v -- "$bin" 2>/dev/null) || { CFG_ERROR="agent binary not found: $bin (set CLAUDE_BIN)"; return 1; }
   [[ -x "$SPAWN_BIN" ]] || { CFG_ERROR="agent binary is not executable: $SPAWN_BIN"; return 1; }
 }
@@ -29,6 +30,7 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
   local dir=$1 workdir=$2 pid rc
   shift 2
   umask 077
+  # subst-ok (next 3 lines): the wrapper, a process of its own, traps no signal
   if ! spawn_mark_started "$dir" "$$ $(spawn_proc_start "$$")"; then
     printf 'wrapper %s: the session was abandoned before it started (%s); not starting the agent\n' "$$" \
       "$(cat "$dir/wrapper.pid" 2>/dev/null)"

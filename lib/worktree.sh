@@ -27,10 +27,14 @@ worktree_check_repo() {
 worktree_release() { # <session> <verdict> <branch>
   local dir="${CFG[STATE_DIR]}/worktrees/$1" out
   [[ -n "${CFG[REPO_DIR]}" && -n "$3" && "$2" == succeeded && -d "$dir" ]] || return 0
-  if ! out=$(git -C "${CFG[REPO_DIR]}" worktree remove --force "$dir" 2>&1 8>&- 9>&-); then
+  if ! log_capture out worktree__remove "$dir"; then
     log_audit worktree.remove_failed --arg session "$1" --arg error "${out//$'\n'/ }"
     warn "could not remove worktree $dir: ${out//$'\n'/ }"
   fi
+}
+
+worktree__remove() { # <dir>: its output on stdout, errors included
+  git -C "${CFG[REPO_DIR]}" worktree remove --force "$1" 2>&1 8>&- 9>&-
 }
 
 # worktree_prune_aged: kept worktrees older than WORKTREE_MAX_AGE_DAYS go (never a
