@@ -40,10 +40,13 @@ for c in "${constructs[@]}"; do
   until [[ -s "$work/count" ]]; do :; done
   got=0 lost=0
   for ((i = 0; i < n; i++)); do
-    kill -TERM "$pid"
+    if ! kill -TERM "$pid" 2>/dev/null; then
+      echo "signal_loss: the $c child died after $i signals" >&2
+      break
+    fi
     deadline=$((SECONDS + 2))
     while :; do
-      read -r count <"$work/count" 2>/dev/null || count=$got
+      read -r count 2>/dev/null <"$work/count" || count=$got
       ((count > got)) && { got=$count; break; }
       ((SECONDS < deadline)) || { lost=$((lost + 1)); break; }
     done
