@@ -14,7 +14,3 @@ queue_init() { # <state-dir>
 queue_finish() { # <item> <to-state> <record-json> <attempts> [not-before]
   py_call queue-finish --state-dir "${CFG[STATE_DIR]}" "$1" --to "$2" --record "$3" --attempts "$4" --not-before "${5:-}"
 }
-
-queue_running_path() { # <item>
-  printf '%s/queue/running/%s.json\n' "${CFG[STATE_DIR]}" "$1"
-}

@@ -7,10 +7,6 @@
 
 declare -gA S_ITEM=() S_WRAPPER=() S_WSTART=() S_DEADLINE=() S_STOP_STAGE=() S_STOP_AT=() S_BRANCH=()
 
-session_dir() { # <session>
-  printf '%s/sessions/%s\n' "${CFG[STATE_DIR]}" "$1"
-}
-
 session_alive() { # <session>
   local pid=${S_WRAPPER[$1]:-}
   [[ -n "$pid" ]] && spawn_proc_start "$pid" _SES_START || return 1
