@@ -42,18 +42,47 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
     wake_loop "${dir%/sessions/*}"
     return 126
   fi
+  spawn_private_dirs "$dir" || return 0
   set -m
   # A background job of a non-interactive shell starts with SIGINT and SIGQUIT
   # ignored; the agent must get them with their default meaning, since SIGINT is
   # the first step of every stop (the CLI then writes its result line).
-  env --default-signal=INT,QUIT,TERM,PIPE "$@" <"$dir/input.txt" >>"$dir/events.jsonl" 2>>"$dir/stderr.log" &
+  env --default-signal=INT,QUIT,TERM,PIPE TMPDIR="$SPAWN_TMP" CLAUDE_CODE_TMPDIR="$SPAWN_TMP" \
+    XDG_RUNTIME_DIR="$SPAWN_RUNTIME" "$@" <"$dir/input.txt" >>"$dir/events.jsonl" 2>>"$dir/stderr.log" &
   pid=$!
+  # The job has its own process group already; without monitor mode bash prints no
+  # "[1]+ Exit 1 env --default-signal=..." line when it ends, and the wait's own
+  # stderr takes its "Killed" line: exit_code says how it ended.
+  set +m
   spawn__record "$dir" agent.pid "$pid"
-  wait "$pid"
+  wait "$pid" 2>/dev/null
   rc=$?
+  rm -rf -- "$SPAWN_RUNTIME"
   spawn__record "$dir" exit_code "$rc"
   wake_loop "${dir%/sessions/*}"
   return 0
+}
+
+# spawn_private_dirs <session-dir>: the agent's temporary files stay in state/: TMPDIR
+# (and CLAUDE_CODE_TMPDIR, which the CLI prefers) is the session's tmp/;
+# XDG_RUNTIME_DIR, where the CLI puts its messaging socket, is state/run/<12 hex of
+# the session>, short enough for a socket path (the CLI falls back to /tmp past 103
+# bytes), private to the session and removed when the agent exits. Sets SPAWN_TMP
+# and SPAWN_RUNTIME; on failure records spawn_error and the exit status.
+spawn_private_dirs() { # <session-dir>
+  local dir=$1 uuid=${1##*/ses_} state=${1%/sessions/*}
+  SPAWN_TMP="$dir/tmp" SPAWN_RUNTIME="$state/run/${uuid:0:12}"
+  if ! mkdir -p -- "$SPAWN_TMP" "$SPAWN_RUNTIME"; then # 0700: the wrapper runs under umask 077
+    printf 'cannot create the session'"'"'s private directories %s and %s\n' "$SPAWN_TMP" "$SPAWN_RUNTIME" \
+      >"$dir/spawn_error"
+    spawn__record "$dir" exit_code 126
+    wake_loop "$state"
+    return 1
+  fi
+  if ((${#SPAWN_RUNTIME} > 81)); then
+    printf 'warning: %s is %d bytes long; the CLI will put its socket under /tmp\n' "$SPAWN_RUNTIME" \
+      "${#SPAWN_RUNTIME}" >&2
+  fi
 }
 
 # spawn_proc_start <pid> [var]: the process's start time (clock ticks since boot),

@@ -133,6 +133,7 @@ def decide(
         return Decision(action, "pending", attempts, v.reason)
     used = attempts + 1
     if used >= max_attempts:
-        return Decision("quarantine", "quarantined", used, f"{v.reason} (gave up after {used} attempts)")
+        noun = "attempt" if used == 1 else "attempts"
+        return Decision("quarantine", "quarantined", used, f"{v.reason} (gave up after {used} {noun})")
     delay = backoff_s(used, policy, rng)
     return Decision(action, "pending", used, v.reason, not_before=iso(now + delay), delay_s=round(delay, 3))

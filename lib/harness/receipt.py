@@ -75,12 +75,16 @@ def build(session_dir: Path, facts: SessionFacts, verdict: Verdict, meta: dict[s
     res = facts.result or {}
     tokens, token_source = _tokens(facts)
     reported = res.get("total_cost_usd")
-    estimated = not isinstance(reported, (int, float))
-    if isinstance(reported, (int, float)):
-        cost = float(reported)
-    else:
+    # A result line without billed usage (a session stopped mid-stream reports
+    # total_cost_usd 0 and empty modelUsage) while the stream shows tokens: the cost
+    # is estimated from the same streamed usage the token counts came from.
+    unbilled = token_source == "stream" and any(tokens.values()) and not reported
+    estimated = not isinstance(reported, (int, float)) or unbilled
+    if estimated:
         model = str((facts.init or {}).get("model") or meta.get("model") or "")
         cost = estimate_cost_usd(facts.messages, model)
+    else:
+        cost = float(reported or 0)
     wall_s = None
     started, ended = meta.get("started_epoch"), meta.get("ended_epoch")
     if isinstance(started, (int, float)) and isinstance(ended, (int, float)):
@@ -98,7 +102,8 @@ def build(session_dir: Path, facts: SessionFacts, verdict: Verdict, meta: dict[s
         "wall_s": wall_s,
         "duration_ms": res.get("duration_ms"),
         "duration_api_ms": res.get("duration_api_ms"),
-        "turns": res.get("num_turns", len(facts.messages)),
+        "turns": len(facts.messages),
+        "cli_num_turns": res.get("num_turns"),
         "tokens": tokens,
         "token_source": token_source,
         "cost_usd": round(cost, 6),

@@ -33,6 +33,17 @@ VERDICTS = (
 )
 USAGE_LIMIT_RE = re.compile(r"usage limit reached|hit your (usage )?limit|out of (extra )?usage", re.IGNORECASE)
 RESET_EPOCH_RE = re.compile(r"\|(\d{10})\b")
+# "API Error: 500 Internal server error..." -> "Internal server error...": the reason
+# says "API error 500: " itself.
+API_ERROR_PREFIX_RE = re.compile(r"^API Error:\s*(?:\d{3}\b\s*)?")
+# The CLI refused the prompt before any request: 2.1.332 says "Prompt is too long"
+# with terminal_reason blocking_limit and no API status.
+PROMPT_REFUSED_RE = re.compile(r"^prompt is too long\b", re.IGNORECASE)
+PROMPT_REFUSED_TERMINAL_REASONS = ("blocking_limit", "prompt_too_long")
+# The CLI's argument parser (commander) refusing its command line: "error: unknown
+# option '--x'", "error: option '--permission-mode <mode>' argument 'x' is invalid..."
+USAGE_ERROR_RE = re.compile(r"^error: (?:unknown option|option |missing required argument|too many arguments|"
+                            r"required option|unknown command)", re.MULTILINE)
 MAX_REASON_CHARS = 400
 
 
@@ -72,6 +83,12 @@ def _tail(path: Path, limit_bytes: int = 4096) -> str:
         return ""
 
 
+def _turns(facts: SessionFacts) -> str:
+    """'N turns': a turn is one assistant message of the model (docs/file-formats.md)."""
+    n = len(facts.messages)
+    return f"{n} turn" if n == 1 else f"{n} turns"
+
+
 def _from_kill(kill: dict[str, Any], facts: SessionFacts, code: int | None) -> Verdict | None:
     res = facts.result
     if res and res.get("subtype") == "success" and not res.get("is_error") and code == 0:
@@ -100,9 +117,9 @@ def _from_result(res: dict[str, Any], facts: SessionFacts, code: int | None) -> 
     subtype = res.get("subtype")
     text = str(res.get("result") or "")
     if subtype == "success" and not res.get("is_error"):
-        return Verdict("succeeded", _clip(f"completed in {res.get('num_turns', '?')} turns"), exit_code=code)
+        return Verdict("succeeded", _clip(f"completed in {_turns(facts)}"), exit_code=code)
     if subtype == "error_max_turns":
-        return Verdict("max_turns", f"reached the turn limit after {res.get('num_turns', '?')} turns", exit_code=code)
+        return Verdict("max_turns", f"reached the turn limit after {_turns(facts)}", exit_code=code)
     if subtype == "error_max_budget_usd":
         return Verdict("budget_exceeded", f"spent ${res.get('total_cost_usd', 0):.4f}, over the budget", exit_code=code)
     limited = _usage_limit(facts, text)
@@ -112,10 +129,13 @@ def _from_result(res: dict[str, Any], facts: SessionFacts, code: int | None) -> 
     status = res.get("api_error_status")
     if status in (401, 403):
         return Verdict("auth_error", _clip(f"credentials rejected ({status}): {text}"), exit_code=code)
-    if isinstance(status, int) and (status in (408, 409, 429) or status >= 500):
-        return Verdict("api_error", _clip(f"API error {status}: {text}"), exit_code=code)
     if isinstance(status, int):
-        return Verdict("failed", _clip(f"API rejected the request ({status}): {text}"), retryable=False, exit_code=code)
+        words = API_ERROR_PREFIX_RE.sub("", text) or text
+        if status in (408, 409, 429) or status >= 500:
+            return Verdict("api_error", _clip(f"API error {status}: {words}"), exit_code=code)
+        return Verdict("failed", _clip(f"API rejected the request ({status}): {words}"), retryable=False, exit_code=code)
+    if PROMPT_REFUSED_RE.match(text) or res.get("terminal_reason") in PROMPT_REFUSED_TERMINAL_REASONS:
+        return Verdict("failed", _clip(f"the CLI refused the prompt: {text}"), retryable=False, exit_code=code)
     if text.startswith("API Error"):
         return Verdict("api_error", _clip(text), exit_code=code)
     errors = res.get("errors")
@@ -150,6 +170,10 @@ def classify(session_dir: Path, facts: SessionFacts) -> Verdict:
     last_err = stderr.strip().splitlines()[-1] if stderr.strip() else ""
     if "input exceeds" in stderr:
         return Verdict("failed", _clip(f"the CLI refused the prompt: {last_err}"), retryable=False, exit_code=code)
+    usage = USAGE_ERROR_RE.search(stderr) if facts.init is None else None
+    if usage and code not in (None, 0) and code < 128:
+        words = stderr[usage.start():].splitlines()[0]
+        return Verdict("failed", _clip(f"the CLI refused its arguments: {words}"), retryable=False, exit_code=code)
     if code is None:
         return Verdict("crashed", "the agent ended without recording an exit status (killed with its wrapper?)")
     if code != 0 and code < 128 and facts.init is None:

@@ -84,17 +84,9 @@ api_requests() { # jq filter over the fake API's request log
 @test "hostile input reaches the model byte for byte and runs nothing" {
   local hostile
   hostile=$'He said "hi" \'there\' $(touch '"$T"$'/pwned) `touch '"$T"$'/pwned2` {{SESSION_ID}} {{PROMPT}}\nline2\ttab \\ back é ✓ [[fake:answer]]\n'
-  # a 10 MiB prompt (the CLI's stdin limit), with a NUL byte in it
-  python3 - "$T/item.json" "$hostile" <<'PY'
-import json, sys
-path, hostile = sys.argv[1], sys.argv[2]
-prompt = hostile + "nul:\u0000:" 
-filler = "0123456789abcdef" * 64 + "\n"
-size = len(prompt.encode())
-prompt += (filler * (10 * 1024 * 1024 // len(filler) + 1))[: 10 * 1024 * 1024 - size]
-assert len(prompt.encode()) == 10 * 1024 * 1024
-json.dump({"id": "hostile", "title": hostile, "prompt": prompt}, open(path, "w"))
-PY
+  # a 2 MiB prompt (every CLI version and the API take it: 0.5 M tokens), with a NUL
+  # byte in it; a 10 MiB one is refused (next test)
+  hostile_item "$T/item.json" "$hostile" $((2 * 1024 * 1024))
   run q add --file "$T/item.json"
   assert_success
   run loop --drain
@@ -116,6 +108,112 @@ system = "".join(b["text"] for b in body["system"])
 assert item["title"].rstrip("\n") in system, "title not in the system prompt verbatim"
 assert f"Unattended session {sid}" in system
 assert item["prompt"][:200] not in system
+PY
+}
+
+# hostile_item <file> <text> <bytes>: a work item whose title is the text and whose
+# prompt is the text, a NUL, and filler up to exactly that many bytes.
+hostile_item() { # <file> <text> <bytes>
+  python3 - "$@" <<'PY'
+import json, sys
+path, hostile, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+prompt = hostile + "nul:\u0000:"
+filler = "0123456789abcdef" * 64 + "\n"
+used = len(prompt.encode())
+prompt += (filler * ((size - used) // len(filler) + 1))[: size - used]
+assert len(prompt.encode()) == size
+json.dump({"id": "hostile", "title": hostile, "prompt": prompt}, open(path, "w"))
+PY
+}
+
+# result_text <session-dir>: the CLI's own words in its result line
+result_text() { # <session-dir>
+  jq -r 'select(.type == "result") | .result' "$1/events.jsonl"
+}
+
+# refused_once <item>: quarantined after one session, verdict failed, never retried
+refused_once() { # <item>
+  [ "$(item_state "$1") $(item_field "$1" .attempts) $(item_field "$1" .last_verdict)" = "quarantined 1 failed" ]
+  [ "$(item_field "$1" '.history | length')" = 1 ]
+  [ "$(audit_events "$1" | grep -c '^session.started$')" = 1 ]
+}
+
+@test "a 10 MiB prompt is refused as too long: quarantined at once with the CLI's words, never retried" {
+  hostile_item "$T/item.json" $'big one [[fake:answer]]\n' $((10 * 1024 * 1024))
+  q add --file "$T/item.json" >/dev/null
+  run loop --drain
+  assert_success
+  refused_once hostile
+  # CLI 2.1.197 sends it and the API answers 400; 2.1.332 refuses it itself, with no
+  # request. Either way the reason holds the CLI's own words.
+  local words
+  words=$(result_text "$(session_of hostile)")
+  [ -n "$words" ]
+  [[ "$(item_field hostile .last_reason)" == *"${words:0:60}"* ]]
+}
+
+@test "an unknown model: quarantined at once with the CLI's words, never retried" {
+  q add --id m --model no-such-model --prompt "hi [[fake:answer]]" >/dev/null
+  run loop --drain
+  assert_success
+  refused_once m
+  local words
+  words=$(result_text "$(session_of m)")
+  [ -n "$words" ]
+  [[ "$(item_field m .last_reason)" == *"${words:0:60}"* ]]
+}
+
+@test "a usage error in the CLI's arguments: quarantined at once with the CLI's words, never retried" {
+  q add --id u --prompt "hi [[fake:answer]]" >/dev/null
+  run loop --drain --set PERMISSION_MODE=no-such-mode
+  assert_success
+  refused_once u
+  local words
+  words=$(head -n 1 "$(session_of u)/stderr.log")
+  [[ "$words" == *no-such-mode* ]]
+  [ "$(item_field u .last_reason)" = "the CLI refused its arguments: $words" ]
+}
+
+@test "a session that runs Bash leaves nothing in /tmp: its temporary files stay in its session directory" {
+  [[ -d /mnt ]] && unshare -m true 2>/dev/null || skip "a private /tmp needs unshare -m (root) and /mnt"
+  q add --id t --prompt "Run a command. [[fake:bash]]" >/dev/null
+  # The loop runs in a mount namespace whose /tmp is a new, empty tmpfs, with only
+  # this test's directory mounted back in; whatever else lands in /tmp is a leak.
+  run unshare -m bash -c '
+    T=$1; shift
+    mount --make-rprivate / && mount --bind "$T" /mnt && mount -t tmpfs -o mode=1777 tmpfs /tmp &&
+      mkdir -p "$T" && mount --bind /mnt "$T" || exit 99
+    "$@" || exit
+    find /tmp -mindepth 1 | while read -r p; do
+      [[ "$T/" == "$p/"* || "$p" == "$T/"* ]] || echo "left in /tmp: $p"
+    done' _ "$T" "$LOOP" --state "$STATE" --drain
+  assert_success
+  refute_output --partial "left in /tmp"
+  [ "$(item_state t)" = succeeded ]
+  local dir
+  dir=$(session_of t)
+  # the CLI kept its task files in the session's TMPDIR, and the runtime dir is gone
+  first_match "$dir/tmp/claude-*/*/*/tasks"
+  [ -z "$(ls -A "$STATE/run")" ]
+}
+
+@test "the receipt prices the model the CLI runs as the CLI does" {
+  q add --id p --prompt "hi [[fake:answer in=1000 out=2000 cr=30000 cw=4000]]" >/dev/null
+  run loop --drain
+  assert_success
+  local dir
+  dir=$(session_of p)
+  # the harness's own estimate from the stream equals the CLI's reported cost
+  PYTHONPATH="$HARNESS_ROOT/lib" "$HARNESS_ROOT/.venv/bin/python" - "$dir" <<'PY'
+import sys
+from pathlib import Path
+from harness import facts
+d = Path(sys.argv[1])
+f = facts.scan(d / "events.jsonl")
+reported = f.result["total_cost_usd"]
+model = next(iter(f.result["modelUsage"]))
+estimate = facts.estimate_cost_usd(f.messages, "")
+assert reported > 0 and abs(estimate - reported) < 1e-9, f"{model}: estimated {estimate}, the CLI says {reported}"
 PY
 }
 
@@ -163,6 +261,11 @@ assert 3 <= ended - last <= 5, f"stopped {ended - last:.2f}s after the last line
 PY
   run jq -r 'select(.event == "session.stalled" or .event == "session.signal") | .event + ":" + (.signal // "")' "$STATE/events.jsonl"
   assert_output $'session.stalled:\nsession.signal:INT'
+  # the receipt: one turn (one request, answered in part) and its cost: CLI 2.1.332
+  # bills the aborted request in its result line; 2.1.197 reports 0 there, so the
+  # receipt estimates it from the streamed usage and says so
+  [ "$(jq -c '[.turns, .cost_usd > 0, .cost_estimated == (.token_source == "stream")]' "$dir/metrics.json")" = \
+    '[1,true,true]' ]
 }
 
 @test "429 storm: api_error, retried with backoff; two in a row open the breaker and the rest of the queue waits" {
@@ -209,7 +312,11 @@ PY
   assert_success
   [ "$(item_state c) $(item_field c .attempts)" = "quarantined 2" ]
   [ "$(item_field c '[.history[].verdict] | join(",")')" = "api_error,api_error" ]
-  [[ "$(item_field c .last_reason)" == *"Unable to connect to API (ConnectionRefused)"* ]]
+  # the reason is the CLI's own words, whatever they are in this version
+  local words
+  words=$(result_text "$(session_of c)")
+  [[ "$words" == "API Error: "* ]]
+  [ "$(item_field c .last_reason)" = "$words (gave up after 2 attempts)" ]
 }
 
 agent_in_tool() { # <item>: its live session's CLI is inside a tool call

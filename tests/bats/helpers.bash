@@ -7,7 +7,9 @@ export HARNESS_ROOT
 load /usr/lib/bats/bats-support/load.bash
 load /usr/lib/bats/bats-assert/load.bash
 
-REAL_CLAUDE="$HARNESS_ROOT/.tools/claude/node_modules/.bin/claude"
+# The real CLI the end-to-end tests run: the pinned one from `make setup`, or any
+# version `make test-e2e CLAUDE_CODE_VERSION=...` installed (HARNESS_TEST_CLAUDE).
+REAL_CLAUDE="${HARNESS_TEST_CLAUDE:-$HARNESS_ROOT/.tools/claude/node_modules/.bin/claude}"
 
 sandbox_setup() {
   T=$BATS_TEST_TMPDIR

@@ -10,6 +10,11 @@ already in the conversation, so retries and side requests get coherent answers.
 Scenarios (see SCENARIOS below): answer, bash, write_commit, endless, big,
 slowtool, flood, hang, err400, err401, err403, err429, err500, err529.
 
+Like the real API, it refuses a request for a model it does not serve (404, any
+name that does not start with ``claude-``) and a prompt over its context window
+(400 "prompt is too long", the window from ``--context-tokens``, tokens estimated
+as body bytes / 4).
+
 Every request is logged as one JSON line (``--log``); ``--bodies DIR`` also keeps
 each raw request body as DIR/<n>.json so tests can assert what the model received.
 """
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+BYTES_PER_TOKEN = 4
 MARKER_RE = re.compile(r"\[\[fake:([a-z0-9_]+)((?:\s+[a-z_]+=[^\s\]]+)*)\s*\]\]")
 DEFAULT_USAGE: dict[str, int] = {
     "input_tokens": 50,
@@ -107,8 +113,19 @@ def _bash(cmd: str, desc: str = "run a command") -> tuple[str, dict[str, Any]]:
     return ("Bash", {"command": cmd, "description": desc})
 
 
+USAGE_PARAMS = {"in": "input_tokens", "cr": "cache_read_input_tokens", "cw": "cache_creation_input_tokens"}
+
+
 def sc_answer(req: Request) -> Turn:
-    return Turn(text=req.params.get("text", "Done."))
+    """A plain answer; in=, out=, cr=, cw= set its usage (input, output, cache read,
+    cache write tokens), so a test can ask the CLI to price a known mix."""
+    turn = Turn(text=req.params.get("text", "Done."))
+    for key, field_name in USAGE_PARAMS.items():
+        if req.params.get(key, "").isdigit():
+            turn.usage[field_name] = int(req.params[key])
+    if req.params.get("out", "").isdigit():
+        turn.output_tokens = int(req.params["out"])
+    return turn
 
 
 def sc_bash(req: Request) -> Turn:
@@ -263,6 +280,13 @@ class Handler(BaseHTTPRequestHandler):
             self.server.record(entry)
             self._send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": "not found"}})
             return
+        refusal = self._refusal(body, len(raw))
+        if refusal:
+            status, etype, message = refusal
+            entry["status"] = status
+            self.server.record(entry)
+            self._send_json(status, {"type": "error", "error": {"type": etype, "message": message}})
+            return
         name, params = pick_scenario(body, self.server.args.scenario)
         messages = body.get("messages") or []
         step = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
@@ -293,6 +317,17 @@ class Handler(BaseHTTPRequestHandler):
             self._stream(n, body, turn)
         else:
             self._send_json(200, self._message(n, body, turn, final=True))
+
+    def _refusal(self, body: dict[str, Any], size: int) -> tuple[int, str, str] | None:
+        """What the real API refuses whatever the scenario: an unknown model, a prompt
+        longer than the context window."""
+        model = str(body.get("model") or "")
+        if not model.startswith("claude-"):
+            return 404, "not_found_error", f"model: {model}"
+        tokens, window = size // BYTES_PER_TOKEN, self.server.args.context_tokens
+        if tokens > window:
+            return 400, "invalid_request_error", f"prompt is too long: {tokens} tokens > {window} maximum"
+        return None
 
     def _message(self, n: int, body: dict[str, Any], turn: Turn, final: bool) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
@@ -387,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", default="answer", help="scenario when a request has no marker")
     ap.add_argument("--log", help="append one JSON line per request here")
     ap.add_argument("--bodies", help="keep each raw request body as DIR/<n>.json")
+    ap.add_argument("--context-tokens", type=int, default=1_000_000,
+                    help="refuse a request over this many tokens (body bytes / 4) as too long")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     if args.scenario not in SCENARIOS and args.scenario not in ERRORS and args.scenario != "hang":

@@ -1,4 +1,6 @@
-"""Verdicts and receipts on the real CLI's output (tests/python/fixtures/reference)."""
+"""Verdicts and receipts on the real CLI's output: tests/python/fixtures/reference
+(CLI 2.1.197, the pinned one) and tests/python/fixtures/reference-2.1.332 (the
+newest release when it was recorded)."""
 
 from __future__ import annotations
 
@@ -33,9 +35,22 @@ EXPECTED = {
 }
 
 
+EXPECTED_2_1_332 = {
+    "ok": "succeeded",
+    "partial": "succeeded",
+    "max_turns1": "max_turns",
+    "err401": "auth_error",
+    "err500": "api_error",
+    "conn_refused": "api_error",
+    "err400": "failed",
+    "prompt_too_long": "failed",
+}
+NEWEST = Path(__file__).resolve().parent / "fixtures" / "reference-2.1.332"
+
+
 def _session(tmp_path: Path, reference: Path, name: str) -> Path:
     shutil.copy(reference / f"{name}.jsonl", tmp_path / "events.jsonl")
-    code = re.search(r"^exit_code: (\d+)$", (reference / f"{name}.txt").read_text(), re.M)
+    code = re.search(r"^exit(?:_code)?: (\d+)$", (reference / f"{name}.txt").read_text(), re.M)
     assert code, name
     (tmp_path / "exit_code").write_text(code.group(1) + "\n")
     return tmp_path
@@ -48,6 +63,49 @@ def test_verdict_of_each_reference_run(tmp_path: Path, reference: Path, name: st
     assert v.verdict == EXPECTED[name], v.reason
 
 
+@pytest.mark.parametrize("name", sorted(EXPECTED_2_1_332))
+def test_verdict_of_each_newest_cli_run(tmp_path: Path, name: str) -> None:
+    sdir = _session(tmp_path, NEWEST, name)
+    v = verdict.classify(sdir, facts.scan(sdir / "events.jsonl"))
+    assert v.verdict == EXPECTED_2_1_332[name], v.reason
+
+
+@pytest.mark.parametrize(("ref", "name", "reason"), [
+    (NEWEST, "prompt_too_long", "the CLI refused the prompt: Prompt is too long"),
+    (NEWEST, "err400", "API rejected the request (400): messages.0.content: bad request (fake)"),
+    (None, "err400", "API rejected the request (400): messages.0.content: bad request (fake)"),
+])
+def test_deterministic_refusals_are_not_retryable(tmp_path: Path, reference: Path, ref: Path | None, name: str,
+                                                  reason: str) -> None:
+    sdir = _session(tmp_path, ref or reference, name)
+    v = verdict.classify(sdir, facts.scan(sdir / "events.jsonl"))
+    assert (v.verdict, v.retryable, v.reason) == ("failed", False, reason)
+
+
+def test_a_usage_error_of_the_cli_is_not_retryable(tmp_path: Path) -> None:
+    """Both CLI versions print commander's error and exit 1 before any init line."""
+    words = ("error: option '--permission-mode <mode>' argument 'bogus' is invalid. "
+             "Allowed choices are acceptEdits, auto, bypassPermissions, default, dontAsk, plan.")
+    (tmp_path / "events.jsonl").write_bytes(b"")
+    (tmp_path / "stderr.log").write_text(words + "\n")
+    (tmp_path / "exit_code").write_text("1\n")
+    v = verdict.classify(tmp_path, facts.scan(tmp_path / "events.jsonl"))
+    assert (v.verdict, v.retryable, v.reason) == ("failed", False, "the CLI refused its arguments: " + words)
+    # a binary that is not there stays spawn_failed, retried: it may be back
+    (tmp_path / "stderr.log").write_text("env: 'claude': No such file or directory\n")
+    (tmp_path / "exit_code").write_text("127\n")
+    v = verdict.classify(tmp_path, facts.scan(tmp_path / "events.jsonl"))
+    assert (v.verdict, v.retryable) == ("spawn_failed", None)
+
+
+@pytest.mark.parametrize(("ref", "name"), [(None, "err500_r2"), (NEWEST, "err500")])
+def test_an_api_error_reason_says_api_error_once(tmp_path: Path, reference: Path, ref: Path | None, name: str) -> None:
+    sdir = _session(tmp_path, ref or reference, name)
+    v = verdict.classify(sdir, facts.scan(sdir / "events.jsonl"))
+    assert v.reason.startswith("API error 500: Internal server error."), v.reason
+    assert "API Error" not in v.reason
+
+
 def test_err400_is_not_retryable_and_5xx_is(tmp_path: Path, reference: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -57,8 +115,22 @@ def test_err400_is_not_retryable_and_5xx_is(tmp_path: Path, reference: Path) -> 
     assert verdict.classify(b, facts.scan(b / "events.jsonl")).retryable is None
 
 
-@pytest.mark.parametrize("name", ["ok", "partial", "budget", "max_turns1", "slowtool", "compact", "flaky529_2"])
-def test_receipt_equals_the_cli_result_line(tmp_path: Path, reference: Path, name: str) -> None:
+def _assistant_ids(path: Path) -> set[str]:
+    """The distinct assistant message ids of a stream: its turns (docs/file-formats.md)."""
+    ids = set()
+    for raw in path.read_bytes().splitlines():
+        ev = orjson.loads(raw)
+        msg = ev.get("message") if ev.get("type") == "assistant" else None
+        if isinstance(msg, dict) and msg.get("model") != "<synthetic>":
+            ids.add(msg["id"])
+    return ids
+
+
+@pytest.mark.parametrize(("ref", "name"), [(None, n) for n in
+                                           ["ok", "partial", "budget", "max_turns1", "slowtool", "compact", "flaky529_2"]]
+                         + [(NEWEST, n) for n in ["ok", "partial", "max_turns1"]])
+def test_receipt_equals_the_cli_result_line(tmp_path: Path, reference: Path, ref: Path | None, name: str) -> None:
+    reference = ref or reference
     sdir = _session(tmp_path, reference, name)
     f = facts.scan(sdir / "events.jsonl")
     m = receipt.build(sdir, f, verdict.classify(sdir, f), {})
@@ -66,7 +138,8 @@ def test_receipt_equals_the_cli_result_line(tmp_path: Path, reference: Path, nam
     mu = result["modelUsage"]
     assert m["cost_usd"] == round(result["total_cost_usd"], 6)
     assert m["cost_estimated"] is False
-    assert m["turns"] == result["num_turns"]
+    assert m["cli_num_turns"] == result["num_turns"]
+    assert m["turns"] == len(_assistant_ids(sdir / "events.jsonl"))
     assert m["tokens"] == {
         "input": sum(v["inputTokens"] for v in mu.values()),
         "output": sum(v["outputTokens"] for v in mu.values()),
@@ -146,3 +219,44 @@ def test_usage_limit_from_rate_limit_event(tmp_path: Path) -> None:
     (tmp_path / "exit_code").write_text("1\n")
     v = verdict.classify(tmp_path, facts.scan(tmp_path / "events.jsonl"))
     assert (v.verdict, v.resets_at) == ("usage_limited", 1795300000.0)
+
+
+def test_turns_are_assistant_messages_not_the_cli_count(tmp_path: Path, reference: Path) -> None:
+    """--max-turns 1: one message, the CLI says num_turns 2; the reason and receipt say 1."""
+    sdir = _session(tmp_path, reference, "max_turns1")
+    f = facts.scan(sdir / "events.jsonl")
+    v = verdict.classify(sdir, f)
+    m = receipt.build(sdir, f, v, {})
+    assert (v.reason, m["turns"], m["cli_num_turns"]) == ("reached the turn limit after 1 turn", 1, 2)
+
+
+def test_a_stopped_session_with_tokens_gets_an_estimated_cost(tmp_path: Path, reference: Path) -> None:
+    """SIGINT mid-stream: the CLI's result line says total_cost_usd 0 with empty
+    modelUsage, while the stream shows the tokens of the request that was answered."""
+    sdir = _session(tmp_path, reference, "sigint_hang")
+    f = facts.scan(sdir / "events.jsonl")
+    m = receipt.build(sdir, f, verdict.classify(sdir, f), {})
+    assert m["token_source"] == "stream" and m["tokens"]["cache_write"] > 0
+    assert m["cost_estimated"] is True
+    assert m["cost_usd"] == facts.estimate_cost_usd(f.messages, "") > 0
+    assert m["turns"] == 1
+
+
+@pytest.mark.parametrize(("ref", "name"), [(None, "ok"), (None, "budget"), (NEWEST, "ok"), (NEWEST, "max_turns1")])
+def test_the_price_table_agrees_with_the_cli(reference: Path, ref: Path | None, name: str) -> None:
+    """For the models each CLI version uses by default, the price table gives the
+    cost the CLI itself reports (modelUsage.costUSD)."""
+    result = [orjson.loads(x) for x in ((ref or reference) / f"{name}.jsonl").read_bytes().splitlines()
+              if b'"type":"result"' in x][-1]
+    for model, mu in result["modelUsage"].items():
+        usage = facts.MessageUsage(model=model, input_tokens=mu["inputTokens"], output_tokens=mu["outputTokens"],
+                                   cache_read=mu["cacheReadInputTokens"], cache_write=mu["cacheCreationInputTokens"])
+        assert facts.estimate_cost_usd({"m": usage}, "") == pytest.approx(mu["costUSD"]), model
+
+
+def test_price_lookup_by_prefix_family_and_default() -> None:
+    assert facts.price_for("claude-opus-5-5") == (4.0, 20.0, 0.2, 5.0)
+    assert facts.price_for("claude-opus-4-8[1m]") == (5.0, 25.0, 0.5, 6.25)
+    assert facts.price_for("claude-haiku-4-5-20251001") == (1.0, 5.0, 0.1, 1.25)
+    assert facts.price_for("claude-sonnet-9") == facts.FAMILY_PRICES_PER_MTOK["sonnet"]
+    assert facts.price_for("something-else") == facts.MODEL_PRICES_PER_MTOK[facts.DEFAULT_PRICED_MODEL]
