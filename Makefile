@@ -5,11 +5,14 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 VENV := .venv
 PY := $(VENV)/bin/python
-CLAUDE_CODE_VERSION := 2.1.197
+# The pinned CLI: make demo, make test and the loop's fallback binary use it.
+CLAUDE_CODE_PINNED := 2.1.197
 CLAUDE := .tools/claude/node_modules/.bin/claude
+# The CLI make test-e2e runs the end-to-end suite against: a version or "latest".
+CLAUDE_CODE_VERSION ?= $(CLAUDE_CODE_PINNED)
 SH_FILES := loop.sh $(wildcard lib/*.sh scripts/*.sh tests/bats/*.bash tests/*.sh) tests/mocks/claude
 
-.PHONY: setup demo test test-deps lint shellcheck pylint bats pytest bench clean
+.PHONY: setup demo test test-e2e test-deps lint shellcheck pylint bats pytest bench clean
 
 setup: $(PY) $(CLAUDE)
 
@@ -19,7 +22,7 @@ $(PY): requirements.txt
 	touch $(PY)
 
 $(CLAUDE):
-	npm install --silent --no-audit --no-fund --prefix .tools/claude @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	npm install --silent --no-audit --no-fund --prefix .tools/claude @anthropic-ai/claude-code@$(CLAUDE_CODE_PINNED)
 	$(CLAUDE) --version
 
 demo: setup
@@ -42,6 +45,11 @@ pylint: $(PY)
 
 bats: setup
 	bats --print-output-on-failure tests/bats
+
+# The end-to-end suite against any CLI version: CLAUDE_CODE_VERSION=latest make test-e2e
+test-e2e: test-deps setup
+	bin=$$(tests/install-claude.sh $(CLAUDE_CODE_VERSION)); \
+	HARNESS_TEST_CLAUDE=$$bin bats --print-output-on-failure tests/bats/e2e.bats
 
 pytest: $(PY)
 	$(PY) -m pytest -q tests/python

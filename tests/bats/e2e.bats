@@ -46,6 +46,11 @@ api_requests() { # jq filter over the fake API's request log
   assert_success
   [ "$(item_state loop) $(item_field loop .attempts) $(item_field loop .last_verdict)" = "quarantined 1 max_turns" ]
   [ "$(jq -r 'select(.type == "result") | .subtype' "$(session_of loop)/events.jsonl")" = error_max_turns ]
+  # a turn is one assistant message: the CLI's result says 3 here, the harness 2
+  [ "$(item_field loop .last_reason)" = "reached the turn limit after 2 turns" ]
+  [ "$(jq .turns "$(session_of loop)/metrics.json")" = 2 ]
+  # the CLI exited 1; its wrapper wrote no job-control line about it
+  [ "$(cat "$(session_of loop)/exit_code")" = 1 ] && [ ! -s "$(session_of loop)/wrapper.log" ]
   run jq -r 'select(.event == "item.quarantined") | .verdict' "$STATE/events.jsonl"
   assert_output max_turns
 }
@@ -338,6 +343,8 @@ agent_in_tool() { # <item>: its live session's CLI is inside a tool call
   [ "$(item_field k '[.history[].verdict] | join(",")')" = "crashed,succeeded" ]
   [[ "$(item_field k '.history[0].reason')" == "killed by signal 9 with no result line"* ]]
   [ "$(cat "$first/exit_code")" = 137 ]
+  # the wrapper says nothing of its own: no bash job-control lines ("Killed", "[1]+ Exit")
+  [ ! -s "$first/wrapper.log" ]
 }
 
 @test "the agent binary vanishes mid-run: the next session is spawn_failed, with the reason" {
