@@ -4,7 +4,8 @@ In a session streamed with --include-partial-messages nearly every line is a
 stream_event text or tool-input delta, and a receipt needs none of them. The CLI
 writes compact JSON with "type" as the first key, so the lines that matter are
 found by one regular-expression pass over the mapped file: every line that is not
-a stream_event, plus stream_event message_start and message_delta (streamed usage).
+a stream_event, plus stream_event message_start (each turn's id) and, for a session
+without a result line, message_delta (streamed usage).
 Only those are parsed. On a machine with more than one core the file is split in
 two and the second half is scanned by a forked child at the same time.
 
@@ -25,7 +26,9 @@ import orjson
 
 FAST_MIN_BYTES = 32 << 20
 COMPACT_PREFIX = b'{"type":"'
-WANTED_RE = re.compile(rb'\n\{"type":"(?:[^s]|sy)')
+# every line that is not a stream_event, and message_start (one per turn: a turn's id
+# even when its assistant lines are text, which the scan skips but the last of)
+WANTED_RE = re.compile(rb'\n\{"type":"(?:[^s]|sy|stream_event","event":\{"type":"message_start)')
 # with the stream_event lines that carry usage, for a session that has no result line
 WANTED_USAGE_RE = re.compile(rb'\n\{"type":"(?:[^s]|sy|stream_event","event":\{"type":"message_(?:start|delta))')
 MAX_PATTERN_BYTES = 64
