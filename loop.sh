@@ -4,7 +4,8 @@
 #                [--set KEY=VALUE]... [--print-config] [--help]
 #
 #   --once              run one item to its end, then exit
-#   --drain             exit when nothing is ready and nothing is running
+#   --drain             exit when nothing is ready and nothing is running; waits for a
+#                       retry due within DRAIN_MAX_WAIT_S, and says what it leaves
 #   --max-iterations N  start at most N sessions, then exit when they have ended
 #   -j, --jobs N        sessions at once (JOBS)
 #   --state DIR         state directory (STATE_DIR)
@@ -42,6 +43,7 @@ source "$HARNESS_ROOT/lib/wake.sh"
 
 LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_FATAL="" LOOP_SIGNAL="" LOOP_STOPPING=""
 LOOP_STOP_AT=0 LOOP_CLAIM_AT=0 LOOP_SPAWN_AT=0 LOOP_STARTED=0
+LOOP_DRAINED=0 LOOP_DRAIN_UNTIL=0 LOOP_DRAIN_AT="" LOOP_DRAIN_SAID="" LOOP_LEFT=0 LOOP_LEFT_SUMMARY="" LOOP_LEFT_GROUPS="[]"
 declare -a LOOP_SETS=()
 
 loop_parse_args() { # <args...>
@@ -212,7 +214,9 @@ loop_claim_all() {
 }
 
 # loop_done: true when the loop should end now (nothing runs and, by its mode,
-# nothing more will be started). A block that needs a person sets LOOP_HALT.
+# nothing more will be started). A block that needs a person sets LOOP_HALT. A
+# drain with nothing ready waits for a retry that comes due within
+# DRAIN_MAX_WAIT_S (loop_drain_check); when it ends, LOOP_DRAINED is 1.
 loop_done() {
   ((${#S_ITEM[@]} == 0)) || return 1
   [[ -n "$LOOP_STOPPING" || -n "$LOOP_FATAL" ]] && return 0
@@ -221,7 +225,82 @@ loop_done() {
   if [[ "$LOOP_IDLE_WHY" == blocked ]] && ((RES_BLOCK_HALT)); then
     LOOP_HALT=${RES_BLOCK#*:}
   fi
+  [[ "$LOOP_MODE" == drain ]] || return 0
+  loop_drain_check || return 0
+  if [[ "$LOOP_IDLE_WHY" == nothing ]] && ((LOOP_DRAIN_UNTIL > 0)); then
+    loop_drain_wait
+    return 1
+  fi
+  LOOP_DRAINED=1
   return 0
+}
+
+# loop_drain_check: asks the helpers what keeps the pending items from running
+# (lib/harness/gate.py drain_check). Sets LOOP_DRAIN_UNTIL (microseconds; 0: no
+# retry due within DRAIN_MAX_WAIT_S), LOOP_LEFT (items the drain would leave),
+# LOOP_LEFT_SUMMARY (one line for a person) and LOOP_LEFT_GROUPS (JSON, for the
+# audit log). Fails when the helpers could not tell (drain-check is a request
+# only the coprocess serves: without it, there is no asking).
+loop_drain_check() {
+  local until at rc
+  LOOP_DRAIN_UNTIL=0 LOOP_LEFT=0 LOOP_LEFT_SUMMARY="" LOOP_LEFT_GROUPS="[]"
+  [[ -n "${PY_SERVER:-}" ]] || return 1
+  py_call drain-check --state-dir "${CFG[STATE_DIR]}" --max-wait-s "${CFG[DRAIN_MAX_WAIT_S]}" \
+    "${RES_POLICY_ARGS[@]}" && rc=0 || rc=$?
+  if ((rc == 70)); then
+    LOOP_FATAL="the helper process died while the drain looked at what is left"
+    return 1
+  elif ((rc != 0)); then
+    warn "could not tell what the drain leaves behind (drain-check exited $rc)"
+    return 1
+  fi
+  {
+    IFS=$'\x1f' read -r until at LOOP_LEFT LOOP_LEFT_SUMMARY
+    IFS= read -r LOOP_LEFT_GROUPS
+  } <<<"$PY_OUT"
+  [[ "$until" == - ]] || log_us "$until" LOOP_DRAIN_UNTIL
+  LOOP_DRAIN_AT=$at
+}
+
+# loop_drain_wait: the next claim waits for the retry that comes due first; the
+# loop sleeps on its wake FIFO until then (loop_idle_sleep), so an added item or
+# a signal still wakes it at once.
+loop_drain_wait() {
+  local poll
+  log_clock
+  if ((LOOP_DRAIN_UNTIL > NOW_US)); then
+    LOOP_CLAIM_AT=$LOOP_DRAIN_UNTIL
+  else # due already (a clock step between the claim and the check): once more, not at once
+    log_us "${CFG[POLL_INTERVAL_S]}" poll
+    LOOP_CLAIM_AT=$((NOW_US + poll))
+  fi
+  [[ "$LOOP_DRAIN_SAID" != "$LOOP_DRAIN_AT" ]] || return 0
+  LOOP_DRAIN_SAID=$LOOP_DRAIN_AT
+  log_audit loop.drain_waiting --arg until "$LOOP_DRAIN_AT"
+  info "draining: waiting until $LOOP_DRAIN_AT for a retry"
+}
+
+# loop_drain_report: what a drain left (LOOP_LEFT items), in the audit log and, when
+# it left any, in one line on stderr (unless the loop halts: its last line says why).
+loop_drain_report() {
+  ((LOOP_DRAINED)) || return 0
+  log_audit loop.drained --argjson left "$LOOP_LEFT" --arg summary "$LOOP_LEFT_SUMMARY" \
+    --argjson groups "$LOOP_LEFT_GROUPS" || true
+  ((LOOP_LEFT > 0)) && [[ -z "$LOOP_HALT" ]] || return 0
+  warn "drained; $LOOP_LEFT_SUMMARY"
+}
+
+# loop_idle_sleep: nothing runs; sleeps on the wake FIFO for IDLE_POLL_S, or less
+# when the next claim or block recheck is due sooner.
+loop_idle_sleep() {
+  local sleep_us at secs
+  log_us "${CFG[IDLE_POLL_S]}" sleep_us
+  log_clock
+  for at in "$LOOP_CLAIM_AT" "$RES_RECHECK_AT"; do
+    if ((at > NOW_US && at - NOW_US < sleep_us)); then sleep_us=$((at - NOW_US)); fi
+  done
+  log_secs "$sleep_us" secs
+  wake_sleep "$secs"
 }
 
 loop_run() {
@@ -237,7 +316,7 @@ loop_run() {
     loop_claim_all
     loop_done && return 0
     if ((${#S_ITEM[@]} == 0)); then
-      wake_sleep "${CFG[IDLE_POLL_S]}"
+      loop_idle_sleep
     else
       wake_sleep "${CFG[POLL_INTERVAL_S]}"
     fi
@@ -246,10 +325,29 @@ loop_run() {
   done
 }
 
+# loop_agent_version: LOOP_AGENT_VERSION, the first line of `<agent> --version`,
+# asked once at start (before the traps) with AGENT_VERSION_TIMEOUT_S (0: not
+# asked); "unknown" when it fails, prints nothing or takes longer (a hung binary
+# must not hang the loop).
+loop_agent_version() {
+  local out="" limit=${CFG[AGENT_VERSION_TIMEOUT_S]} us
+  LOOP_AGENT_VERSION=unknown
+  log_us "$limit" us
+  ((us > 0)) && command -v timeout >/dev/null || return 0
+  # subst-ok (next 1 line): at start, before the traps
+  out=$(timeout -k 1 "$limit" "$SPAWN_BIN" --version </dev/null 2>/dev/null 8>&- 9>&-) || return 0
+  out=${out%%$'\n'*}
+  out=${out//[![:print:]]/}
+  [[ -z "$out" ]] || LOOP_AGENT_VERSION=${out:0:200}
+}
+
 main() {
   log_debug_init
   umask 077
   loop_parse_args "$@"
+  # --once, --drain and --max-iterations end at a block that needs a person, and
+  # their last line says why; the forever loop says it when the block begins.
+  [[ "$LOOP_MODE" == forever ]] || RES_HALT_EXITS=1
   config_load "$HARNESS_ROOT" "${LOOP_CONFIG:-${HARNESS_CONFIG:-}}" "${LOOP_SETS[@]}" || die "$CFG_ERROR" "$EXIT_USAGE"
   if ((LOOP_PRINT)); then
     config_print
@@ -267,6 +365,7 @@ main() {
   # subst-ok (next 2 lines): before the traps
   lock_acquire "${CFG[STATE_DIR]}/loop.lock" ||
     die "another loop is running on ${CFG[STATE_DIR]} (pid $(cat "${CFG[STATE_DIR]}/loop.lock.pid" 2>/dev/null || echo '?'))" "$EXIT_BUSY"
+  loop_agent_version
   if ! wake_open "${CFG[STATE_DIR]}"; then
     warn "cannot make the FIFO ${CFG[STATE_DIR]}/loop.wake; the loop sleeps with sleep(1) and wakes only by the clock"
     log_audit loop.no_wake --arg error "mkfifo or open failed"
@@ -281,13 +380,16 @@ main() {
   # loop. A trapped signal, unlike an ignored one, is back to default in children.
   trap ':' PIPE
   trap 'sidecar_stop' EXIT
-  log_audit loop.started --arg worker "$LOOP_WORKER" --arg mode "$LOOP_MODE" --argjson jobs "${CFG[JOBS]}"
+  log_audit loop.started --arg worker "$LOOP_WORKER" --arg mode "$LOOP_MODE" --argjson jobs "${CFG[JOBS]}" \
+    --arg agent "$SPAWN_BIN" --arg agent_version "$LOOP_AGENT_VERSION"
+  info "agent: $SPAWN_BIN ($LOOP_AGENT_VERSION)"
   py_serve
   sidecar_start
   loop_reconcile
   loop_run
   sidecar_stop
   sidecar_loop_heartbeat stopped
+  loop_drain_report
   log_audit loop.stopped --arg reason "${LOOP_FATAL:-${LOOP_HALT:-${LOOP_SIGNAL:-$LOOP_MODE}}}" --argjson started "$LOOP_STARTED"
   [[ -z "$LOOP_FATAL" ]] || die "stopped: $LOOP_FATAL" "$EXIT_FATAL"
   [[ -z "$LOOP_HALT" ]] || die "halted: $LOOP_HALT" "$EXIT_HALTED"

@@ -20,7 +20,7 @@ config_define() { # <key> <type> <default> <help>
 config_defaults() { # <harness-root>
   local root=$1
   CFG_KEYS=()
-  config_define CLAUDE_BIN str claude "agent binary (name on PATH or path); env CLAUDE_BIN also works"
+  config_define CLAUDE_BIN str claude "agent binary (name on PATH or path); env CLAUDE_BIN also works; left at its default with no claude on PATH: the one 'make setup' installed in .tools/claude"
   config_define STATE_DIR str "$root/state" "runtime data: queue, sessions, audit log"
   config_define REPO_DIR str "" "git repository the sessions work on (a worktree each); empty: plain directories"
   config_define BASE_REF str HEAD "what each session's branch starts from"
@@ -53,6 +53,8 @@ config_defaults() { # <harness-root>
   config_define SHUTDOWN_GRACE_S num 60 "after SIGINT/SIGTERM/STOP: how long running sessions may go on before they are stopped"
   config_define POLL_INTERVAL_S num 0.2 "how often running sessions are checked (an ended session wakes the loop at once)"
   config_define IDLE_POLL_S num 5 "how often an idle loop looks at the queue (queue.sh add and loopctl.sh wake it at once)"
+  config_define DRAIN_MAX_WAIT_S num 300 "--drain waits for a retry that comes due within this many seconds; items held longer (a later retry, a pause, the breaker) are left, and it says how many and until when"
+  config_define AGENT_VERSION_TIMEOUT_S num 10 "how long the agent's --version may take when the loop starts; past it the version is said as unknown; 0: not asked"
   config_define JOBS int 1 "sessions at once"
   config_define SPAWN_DELAY_S num 0 "at least this long between two spawns (spreads the CLI's start-up cost)"
   config_define MAX_LOAD num 0 "no claims while the 1-minute load average per core is above this; 0: no check"
@@ -139,13 +141,35 @@ config_load() { # <root> <config-file> [KEY=VALUE from flags...]
     [[ "$kv" == *=* ]] || { CFG_ERROR="expected KEY=VALUE, got \"$kv\" (flag)"; return 1; }
     config_set "${kv%%=*}" "${kv#*=}" "flag" || return 1
   done
+  config_agent_default "$root"
 }
 
-# config_print: every value and where it came from.
+# config_agent_default <root>: CLAUDE_BIN left at its default names the claude on
+# PATH; without one, the CLI that `make setup` installed under .tools/claude. Its
+# source (--print-config) says which.
+config_agent_default() { # <root>
+  local setup="$1/.tools/claude/node_modules/.bin/claude" found=""
+  [[ "${CFG_SRC[CLAUDE_BIN]}" == default ]] || return 0
+  if log_capture found type -P -- "${CFG[CLAUDE_BIN]}"; then
+    CFG_SRC[CLAUDE_BIN]="default (on PATH: $found)"
+  elif [[ -x "$setup" ]]; then
+    CFG[CLAUDE_BIN]=$setup
+    CFG_SRC[CLAUDE_BIN]="make setup (no ${CFG[CLAUDE_BIN]##*/} on PATH)"
+  else
+    CFG_SRC[CLAUDE_BIN]="default (not on PATH; run 'make setup' or set CLAUDE_BIN)"
+  fi
+}
+
+# config_print: every value and where it came from, in columns as wide as the
+# longest key and the longest value.
 config_print() {
-  local key
+  local key kw=0 vw=0
   for key in "${CFG_KEYS[@]}"; do
-    printf '%-18s = %-40s # %s\n' "$key" "${CFG[$key]}" "${CFG_SRC[$key]}"
+    ((${#key} <= kw)) || kw=${#key}
+    ((${#CFG[$key]} <= vw)) || vw=${#CFG[$key]}
+  done
+  for key in "${CFG_KEYS[@]}"; do
+    printf '%-*s = %-*s # %s\n' "$kw" "$key" "$vw" "${CFG[$key]}" "${CFG_SRC[$key]}"
   done
 }
 
@@ -196,6 +220,19 @@ config_python() { # <root> [quick]
 # py <command> [args...]: runs one helper command of lib/harness.
 py() { # <command> [args...]
   PYTHONPATH="$HARNESS_ROOT/lib" "$HARNESS_PY" -m harness "$@"
+}
+
+# config_verb_help <script> <command> [args...]: when the command's arguments hold
+# -h or --help, prints that command's usage (from the script's help block) and
+# exits 0, before any state is looked at.
+config_verb_help() { # <script> <command> [args...]
+  local arg
+  for arg in "${@:3}"; do
+    [[ "$arg" == -h || "$arg" == --help ]] || continue
+    config_python "$HARNESS_ROOT" quick || die "$CFG_ERROR"
+    py usage --script "$1" "$2"
+    exit 0
+  done
 }
 
 # py_serve: starts the helpers as one long-lived coprocess (lib/harness/serve.py),

@@ -7,7 +7,10 @@
 # the loop's view of why it is not claiming. Sourced, not executed.
 
 declare -ga RES_POLICY_ARGS=()
-RES_BLOCK="" RES_BLOCK_HALT=0 RES_RECHECK_AT=0
+RES_BLOCK="" RES_BLOCK_KEY="" RES_BLOCK_HALT=0 RES_RECHECK_AT=0
+# 1 when a block that needs a person (halt) ends this loop, whose last line then
+# says why (loop.sh sets it for --once, --drain and --max-iterations).
+RES_HALT_EXITS=0
 
 RES_POLICY_KEYS=(MAX_ATTEMPTS RETRY_BASE_S RETRY_CAP_S USAGE_PAUSE_S PAUSE_JITTER_S CIRCUIT_FAILURES CIRCUIT_WINDOW
   CIRCUIT_FAILURE_RATE CIRCUIT_OPEN_S CIRCUIT_OPEN_CAP_S CIRCUIT_STORM_RETRIES MIN_FREE_MB MAX_LOAD MIN_FREE_MEM_MB
@@ -25,17 +28,23 @@ resilience_init() {
 }
 
 # resilience_blocked <json>: the claim was refused ({"blocked": kind, "reason",
-# "until", "halt"}). Says so once per change of reason, in the audit log and on
-# stderr, and waits before asking again: until the block ends, at most IDLE_POLL_S
-# (so that an operator's resume or circuit close is seen soon).
+# "until", "halt"}). Says so once per block, in the audit log and on stderr (not
+# on stderr when the block halts a loop that then ends: its last line says it),
+# and waits before asking again: until the block ends, at most IDLE_POLL_S (so
+# that an operator's resume or circuit close is seen soon). A pause and the
+# breaker are one block while their end stays (their reason counts the seconds
+# down); the machine's checks, while their kind stays (their reason has the load).
 resilience_blocked() { # <json>
-  local kind reason until halt idle out
+  local kind reason until halt idle out key
   log_capture out jq -r '[.blocked, .halt, (.until // 0), .reason] | @tsv' <<<"$1"
   IFS=$'\t' read -r kind halt until reason <<<"$out"
-  if [[ "$kind:$reason" != "$RES_BLOCK" ]]; then
+  key=$kind
+  case "$kind" in paused | circuit) key+=":$until" ;; esac
+  if [[ "$key" != "$RES_BLOCK_KEY" ]]; then
     log_audit loop.blocked --arg kind "$kind" --arg reason "$reason" --argjson halt "$halt"
-    warn "not claiming: $reason"
+    if [[ "$halt" != true ]] || ((!RES_HALT_EXITS)); then warn "not claiming: $reason"; fi
   fi
+  RES_BLOCK_KEY=$key
   RES_BLOCK="$kind:$reason"
   [[ "$halt" == true ]] && RES_BLOCK_HALT=1 || RES_BLOCK_HALT=0
   log_clock
@@ -49,7 +58,7 @@ resilience_unblocked() {
   [[ -n "$RES_BLOCK" ]] || return 0
   log_audit loop.unblocked --arg was "$RES_BLOCK"
   info "claiming again (was: ${RES_BLOCK#*:})"
-  RES_BLOCK="" RES_BLOCK_HALT=0 RES_RECHECK_AT=0
+  RES_BLOCK="" RES_BLOCK_KEY="" RES_BLOCK_HALT=0 RES_RECHECK_AT=0
 }
 
 # resilience_may_ask: false while a block's recheck time has not come.

@@ -18,8 +18,8 @@
 #                                WORKTREE_MAX_AGE_DAYS; 0: all); branches stay; never a live one
 #
 # Every change goes to the audit log (state/events.jsonl) and wakes a running loop,
-# which acts on it at once. Exit codes: 0 done, 1 fatal error,
-# 2 bad usage.
+# which acts on it at once. <command> --help: that command's usage. Exit codes:
+# 0 done, 1 fatal error, 2 bad usage.
 set -euo pipefail
 
 HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -79,6 +79,9 @@ main() {
   config_cli "${BASH_SOURCE[0]}" "" "$@"
   set -- "${CLI_REST[@]}"
   cmd=$1
+  case "$cmd" in
+    show | pause | resume | circuit | stop | unstop | worktrees | prune) config_verb_help "${BASH_SOURCE[0]}" "$@" ;;
+  esac
   shift
   config_python "$HARNESS_ROOT" quick || die "$CFG_ERROR"
   STATE=${CFG[STATE_DIR]}

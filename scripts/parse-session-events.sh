@@ -3,18 +3,24 @@
 # Usage: parse-session-events.sh [--state DIR] [--config FILE] [--no-color] <command> [args]
 #
 #   list [--json] [--limit N] [--item ID]   sessions, newest first
-#   watch <id> [--raw]            follow a session live until it ends (--raw: the lines themselves)
-#   summary <id>                  one screen: verdict, turns, tokens, cost, tools, last text
-#   metrics <id> [--json] [--recompute]   the receipt (computed now for a live session)
-#   tools <id> [--json]           every tool call: result, time, input; totals by tool
-#   errors <id> [--json]          tool errors, API retries, error results, stalls, stderr
-#   timeline <id> [--json]        turn by turn, with times
+#   watch <id> [--raw | --safe]   follow a session live until it ends (--raw: the lines themselves)
+#   summary <id> [--raw | --safe]   one screen: verdict, turns, tokens, cost, tools, last text
+#   metrics <id> [--json] [--recompute] [--raw | --safe]   the receipt (computed now for a live session)
+#   tools <id> [--json] [--raw | --safe]   every tool call: result, time, input; totals by tool
+#   errors <id> [--json] [--raw | --safe]   tool errors, API retries, error results, stalls, stderr
+#   timeline <id> [--json] [--raw | --safe]   turn by turn, with times
 #   cost [--since WHEN] [--json]  cost and tokens by day and by item (WHEN: 2026-11-01, ISO time, 12h, 7d)
-#   export <id> [-o FILE]         the session as a markdown transcript
+#   export <id> [-o FILE] [--raw | --safe]   the session as a markdown transcript
 #
 # <id> is a session id, a unique prefix of one, a work-item id (its latest session) or
-# "latest". Colour only on a terminal, never with NO_COLOR. Exit codes: 0 done,
-# 1 fatal error, 2 unknown, ambiguous or refused id, or bad usage.
+# "latest". <command> --help: that command's usage. Colour only on a terminal, never
+# with NO_COLOR. Text from a session (the model's words, tool inputs and results,
+# titles, reasons) is shown with control and format characters escaped (ESC as \x1b,
+# U+202E as \u202e) when stdout is a terminal or with --safe; byte for byte in a
+# pipe or a file (export -o), and always with --raw. A turn is one assistant message
+# of the model (the CLI's own <synthetic> messages are none); the CLI's num_turns
+# counts otherwise. Exit codes: 0 done, 1 fatal error, 2 unknown, ambiguous or
+# refused id, or bad usage.
 set -euo pipefail
 
 HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,7 +33,7 @@ main() {
   config_cli "${BASH_SOURCE[0]}" "--no-color" "$@"
   set -- "${CLI_REST[@]}"
   case "$1" in
-    list | cost | watch | summary | metrics | tools | errors | timeline | export) ;;
+    list | cost | watch | summary | metrics | tools | errors | timeline | export) config_verb_help "${BASH_SOURCE[0]}" "$@" ;;
     help) log_help "${BASH_SOURCE[0]}"; exit 0 ;;
     *) usage_error "unknown command: $1 (see --help)" ;;
   esac

@@ -11,9 +11,10 @@
 #   cancel <id>                pending/quarantined -> canceled; running: the loop stops it
 #   retry <id>                 quarantined/canceled -> pending, attempts reset
 #
-# Priorities: critical, high, normal (default), low. Ids: 1-64 of A-Z a-z 0-9 . _ -
-# starting with a letter or digit; generated when omitted. Exit codes: 0 done,
-# 1 fatal error, 2 refused (malformed item, unknown or duplicate id, bad usage).
+# <command> --help: that command's usage. Priorities: critical, high, normal
+# (default), low. Ids: 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit;
+# generated when omitted. Exit codes: 0 done, 1 fatal error, 2 refused (malformed
+# item, unknown or duplicate id, bad usage).
 set -euo pipefail
 
 HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -77,6 +78,9 @@ main() {
   config_cli "${BASH_SOURCE[0]}" "" "$@"
   set -- "${CLI_REST[@]}"
   cmd=$1
+  case "$cmd" in
+    add | list | show | cancel | retry) config_verb_help "${BASH_SOURCE[0]}" "$@" ;;
+  esac
   shift
   config_python "$HARNESS_ROOT" || die "$CFG_ERROR"
   command -v jq >/dev/null || die "jq is required (apt-get install jq)"

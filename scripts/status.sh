@@ -27,6 +27,7 @@ main() {
   while (($#)); do
     case "$1" in
       show) ;;
+      -h | --help) log_help "${BASH_SOURCE[0]}"; exit 0 ;;
       [0-9]*) [[ " ${CLI_FLAGS[*]} " == *" --watch "* ]] || usage_error "unexpected argument: $1"
         [[ "$1" =~ ^[0-9]+([.][0-9]+)?$ ]] || usage_error "--watch needs seconds"
         opts+=(--watch "$1") ;;

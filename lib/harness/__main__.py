@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -206,7 +207,9 @@ def cmd_events(args: argparse.Namespace) -> int:
 
     state_dir = Path(args.state_dir)
     color = False if args.no_color else None
-    st = report.Style(sys.stdout, color)
+    # session text escaped on a terminal or with --safe; never with --raw
+    safe = False if getattr(args, "raw", False) else (True if getattr(args, "safe", False) else None)
+    st = report.Style(sys.stdout, color, safe)
     cmd = args.events_cmd
     if cmd == "list":
         return report.cmd_list(state_dir, st, args.json, args.limit, args.item)
@@ -225,7 +228,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     if cmd == "summary":
         return report.cmd_summary(s, st)
     if cmd == "metrics":
-        return report.cmd_metrics(s, args.json, args.recompute)
+        return report.cmd_metrics(s, st, args.json, args.recompute)
     if cmd == "tools":
         return report.cmd_tools(s, st, args.json)
     if cmd == "errors":
@@ -234,8 +237,8 @@ def cmd_events(args: argparse.Namespace) -> int:
         return report.cmd_timeline(s, st, args.json)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
-            return export.export(s, fh)
-    return export.export(s, sys.stdout)
+            return export.export(s, fh, report.Style(fh, False, safe))
+    return export.export(s, sys.stdout, st)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -265,6 +268,42 @@ def cmd_worktrees(args: argparse.Namespace) -> int:
         age = f"{r['age_s'] / 86400:.1f}d" if r["age_s"] >= 86400 else f"{r['age_s'] / 3600:.1f}h"
         print(f"{r['session'][:18]:<18} {_cell(r['item'], 24):<24} {_cell('live' if r['live'] else r['verdict'], 14):<14} "
               f"{age:>6}  {r['branch'] or r['path']}")
+    return 0
+
+
+def verb_usage(script: Path, verb: str) -> str | None:
+    """One command's usage from a script's help block (its leading comments): the
+    "#   <command> ..." lines and their deeper-indented continuations, under the Usage
+    line with "<command> [args]" replaced by the command's first syntax (cut where two
+    spaces begin its description). None when the block names no such command."""
+    block: list[str] = []
+    for line in script.read_text(encoding="utf-8").splitlines()[1:]:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:] if line.startswith("# ") else line[1:])
+    usage = next((b.removeprefix("Usage: ") for b in block if b.startswith("Usage: ")), script.name)
+    own, body = False, []
+    for b in block:
+        if b.startswith(f"  {verb} ") or b == f"  {verb}":
+            own = True
+            body.append(b)
+        elif own and b.startswith("   "):
+            body.append(b)
+        else:
+            own = False
+    if not body:
+        return None
+    syntax = re.split(r"\s{2,}", body[0].strip(), maxsplit=1)[0]
+    return (f"Usage: {usage.split('<command>')[0]}{syntax}\n\n" + "\n".join(body)
+            + f"\n\n{script.name} --help: every command, the options and the exit codes\n")
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    text = verb_usage(Path(args.script), args.verb)
+    if text is None:
+        print(f"harness: {Path(args.script).name} has no command {args.verb!r} (see --help)", file=sys.stderr)
+        return EXIT_REFUSED
+    sys.stdout.write(text)
     return 0
 
 
@@ -363,8 +402,10 @@ def parser() -> argparse.ArgumentParser:
             e.add_argument("--json", action="store_true")
         if name == "metrics":
             e.add_argument("--recompute", action="store_true")
-        if name == "watch":
-            e.add_argument("--raw", action="store_true")
+        shown = e.add_mutually_exclusive_group()
+        shown.add_argument("--raw", action="store_true",
+                           help="session text as it is" + (": the lines themselves" if name == "watch" else ""))
+        shown.add_argument("--safe", action="store_true", help="control and format characters escaped, on a terminal or not")
         if name == "export":
             e.add_argument("-o", "--output")
     p.set_defaults(fn=cmd_events)
@@ -385,6 +426,10 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_status)
     p = sub.add_parser("serve", help="the loop's long-lived helper (lib/harness/serve.py)")
     p.set_defaults(fn=cmd_serve)
+    p = sub.add_parser("usage", help="one command's usage, from a script's help block (its --help)")
+    p.add_argument("--script", required=True)
+    p.add_argument("verb")
+    p.set_defaults(fn=cmd_usage)
     p = sub.add_parser("receipt")
     p.add_argument("--session-dir", required=True)
     p.set_defaults(fn=cmd_receipt)

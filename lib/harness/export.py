@@ -1,12 +1,18 @@
-"""`export <id>`: a session as a readable markdown transcript."""
+"""`export <id>`: a session as a readable markdown transcript.
+
+Everything is written through one function, which applies Style.text(): session
+text escaped on a terminal (or with --safe), the bytes as they are in a file or a
+pipe (or with --raw). Turns are numbered as report.turn_id counts them.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from . import jsonio
-from .report import current_metrics
+from .report import SYNTHETIC_MODEL, Style, current_metrics, turn_id
 from .sessions import Session
 from .streamjson import iter_events, obj
 
@@ -25,19 +31,14 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"\n… ({len(text) - limit:,} more characters)"
 
 
-def export(s: Session, out: TextIO) -> int:
-    m = current_metrics(s)
-    w = out.write
-    w(f"# Session {s.id}\n\n")
-    w(f"- **Item:** {s.meta.get('item_id')} (attempt {s.meta.get('attempt')}): {s.meta.get('title') or ''}\n")
-    w(f"- **Verdict:** {m.get('verdict')}: {m.get('reason')}\n")
-    w(f"- **Model:** {m.get('model')}\n- **Started:** {s.meta.get('started_at')} · wall {m.get('wall_s')} s\n")
-    t = m.get("tokens") or {}
-    w(f"- **Turns:** {m.get('turns')} · **cost:** ${m.get('cost_usd') or 0:.4f}"
-      f"{' (estimated)' if m.get('cost_estimated') else ''} · **tokens:** in {t.get('input', 0)}, "
-      f"out {t.get('output', 0)}, cache read {t.get('cache_read', 0)}, cache write {t.get('cache_write', 0)}\n")
-    if s.meta.get("branch"):
-        w(f"- **Branch:** {s.meta['branch']}\n")
+Write = Callable[[str], Any]
+
+
+def export(s: Session, out: TextIO, st: Style) -> int:
+    def w(text: str) -> None:
+        out.write(st.text(text))
+
+    _header(s, current_metrics(s), w)
     try:
         prompt = s.file("input.txt").read_bytes().decode("utf-8", "replace")
     except FileNotFoundError:
@@ -50,14 +51,34 @@ def export(s: Session, out: TextIO) -> int:
     return 0
 
 
-def _event(ev: dict[str, Any], turns: set[str], w: Any) -> None:
+def _header(s: Session, m: dict[str, Any], w: Write) -> None:
+    w(f"# Session {s.id}\n\n")
+    w(f"- **Item:** {s.meta.get('item_id')} (attempt {s.meta.get('attempt')}): {s.meta.get('title') or ''}\n")
+    w(f"- **Verdict:** {m.get('verdict')}: {m.get('reason')}\n")
+    w(f"- **Model:** {m.get('model')}\n- **Started:** {s.meta.get('started_at')} · wall {m.get('wall_s')} s\n")
+    t = m.get("tokens") or {}
+    w(f"- **Turns:** {m.get('turns')} · **cost:** ${m.get('cost_usd') or 0:.4f}"
+      f"{' (estimated)' if m.get('cost_estimated') else ''} · **tokens:** in {t.get('input', 0)}, "
+      f"out {t.get('output', 0)}, cache read {t.get('cache_read', 0)}, cache write {t.get('cache_write', 0)}\n")
+    if s.meta.get("branch"):
+        w(f"- **Branch:** {s.meta['branch']}\n")
+
+
+def _heading(ev: dict[str, Any], turns: set[str], w: Write) -> None:
+    """"### Turn N" when ev is a turn not seen yet; the CLI's own messages are no turn."""
+    mid = turn_id(ev)
+    if mid and mid not in turns:
+        turns.add(mid)
+        w(f"\n### Turn {len(turns)}\n\n")
+    elif not mid and obj(ev.get("message")).get("model") == SYNTHETIC_MODEL:
+        w("\n### From the CLI (not a turn of the model)\n\n")
+
+
+def _event(ev: dict[str, Any], turns: set[str], w: Write) -> None:
     etype = ev.get("type")
     msg = obj(ev.get("message"))
     if etype == "assistant":
-        mid = str(msg.get("id") or "")
-        if mid not in turns:
-            turns.add(mid)
-            w(f"\n### Turn {len(turns)}\n\n")
+        _heading(ev, turns, w)
         for b in msg.get("content") or []:
             if not isinstance(b, dict):
                 continue

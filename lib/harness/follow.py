@@ -4,6 +4,9 @@ A Waker never reads files; it only says which watched directories changed so tha
 their tailers are read at once instead of at the next poll. When inotify is not
 available (no watchdog observer, watch limit reached, HARNESS_NO_INOTIFY=1), a
 watch() call returns False and the caller polls that directory instead.
+
+The observer's emitters are watchdog's inotify ones with one change, in how they
+stop (see _Emitter): stopping one never races with its thread.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import threading
 from collections.abc import Iterable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
 
 
 class _Handler(FileSystemEventHandler):
@@ -31,6 +34,31 @@ class _Handler(FileSystemEventHandler):
         self.waker.poke(self.key)
 
 
+class _Emitter(InotifyEmitter):
+    """watchdog's InotifyEmitter, stopped without a race.
+
+    Its stop() drops the watch group, then closes it. The emitter's thread loops
+    on "still running? then queue_events()"; when stop() lands between the two (the
+    thread has just started, or has just queued an event), queue_events() finds no
+    group and logs "InotifyEmitter.queue_events() called when the thread is inactive"
+    to stderr. Here stop() closes the group and keeps it: that read returns nothing
+    at once, and the loop then sees the stop.
+    """
+
+    def on_thread_stop(self) -> None:
+        group = self._inotify
+        if group is not None:
+            group.deactivate()
+
+
+class _Observer(InotifyObserver):
+    """watchdog's inotify observer, with _Emitter for each watch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._emitter_class = _Emitter
+
+
 class Waker:
     def __init__(self, use_inotify: bool = True) -> None:
         self._lock = threading.Lock()
@@ -41,7 +69,7 @@ class Waker:
         self.error = ""
         if use_inotify and os.environ.get("HARNESS_NO_INOTIFY") != "1":
             try:
-                observer = Observer()
+                observer = _Observer()
                 observer.daemon = True
                 observer.start()
                 self._observer = observer

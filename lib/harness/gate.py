@@ -132,3 +132,121 @@ def claim_gated(q: queue.Queue, session: str, worker: str, policy: Policy, now: 
     c = asked["circuit"]
     until = c.get("open_until") if c.get("state") == "open" else None
     return Blocked("circuit", f"circuit breaker {describe(c, now)}", until=until, halt=bool(c.get("auth")))
+
+
+# --- what a drain leaves behind ---------------------------------------------
+#
+# `loop.sh --drain` ends when nothing runs and nothing is ready. Before it does,
+# it asks here whether a retry comes due soon enough to wait for (DRAIN_MAX_WAIT_S),
+# and, when it leaves, what it leaves: how many items and until when.
+
+LEFT_ORDER = ("retry", "paused", "circuit", "disk", "load", "memory", "waiting", "blocked")
+
+
+@dataclass
+class Left:
+    """Pending items that a drain leaves for one reason."""
+
+    kind: str  # LEFT_ORDER
+    count: int
+    until: float | None  # the earliest time one of them may run; None: unknown or never
+    detail: str  # the block's reason, the dependency that failed
+    at: str = ""  # until as a person reads it, when the block says it (pause.json's "until")
+
+    @property
+    def until_text(self) -> str:
+        return self.at or (iso(self.until) if self.until else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "count": self.count, "until": self.until_text or None,
+                "until_epoch": self.until, "detail": self.detail}
+
+
+@dataclass
+class Drain:
+    wait_until: float | None  # a retry due within the limit: the drain waits until then
+    left: list[Left]
+    max_wait_s: float
+
+    @property
+    def count(self) -> int:
+        return sum(g.count for g in self.left)
+
+    def summary(self, now: float) -> str:
+        """'2 items left: 1 waiting out a retry until ..., 1 paused until ...'; empty when none is."""
+        if not self.left:
+            return ""
+        n = self.count
+        parts = [_phrase(g, now, self.max_wait_s) for g in self.left]
+        return f"{n} item{'' if n == 1 else 's'} left: " + ", ".join(parts)
+
+    def line(self, now: float) -> str:
+        """One line for the loop, fields apart by US: the wait's end (epoch, or '-'),
+        the same as an ISO time, how many items are left, the summary."""
+        fields = ["-" if self.wait_until is None else f"{self.wait_until:.6f}",
+                  "-" if self.wait_until is None else iso(self.wait_until), str(self.count), self.summary(now)]
+        return "\x1f".join(f.replace("\x1f", " ").replace("\n", " ") for f in fields)
+
+
+def _phrase(g: Left, now: float, max_wait_s: float) -> str:
+    at = g.until_text
+    if g.kind == "retry":
+        head = f"{g.count} waiting out a retry until {at}" if g.count == 1 else \
+            f"{g.count} waiting out retries, the first until {at}"
+        return head + (" (beyond DRAIN_MAX_WAIT_S)" if g.until and g.until > now + max_wait_s else "")
+    if g.kind == "paused":
+        return f"{g.count} paused until {at}" if at else f"{g.count} paused"
+    if g.kind == "circuit":
+        return f"{g.count} held by the breaker until {at}" if at else f"{g.count} held by the breaker ({g.detail})"
+    if g.kind == "waiting":
+        return f"{g.count} waiting for an item left behind"
+    if g.kind == "blocked":
+        return f"{g.count} blocked: {g.detail}" if g.count == 1 else \
+            f"{g.count} blocked by dependencies that failed, were canceled or do not exist"
+    return f"{g.count} held back: {g.detail}"
+
+
+def _breaker_block(state_dir: Path, policy: Policy, now: float) -> Blocked | None:
+    """The breaker as the next claim would find it, asked without becoming its probe."""
+    c = Breaker(state_dir, policy).status(now)
+    if c.get("state") == "open":
+        return Blocked("circuit", f"circuit breaker {describe(c, now)}", until=float(c.get("open_until") or now))
+    if c.get("state") == "half_open" and c.get("probe"):
+        return Blocked("circuit", "half-open, a probe runs")
+    return None
+
+
+def drain_check(state_dir: Path, policy: Policy, now: float, max_wait_s: float) -> Drain:
+    """What keeps each pending item from running now. Items whose retry comes due
+    within max_wait_s, when nothing else holds them, are waited for; the rest are left."""
+    q = queue.Queue(state_dir)
+    cands, _ = queue.candidates(q, now, policy.AGING_S)
+    states = q.all_states()
+    block = (check(state_dir, policy, now) or _breaker_block(state_dir, policy, now)) if cands else None
+    block_at = str((active_pause(state_dir, now) or {}).get("until") or "") if block and block.kind == "paused" else ""
+    wait_until: float | None = None
+    groups: dict[str, Left] = {}
+
+    def add(kind: str, until: float | None, detail: str = "", at: str = "") -> None:
+        g = groups.setdefault(kind, Left(kind, 0, until, detail, at))
+        g.count += 1
+        if until is not None and (g.until is None or until < g.until):
+            g.until = until
+
+    for c in cands:
+        failed = queue.blocked_reason(c.depends_on, states)
+        if failed:
+            add("blocked", None, failed)
+        elif any(states.get(d) != "succeeded" for d in c.depends_on):
+            add("waiting", None)
+        elif block is not None and (block.until is None or block.until >= c.not_before):
+            add(block.kind, block.until, block.reason, block_at)
+        elif block is not None or c.not_before > now + max_wait_s:
+            add("retry", c.not_before)
+        else:
+            due = max(c.not_before, now)
+            wait_until = due if wait_until is None else min(wait_until, due)
+    if wait_until is not None:
+        # the drain goes on; whatever it would leave now it may still run
+        return Drain(wait_until, [], max_wait_s)
+    return Drain(None, [groups[k] for k in LEFT_ORDER if k in groups], max_wait_s)

@@ -4,29 +4,74 @@ summary, metrics, tools, errors, timeline, cost."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar, cast
 
 from . import jsonio, receipt
 from .facts import SessionFacts, scan
 from .live import read_marks, tool_durations, tool_summary
 from .sessions import Session, all_sessions
-from .streamjson import LineStats, iter_events
+from .streamjson import LineStats, iter_events, obj
 from .verdict import Verdict
+
+# Text taken from a session (the model's words, tool inputs and results, titles,
+# reasons) may hold characters that drive a terminal or disguise what a person
+# reads: C0 controls but \n and \t, DEL and C1 (category Cc), format characters
+# such as bidi overrides and zero-width ones (Cf), line and paragraph separators
+# (Zl, Zp) and lone surrogates (Cs). visible() shows each as an escape.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_MAYBE_HIDDEN_RE = re.compile(r"[^\t\n\x20-\x7e]+")
+_T = TypeVar("_T")
+
+
+def _escape(ch: str) -> str:
+    if unicodedata.category(ch) not in HIDDEN_CATEGORIES:
+        return ch
+    n = ord(ch)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def visible(text: str) -> str:
+    """text with each control or format character written as an escape: ESC as
+    \\x1b, U+202E as \\u202e; newlines, tabs and printable characters unchanged."""
+    return _MAYBE_HIDDEN_RE.sub(lambda m: "".join(map(_escape, m.group())), text)
+
+
+def visible_tree(value: _T) -> _T:
+    """value (a JSON-like tree) with visible() applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return cast(_T, visible(value))
+    if isinstance(value, dict):
+        return cast(_T, {visible_tree(k): visible_tree(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return cast(_T, [visible_tree(v) for v in value])
+    return value
 
 
 class Style:
-    """ANSI colour on a terminal, never with NO_COLOR or --no-color."""
+    """ANSI colour on a terminal, never with NO_COLOR or --no-color; and session
+    text made visible (see visible()) when safe: by default on a terminal."""
 
-    def __init__(self, out: TextIO, enabled: bool | None = None) -> None:
+    def __init__(self, out: TextIO, enabled: bool | None = None, safe: bool | None = None) -> None:
         if enabled is None:
             enabled = out.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
         self.on = enabled
+        self.safe = out.isatty() if safe is None else safe
+
+    def text(self, t: str) -> str:
+        """Session text as it may be shown: escaped when safe, else as it is."""
+        return visible(t) if self.safe else t
+
+    def clean(self, value: _T) -> _T:
+        """A tree of session data (an event, metrics, meta) as it may be shown."""
+        return visible_tree(value) if self.safe else value
 
     def _wrap(self, code: str, text: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.on else text
@@ -78,8 +123,28 @@ def secs(value: Any) -> str:
     return f"{value:.1f}s"
 
 
-def out_json(obj: Any) -> None:
-    sys.stdout.buffer.write(jsonio.dumps(obj, pretty=True) + b"\n")
+def out_json(value: Any) -> None:
+    sys.stdout.buffer.write(jsonio.dumps(value, pretty=True) + b"\n")
+
+
+SYNTHETIC_MODEL = "<synthetic>"
+
+
+def turn_id(ev: dict[str, Any]) -> str:
+    """The message id when ev starts or carries a turn, else "". A turn is one
+    assistant message of the model: one distinct message id, the CLI's own
+    "<synthetic>" messages (an API error it reports, say) not counted. watch, the
+    timeline and export number turns by it; the result line's num_turns counts
+    otherwise (one more after --max-turns, 2 for a session hung in its first request)."""
+    if ev.get("type") == "assistant":
+        msg = ev.get("message")
+    elif ev.get("type") == "stream_event" and obj(ev.get("event")).get("type") == "message_start":
+        msg = obj(ev.get("event")).get("message")
+    else:
+        return ""
+    if not isinstance(msg, dict) or msg.get("model") == SYNTHETIC_MODEL:
+        return ""
+    return str(msg.get("id") or "")
 
 
 def current_metrics(s: Session, f: SessionFacts | None = None) -> dict[str, Any]:
@@ -169,21 +234,22 @@ def _tools_line(m: dict[str, Any]) -> str:
 
 def cmd_summary(s: Session, st: Style) -> int:
     f = scan(s.file("events.jsonl"))
-    m = current_metrics(s, f)
-    hb = s.heartbeat() or {}
+    m = st.clean(current_metrics(s, f))
+    meta = st.clean(s.meta)
+    hb = st.clean(s.heartbeat() or {})
     status = s.status()
     print(f"{st.bold('session')}   {s.id}")
-    print(f"{st.bold('item')}      {s.meta.get('item_id')} (attempt {s.meta.get('attempt')}): {clip(s.meta.get('title'), 70)}")
+    print(f"{st.bold('item')}      {meta.get('item_id')} (attempt {meta.get('attempt')}): {clip(meta.get('title'), 70)}")
     if status.startswith("live"):
         print(
-            f"{st.bold('state')}     {st.verdict(status)}, last event {hb.get('last_event_type') or '-'} "
+            f"{st.bold('state')}     {st.verdict(st.text(status))}, last event {hb.get('last_event_type') or '-'} "
             f"{secs(time.time() - hb['last_event_at']) if hb.get('last_event_at') else '?'} ago"
         )
     else:
         print(f"{st.bold('verdict')}   {st.verdict(str(m.get('verdict')))}: {m.get('reason')}")
     print(f"{st.bold('model')}     {m.get('model') or '?'}")
     api = m.get("duration_api_ms")
-    print(f"{st.bold('started')}   {s.meta.get('started_at')}  wall {secs(m.get('wall_s'))}"
+    print(f"{st.bold('started')}   {meta.get('started_at')}  wall {secs(m.get('wall_s'))}"
           + (f", API {secs(api / 1000)}" if isinstance(api, (int, float)) else ""))
     print(f"{st.bold('turns')}     {m.get('turns')}")
     print(f"{st.bold('tokens')}    {_tokens_line(m.get('tokens') or {})}")
@@ -196,9 +262,10 @@ def cmd_summary(s: Session, st: Style) -> int:
     lines = "?" if f.fast else f"{f.stats.lines:,} lines"
     tail = ", unterminated last line" if f.stats.partial_tail else ""
     print(f"{st.bold('events')}    {lines}, {f.stats.malformed} malformed{tail}")
-    if s.meta.get("cwd"):
-        print(f"{st.bold('worktree')}  {s.meta.get('cwd')}" + (f" (branch {s.meta['branch']})" if s.meta.get("branch") else ""))
-    text = f.last_assistant_text.strip()
+    worktree = _worktree_line(s.meta, meta)
+    if worktree:
+        print(f"{st.bold('worktree')}  {worktree}")
+    text = st.text(f.last_assistant_text).strip()
     if text:
         shown = text.splitlines()[-6:]
         print(st.bold("last text"))
@@ -207,14 +274,26 @@ def cmd_summary(s: Session, st: Style) -> int:
     return 0
 
 
-def cmd_metrics(s: Session, as_json: bool, recompute: bool) -> int:
+def _worktree_line(meta: dict[str, Any], shown: dict[str, Any]) -> str:
+    """Where the session worked (meta as it is, for the file system; shown: as it
+    may be printed). A succeeded session's worktree is removed; its branch stays."""
+    cwd = meta.get("cwd")
+    if not cwd:
+        return ""
+    branch = f"branch {shown['branch']}" if shown.get("branch") else ""
+    if os.path.isdir(str(cwd)):
+        return f"{shown.get('cwd')}" + (f" ({branch})" if branch else "")
+    return f"removed (was {shown.get('cwd')})" + (f"; the work is on {branch}" if branch else "")
+
+
+def cmd_metrics(s: Session, st: Style, as_json: bool, recompute: bool) -> int:
     m = current_metrics(s) if not recompute else _recomputed(s)
     if as_json:
         out_json(m)
         return 0
     for key, value in m.items():
         shown = jsonio.dumps(value).decode() if isinstance(value, (dict, list)) else value
-        print(f"{key:<18} {shown}")
+        print(f"{st.text(key):<18} {st.text(str(shown))}")
     return 0
 
 
@@ -280,6 +359,7 @@ def cmd_tools(s: Session, st: Style, as_json: bool) -> int:
         return 0
     print(f"{'#':>3} {'TOOL':<12} {'RESULT':<7} {'TIME':>6}  INPUT")
     for c in calls:
+        c.name, c.summary = st.text(c.name), st.text(c.summary)
         result = "running" if c.is_error is None else (st.red("error") if c.is_error else st.green("ok"))
         pad = " " * max(0, 7 - len("running" if c.is_error is None else ("error" if c.is_error else "ok")))
         print(f"{c.n:>3} {clip(c.name, 12):<12} {result}{pad} {secs(c.seconds) if c.seconds is not None else '-':>6}  "
@@ -359,64 +439,87 @@ def cmd_errors(s: Session, st: Style, as_json: bool) -> int:
         out_json([{"kind": p.kind, "text": p.text} for p in found])
         return 0
     for p in found:
-        print(f"{st.red(f'{p.kind:<11}')} {p.text}")
+        print(f"{st.red(f'{p.kind:<11}')} {st.text(p.text)}")
     if not found:
         print(st.green("no errors"))
     return 0
 
 
-def cmd_timeline(s: Session, st: Style, as_json: bool) -> int:
-    marks = read_marks(s.file("timeline.jsonl"))
-    timed = [m for m in marks if isinstance(m.get("t"), (int, float))]
-    seen_turn = {str(m.get("ref")): float(m["t"]) for m in timed if m.get("kind") == "turn"}
-    tool_t = {(m.get("kind"), str(m.get("ref") or "")): float(m["t"]) for m in marks if isinstance(m.get("t"), (int, float))}
-    t0 = s.started or (min(tool_t.values()) if tool_t else 0.0)
-    rows: list[dict[str, Any]] = []
-    turns: dict[str, dict[str, Any]] = {}
-    for ev in iter_events(s.file("events.jsonl")):
-        etype = ev.get("type")
-        if etype == "system" and ev.get("subtype") == "init":
-            rows.append({"at": tool_t.get(("init", "")), "what": "init", "text": f"model {ev.get('model')}, cwd {ev.get('cwd')}"})
+class _Timeline:
+    """The timeline's rows, built event by event; a "turn N" row per turn (see turn_id)."""
+
+    def __init__(self, marks: list[dict[str, Any]]) -> None:
+        timed = [m for m in marks if isinstance(m.get("t"), (int, float))]
+        self.turn_t = {str(m.get("ref")): float(m["t"]) for m in timed if m.get("kind") == "turn"}
+        self.mark_t = {(m.get("kind"), str(m.get("ref") or "")): float(m["t"]) for m in timed}
+        self.rows: list[dict[str, Any]] = []
+        self.turns: dict[str, dict[str, Any]] = {}
+        self.cli: dict[str, dict[str, Any]] = {}  # messages that are no turn: the CLI's own, say
+
+    def feed(self, ev: dict[str, Any]) -> None:
+        etype, sub = ev.get("type"), ev.get("subtype")
+        if etype == "system" and sub == "init":
+            self.rows.append({"at": self.mark_t.get(("init", "")), "what": "init",
+                              "text": f"model {ev.get('model')}, cwd {ev.get('cwd')}"})
         elif etype == "assistant" and isinstance(ev.get("message"), dict):
-            msg = ev["message"]
-            mid = str(msg.get("id") or "")
-            row = turns.get(mid)
-            if row is None:
-                row = {"at": seen_turn.get(mid), "what": f"turn {len(turns) + 1}", "id": mid, "text": "", "tools": []}
-                turns[mid] = row
-                rows.append(row)
-            for b in msg.get("content") or []:
-                if not isinstance(b, dict):
-                    continue
-                if b.get("type") == "text":
-                    row["text"] = (row["text"] + " " + str(b.get("text") or "")).strip()
-                elif b.get("type") == "tool_use":
-                    name = str(b.get("name") or "?")
-                    row["tools"].append(f"{name}: {tool_summary(name, b.get('input'))}")
+            self._assistant(ev, ev["message"])
         elif etype == "user" and isinstance(ev.get("message"), dict):
-            for b in ev["message"].get("content") or []:
-                if isinstance(b, dict) and b.get("type") == "tool_result":
-                    ref = str(b.get("tool_use_id"))
-                    at = tool_t.get(("tool_result", ref))
-                    if at is None:
-                        at = _epoch(ev.get("timestamp")) or None
-                    start = tool_t.get(("tool_use", ref))
-                    took = f" after {secs(at - start)}" if at and start else ""
-                    rows.append({"at": at, "what": "  result", "text": ("error" if b.get("is_error") else "ok") + took})
-        elif etype == "system" and ev.get("subtype") == "api_retry":
+            self._results(ev, ev["message"])
+        elif etype == "system" and sub == "api_retry":
             status = ev.get("error_status") or "connection"
-            rows.append({"at": None, "what": "  retry", "text": f"API {status}: {ev.get('error')}"})
+            self.rows.append({"at": None, "what": "  retry", "text": f"API {status}: {ev.get('error')}"})
         elif etype == "result":
-            rows.append({"at": tool_t.get(("result", str(ev.get("subtype")))), "what": "result",
-                         "text": f"{ev.get('subtype')}, {ev.get('num_turns')} turns, ${ev.get('total_cost_usd') or 0:.4f}"})
+            self.rows.append({"at": self.mark_t.get(("result", str(sub))), "what": "result", "turns": len(self.turns),
+                              "cli_num_turns": ev.get("num_turns"),
+                              "text": f"{sub}, {len(self.turns)} turns, ${ev.get('total_cost_usd') or 0:.4f}"})
+
+    def _row_for(self, ev: dict[str, Any], mid: str) -> dict[str, Any]:
+        tid = turn_id(ev)
+        rows = self.turns if tid else self.cli
+        row = rows.get(mid)
+        if row is None:
+            cli = obj(ev.get("message")).get("model") == SYNTHETIC_MODEL
+            what = f"turn {len(self.turns) + 1}" if tid else "cli" if cli else "message"
+            row = {"at": self.turn_t.get(mid), "what": what, "id": mid, "text": "", "tools": []}
+            rows[mid] = row
+            self.rows.append(row)
+        return row
+
+    def _assistant(self, ev: dict[str, Any], msg: dict[str, Any]) -> None:
+        row = self._row_for(ev, str(msg.get("id") or ""))
+        for b in msg.get("content") or []:
+            if not isinstance(b, dict):
+                continue
+            if b.get("type") == "text":
+                row["text"] = (row["text"] + " " + str(b.get("text") or "")).strip()
+            elif b.get("type") == "tool_use":
+                name = str(b.get("name") or "?")
+                row["tools"].append(f"{name}: {tool_summary(name, b.get('input'))}")
+
+    def _results(self, ev: dict[str, Any], msg: dict[str, Any]) -> None:
+        for b in msg.get("content") or []:
+            if isinstance(b, dict) and b.get("type") == "tool_result":
+                ref = str(b.get("tool_use_id"))
+                at = self.mark_t.get(("tool_result", ref))
+                if at is None:
+                    at = _epoch(ev.get("timestamp")) or None
+                start = self.mark_t.get(("tool_use", ref))
+                took = f" after {secs(at - start)}" if at and start else ""
+                self.rows.append({"at": at, "what": "  result", "text": ("error" if b.get("is_error") else "ok") + took})
+
+
+def cmd_timeline(s: Session, st: Style, as_json: bool) -> int:
+    tl = _Timeline(read_marks(s.file("timeline.jsonl")))
+    for ev in iter_events(s.file("events.jsonl")):
+        tl.feed(ev)
     if as_json:
-        out_json(rows)
+        out_json(tl.rows)
         return 0
-    for r in rows:
+    t0 = s.started or (min(tl.mark_t.values()) if tl.mark_t else 0.0)
+    for r in st.clean(tl.rows):
         shown = f"+{secs(r['at'] - t0)}" if isinstance(r.get("at"), (int, float)) and t0 else "?"
-        text = r.get("text", "")
         what = f"{r['what']:<8}"
-        print(f"{shown:>8}  {st.bold(what)}  {clip(text, 90)}")
+        print(f"{shown:>8}  {st.bold(what)}  {clip(r.get('text', ''), 90)}")
         for tool in r.get("tools") or []:
             print(f"{'':>8}  {'':<8}  {st.cyan('▶')} {clip(tool, 88)}")
     return 0

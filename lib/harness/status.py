@@ -23,6 +23,10 @@ from .report import Style, clip
 
 STALE_FACTOR = 3.0
 STALE_MIN_S = 3.0
+# The PHASE column: the phase and the tool it is in ("in_tool/WebFetch"). An MCP
+# tool name ("mcp__server__tool") too long for it is shown as server:tool; a tool
+# name still too long keeps its start and its end ("in_tool/github…request").
+PHASE_WIDTH = 22
 
 
 def _alive(pid: Any) -> bool:
@@ -160,6 +164,19 @@ def _tokens(t: dict[str, Any]) -> str:
     return f"{total / 1000:.1f}k" if total >= 1000 else str(total)
 
 
+def phase_cell(phase: str, tool: str | None, width: int = PHASE_WIDTH) -> str:
+    """phase/tool in at most width characters, the phase whole."""
+    if not tool:
+        return clip(phase, width)
+    room = width - len(phase) - 1
+    if len(tool) > room and tool.startswith("mcp__") and "__" in tool[5:]:
+        tool = tool[5:].replace("__", ":", 1)
+    if len(tool) > room >= 5:
+        head = (room - 1) // 2
+        tool = tool[:head] + "…" + tool[len(tool) - (room - 1 - head):]
+    return clip(f"{phase}/{tool}", width)
+
+
 def render(st: dict[str, Any], style: Style) -> str:
     lines: list[str] = []
     loop, c, pause = st["loop"], st["circuit"], st["pause"]
@@ -193,14 +210,14 @@ def render(st: dict[str, Any], style: Style) -> str:
     if not agents_:
         lines.append(style.dim("no live agents"))
         return "\n".join(lines)
-    lines.append(f"{'ITEM':<24} {'SESSION':<16} {'PHASE':<10} {'QUIET':>6} {'RUN':>7} {'TURNS':>5} {'TOKENS':>7} "
-                 f"{'COST':>8}  WORKTREE")
+    lines.append(f"{'ITEM':<24} {'SESSION':<16} {'PHASE':<{PHASE_WIDTH}} {'QUIET':>6} {'RUN':>7} {'TURNS':>5} "
+                 f"{'TOKENS':>7} {'COST':>8}  WORKTREE")
     for a in agents_:
-        phase = a["phase"] + ("/" + a["outstanding_tool"] if a["outstanding_tool"] else "")
+        phase = phase_cell(style.text(str(a["phase"])), style.text(str(a["outstanding_tool"] or "")))
         quiet = _dur(a["since_last_event_s"])
-        row = (f"{clip(a['item'], 24):<24} {(a['session'] or '-')[:16]:<16} {clip(phase, 10):<10} {quiet:>6} "
+        row = (f"{clip(a['item'], 24):<24} {(a['session'] or '-')[:16]:<16} {phase:<{PHASE_WIDTH}} {quiet:>6} "
                f"{_dur(a['running_s']):>7} {a['turns']:>5} {_tokens(a['tokens']):>7} ${a['cost_usd']:>7.4f}  "
-               f"{a['branch'] or a['worktree'] or '-'}")
+               f"{style.text(str(a['branch'] or a['worktree'] or '-'))}")
         lines.append(row + (style.red("  STALE heartbeat") if a["stale"] else ""))
     return "\n".join(lines)
 

@@ -2,7 +2,12 @@
 
 Follows events.jsonl by (inode, offset), woken by inotify (watchdog) or, without
 it, by a short poll; ends when the session has ended and its file is read to the
-end, then prints the receipt once the loop has written it.
+end, then prints the receipt once the loop has written it. The inotify observer
+starts only once the file is read to its end and the session is still live: an
+ended session is read and left without it.
+
+A "turn N" header marks each turn (report.turn_id); the result row counts them.
+Session text is shown as report.Style.clean() makes it (escaped on a terminal).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any, TextIO
 from . import jsonio, receipt
 from .follow import Waker
 from .live import tool_summary
-from .report import Style, clip, secs
+from .report import Style, clip, secs, turn_id
 from .sessions import Session
 from .sidecar import proc_start
 from .streamjson import obj, parse_line
@@ -28,7 +33,7 @@ class Renderer:
     def __init__(self, out: TextIO, st: Style, raw: bool) -> None:
         self.out, self.st, self.raw = out, st, raw
         self.col = 0  # characters written on the current line
-        self.turn = 0
+        self.turns: set[str] = set()  # message ids of the turns seen (report.turn_id)
         self.streamed: set[str] = set()  # messages whose text arrived as deltas
         self.current = ""
         self.names: dict[str, str] = {}
@@ -56,6 +61,8 @@ class Renderer:
         if ev is None:
             self.say(self.st.dim(f"? a line that is not JSON ({len(raw_line)} bytes)"))
             return
+        ev = self.st.clean(ev)
+        self._turn(ev)
         etype = ev.get("type")
         handler = {
             "stream_event": self._stream,
@@ -68,15 +75,20 @@ class Renderer:
         if handler is not None:
             handler(ev)
 
+    def _turn(self, ev: dict[str, Any]) -> None:
+        """A header when ev starts a turn not seen yet."""
+        mid = turn_id(ev)
+        if not mid or mid in self.turns:
+            return
+        self.turns.add(mid)
+        sub = " (subagent)" if ev.get("parent_tool_use_id") else ""
+        self.say(self.st.dim(f"── turn {len(self.turns)}{sub} ──"))
+
     def _stream(self, ev: dict[str, Any]) -> None:
         inner = obj(ev.get("event"))
         itype = inner.get("type")
         if itype == "message_start":
-            msg = obj(inner.get("message"))
-            self.current = str(msg.get("id") or "")
-            if ev.get("parent_tool_use_id") is None:
-                self.turn += 1
-                self.say(self.st.dim(f"── turn {self.turn} ──"))
+            self.current = str(obj(inner.get("message")).get("id") or "")
         elif itype == "content_block_delta":
             delta = obj(inner.get("delta"))
             if delta.get("type") == "text_delta":
@@ -137,7 +149,7 @@ class Renderer:
         cost = ev.get("total_cost_usd")
         dur = ev.get("duration_ms")
         text = f"■ {ev.get('subtype')}" + (" (error)" if ev.get("is_error") else "")
-        text += f" · {ev.get('num_turns')} turns"
+        text += f" · {len(self.turns)} turns"
         if isinstance(cost, (int, float)):
             text += f" · ${cost:.4f}"
         if isinstance(dur, (int, float)):
@@ -162,11 +174,10 @@ def _ended(s: Session) -> bool:
     return proc_start(int(pid)) != start
 
 
-def watch(s: Session, st: Style, raw: bool, out: TextIO = sys.stdout) -> int:
-    r = Renderer(out, st, raw)
-    tailer = Tailer(s.file("events.jsonl"))
-    waker = Waker()
-    watched = waker.watch("session", str(s.dir), ("events.jsonl", "exit_code"))
+def _follow(s: Session, r: Renderer, tailer: Tailer, out: TextIO) -> None:
+    """Renders the session's lines until it has ended and its file is read to the end."""
+    waker: Waker | None = None
+    watched = False
     try:
         while True:
             lines = tailer.read()
@@ -178,19 +189,38 @@ def watch(s: Session, st: Style, raw: bool, out: TextIO = sys.stdout) -> int:
             if _ended(s):
                 for line in tailer.read() + tailer.flush():
                     r.line(line)
-                break
+                return
+            if waker is None:
+                # live: from now on, woken by changes; the file is read once more
+                # first, so that a write before the watch began is not waited for
+                waker = Waker()
+                watched = waker.watch("session", str(s.dir), ("events.jsonl", "exit_code"))
+                continue
             waker.wait(1.0 if watched else POLL_S)
     finally:
+        if waker is not None:
+            waker.close()
+
+
+def _receipt(s: Session, r: Renderer, st: Style) -> None:
+    r.newline()
+    deadline = time.monotonic() + RECEIPT_WAIT_S
+    while not s.file("metrics.json").exists() and time.monotonic() < deadline:
+        time.sleep(POLL_S)  # the loop writes it soon after the end; no event says when
+    try:
+        r.say(st.bold("receipt: ") + st.text(receipt.line(jsonio.read_json(s.file("metrics.json")))))
+    except (OSError, ValueError):
+        r.say(st.dim("(the session has ended; no receipt yet: is the loop running?)"))
+
+
+def watch(s: Session, st: Style, raw: bool, out: TextIO = sys.stdout) -> int:
+    r = Renderer(out, st, raw)
+    tailer = Tailer(s.file("events.jsonl"))
+    try:
+        _follow(s, r, tailer, out)
+    finally:
         tailer.close()
-        waker.close()
     if not raw:
-        r.newline()
-        deadline = time.monotonic() + RECEIPT_WAIT_S
-        while not s.file("metrics.json").exists() and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-        try:
-            r.say(st.bold("receipt: ") + receipt.line(jsonio.read_json(s.file("metrics.json"))))
-        except (OSError, ValueError):
-            r.say(st.dim("(the session has ended; no receipt yet: is the loop running?)"))
+        _receipt(s, r, st)
     out.flush()
     return 0

@@ -20,6 +20,54 @@ teardown() { sandbox_teardown; }
   assert_line --regexp "^CLAUDE_BIN += $HARNESS_ROOT/tests/mocks/claude +# env CLAUDE_BIN$"
 }
 
+@test "--print-config keeps its columns: '=' after the longest key, '#' after the longest value" {
+  run "$LOOP" --print-config --set MODEL=a-model-name-longer-than-the-forty-characters-of-old-x
+  assert_success
+  assert_line --regexp "^AGENT_VERSION_TIMEOUT_S = 10 +# default$"
+  assert_line --regexp "^CIRCUIT_STORM_RETRIES += 5 +# default$"
+  assert_line --regexp "^MODEL += a-model-name-longer-than-the-forty-characters-of-old-x # flag$"
+  # one column for every line's " = ", and one for its " # "
+  [ "$(awk '{ print index($0, " = ") }' <<<"$output" | sort -u | wc -l)" = 1 ]
+  [ "$(awk '{ print index($0, " # ") }' <<<"$output" | sort -u | wc -l)" = 1 ]
+}
+
+# harness_copy: $T/h, the harness with its own .tools/ (links to the real files),
+# and a PATH that holds no claude, in NO_CLAUDE_PATH.
+harness_copy() {
+  local d f
+  local -a dirs
+  mkdir -p "$T/h/.tools/claude/node_modules/.bin"
+  for f in loop.sh lib bootstrap scripts .venv; do ln -s "$HARNESS_ROOT/$f" "$T/h/$f"; done
+  NO_CLAUDE_PATH=""
+  IFS=: read -ra dirs <<<"$PATH"
+  for d in "${dirs[@]}"; do
+    [[ -x "$d/claude" ]] || NO_CLAUDE_PATH+="${NO_CLAUDE_PATH:+:}$d"
+  done
+}
+
+@test "CLAUDE_BIN: the claude on PATH, else the one make setup installed; --print-config says which" {
+  harness_copy
+  local setup="$T/h/.tools/claude/node_modules/.bin/claude"
+  ln -s "$HARNESS_ROOT/tests/mocks/claude" "$setup"
+  unset CLAUDE_BIN
+  PATH="$NO_CLAUDE_PATH" run "$T/h/loop.sh" --print-config
+  assert_success
+  assert_line --regexp "^CLAUDE_BIN += $setup +# make setup \(no claude on PATH\)$"
+  # a claude on PATH comes first (the sandbox's PATH has the stub)
+  run "$T/h/loop.sh" --print-config
+  assert_line --regexp "^CLAUDE_BIN += claude +# default \(on PATH: $HARNESS_ROOT/tests/mocks/claude\)$"
+  # one that is configured is used as it is
+  CLAUDE_BIN=/nonexistent/claude PATH="$NO_CLAUDE_PATH" run "$T/h/loop.sh" --print-config
+  assert_line --regexp "^CLAUDE_BIN += /nonexistent/claude +# env CLAUDE_BIN$"
+  # neither on PATH nor installed
+  rm "$setup"
+  PATH="$NO_CLAUDE_PATH" run "$T/h/loop.sh" --print-config
+  assert_line --regexp "^CLAUDE_BIN += claude +# default \(not on PATH; run 'make setup' or set CLAUDE_BIN\)$"
+  PATH="$NO_CLAUDE_PATH" run "$T/h/loop.sh" --state "$STATE" --drain
+  assert_failure 1
+  assert_output "harness: agent binary not found: claude (set CLAUDE_BIN)"
+}
+
 @test "harness.conf is parsed, never sourced: nothing in it runs" {
   printf 'MODEL=$(touch %s/pwned)\nALLOWED_TOOLS=`touch %s/pwned2`\n' "$T" "$T" >"$T/h.conf"
   run "$LOOP" --config "$T/h.conf" --print-config

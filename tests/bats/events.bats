@@ -24,14 +24,15 @@ stream_session() {
   run ev summary streamy
   assert_success
   assert_line --regexp "^session +$SID$"
-  assert_line --regexp "^verdict +succeeded: completed in 1 turns$"
+  # two turns (msg_1 and msg_2) though the result line's num_turns says 1
+  assert_line --regexp "^verdict +succeeded: completed in 2 turns$"
   assert_line --regexp "^tokens +in 10, out 5, cache read 200, cache write 100$"
   assert_line --regexp '^tools +Bash 1 \(1 failed'
   assert_line --regexp '^retries +529×1$'
   assert_line "  Fixed it."
   run ev metrics "$SID" --json
   assert_success
-  [ "$(jq -c '[.verdict, .turns, .cost_usd, .tool_calls.Bash, .tool_errors.Bash, .api_retries["529"]]' <<<"$output")" = '["succeeded",1,0.0125,1,1,1]' ]
+  [ "$(jq -c '[.verdict, .turns, .cost_usd, .tool_calls.Bash, .tool_errors.Bash, .api_retries["529"]]' <<<"$output")" = '["succeeded",2,0.0125,1,1,1]' ]
   run ev metrics "$SID"
   assert_line --regexp '^verdict +succeeded$'
   run ev tools latest
@@ -45,7 +46,8 @@ stream_session() {
   assert_success
   assert_line --regexp 'turn 1 +Hello from the stream\.$'
   assert_line --regexp '▶ Bash: make check$'
-  assert_line --regexp 'result +success, 1 turns, \$0\.0125$'
+  assert_line --regexp 'turn 2 +Fixed it\.$'
+  assert_line --regexp 'result +success, 2 turns, \$0\.0125$'
 }
 
 @test "list and cost roll up every session; --since and --json" {
@@ -115,7 +117,10 @@ stream_session() {
   assert_line "Hello from the stream."
   assert_line "▶ Bash  make check"
   assert_line "  ✗ error make: *** [check] Error 2"
-  assert_line "■ success · 1 turns · \$0.0125 · 0.0s"
+  # two turns: msg_1 (streamed) and msg_2, whatever the result line's num_turns (1) says
+  assert_line "── turn 1 ──"
+  assert_line "── turn 2 ──"
+  assert_line "■ success · 2 turns · \$0.0125 · 0.0s"
   assert_line --regexp "^receipt: $SID item=streamy verdict=succeeded "
   # text streamed as deltas is not printed again from the assistant line
   [ "$(grep -c 'Hello from the stream' <<<"$output")" = 1 ]
@@ -162,7 +167,7 @@ stream_session() {
   assert_success
   run cat "$T/out.md"
   assert_line --index 0 --regexp '^# Session ses_'
-  assert_line '- **Verdict:** succeeded: completed in 1 turns'
+  assert_line '- **Verdict:** succeeded: completed in 2 turns'
   assert_line '`````text'
   assert_line '**Tool call: Bash** (`toolu_9`)'
   assert_line '**Result (error):**'
@@ -180,4 +185,72 @@ stream_session() {
   assert_line --regexp '^verdict +crashed: '
   assert_line --regexp '^malformed +1 line\(s\) of events.jsonl are not JSON objects$'
   assert_line --regexp '^stderr +mock: something broke$'
+}
+
+@test "watch of an ended session, 40 times: never a word on stderr (no inotify observer to stop)" {
+  stream_session
+  local i
+  for ((i = 1; i <= 40; i++)); do
+    ev watch streamy >/dev/null 2>"$T/watch.err" || fail "run $i failed"
+    [ ! -s "$T/watch.err" ] || fail "run $i wrote to stderr: $(cat "$T/watch.err")"
+  done
+}
+
+@test "summary: a succeeded session's removed worktree is said to be removed, with its branch; a kept one by its path" {
+  git_repo "$T/repo"
+  q add --id ok --prompt p >/dev/null
+  q add --id bad --prompt "[[mock:max_turns]]" --max-attempts 1 >/dev/null
+  loop --drain --set REPO_DIR="$T/repo" >/dev/null
+  local gone kept
+  gone=$(jq -r .cwd "$(session_of ok)/meta.json")
+  kept=$(jq -r .cwd "$(session_of bad)/meta.json")
+  [ ! -d "$gone" ] && [ -d "$kept" ]
+  run ev summary ok
+  assert_success
+  assert_line "worktree  removed (was $gone); the work is on branch harness/ok/1"
+  run ev summary bad
+  assert_success
+  assert_line "worktree  $kept (branch harness/bad/1)"
+}
+
+# hostile_session: the stream session, its last answer holding a bidi override
+# (U+202E) and terminal escapes (ESC [2J clears the screen, ESC ]0; sets the title)
+hostile_session() {
+  stream_session
+  local f="$STATE/sessions/$SID/events.jsonl"
+  jq -c 'if .type == "assistant" and .message.id == "msg_2"
+    then .message.content[0].text = "Fixed \u202eti\u001b[2J\u001b]0;pwned\u0007." else . end' "$f" >"$f.new"
+  mv "$f.new" "$f"
+}
+
+@test "on a terminal, session text shows its control and format characters escaped; a pipe gets the bytes; --raw and --safe" {
+  hostile_session
+  local cmd
+  for cmd in "watch streamy" "summary streamy" "export streamy" "timeline streamy"; do
+    run script -qec "$P --state $STATE $cmd" /dev/null
+    assert_success
+    assert_output --partial 'Fixed \u202eti\x1b[2J\x1b]0;pwned\x07.'
+    refute_output --partial $'\u202e'
+    refute_output --partial $'\e[2J'
+    refute_output --partial $'\e]0;'
+    # a pipe: the bytes as they are
+    run ev $cmd
+    assert_success
+    assert_output --partial $'Fixed \u202eti\e[2J\e]0;pwned\a.'
+    # --raw keeps them on a terminal too; --safe escapes them in a pipe too
+    run script -qec "$P --state $STATE $cmd --raw" /dev/null
+    assert_output --partial $'Fixed \u202eti'
+    # (watch --raw prints the JSON lines, which hold ESC as \u001b)
+    [[ $cmd == watch* ]] || assert_output --partial $'\u202eti\e[2J'
+    run ev $cmd --safe
+    assert_output --partial 'Fixed \u202eti\x1b[2J\x1b]0;pwned\x07.'
+    refute_output --partial $'\u202e'
+  done
+  # export to a file: the bytes, unless --safe
+  ev export streamy -o "$T/raw.md"
+  grep -qF $'Fixed \u202eti\e[2J' "$T/raw.md"
+  ev export streamy -o "$T/safe.md" --safe
+  grep -qF 'Fixed \u202eti\x1b[2J' "$T/safe.md"
+  run ev summary streamy --raw --safe
+  assert_failure 2
 }

@@ -31,6 +31,7 @@ audit_order() {
   assert_success
   assert_output --partial "harness: not claiming: circuit breaker open for"
   assert_output --partial "3 API-level failures in a row"
+  assert_line --regexp "^harness: drained; 4 items left: .*held by the breaker until $(jq -r '.open_until | todate | sub("Z$"; "")' "$STATE/circuit.json")[.][0-9]{3}Z"
   [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 3 ]
   [ "$(item_state fine) $(item_state e3) $(item_field e3 .attempts)" = "pending pending 1" ]
   [ "$(jq -r '[.state, .consecutive_failures, .open_s] | join(" ")' "$STATE/circuit.json")" = "open 3 60" ]
@@ -41,12 +42,14 @@ audit_order() {
   # an operator closes it: the queue runs on (the api_error items fail again, the fine one succeeds)
   run ctl circuit close
   assert_output "circuit: closed"
-  run loop --drain --set RETRY_BASE_S=3600 --set CIRCUIT_FAILURES=0
+  run loop --drain --set RETRY_BASE_S=3600 --set CIRCUIT_FAILURES=0 --set DRAIN_MAX_WAIT_S=0
   [ "$(item_state fine)" = succeeded ]
 }
 
 @test "half-open lets exactly one probe through; its success closes the breaker and the rest run" {
-  export HARNESS_CIRCUIT_OPEN_S=0.5
+  # open long enough that the first loop (its start takes about half a second on a
+  # busy machine) still finds it open
+  export HARNESS_CIRCUIT_OPEN_S=2
   for i in 1 2 3; do q add --id "s$i" --prompt "[[mock:slow]]" >/dev/null; done
   ctl circuit open >/dev/null
   run loop --drain -j 3
@@ -105,6 +108,34 @@ audit_order() {
   run jq -r 'select(.event == "circuit.opened") | .credentials' "$STATE/events.jsonl"
   assert_output true
   [ "$(item_state a) $(item_field a .attempts) $(item_state b)" = "pending 0 pending" ]
+}
+
+loop_ran_until() { # <epoch>: the loop's heartbeat was written at or after then
+  [ "$(jq --argjson t "$1" '.written_at >= $t' "$STATE/loop.heartbeat.json" 2>/dev/null)" = true ]
+}
+
+@test "401: the breaker's reason is said once on stderr, by --drain's halt and by the forever loop" {
+  q add --id a --prompt "[[mock:auth_error]]" >/dev/null
+  q add --id b --prompt p >/dev/null
+  run loop --drain
+  assert_failure 4
+  assert_line --regexp "^harness: halted: circuit breaker open for [0-9]+s more: credentials rejected \(401\)"
+  [ "$(grep -c "circuit breaker open" <<<"$output")" = 1 ]
+  # the forever loop says it when the block begins, and not again while the reason
+  # counts the seconds down ("open for 59s more") on each recheck
+  local t0 pid rc=0
+  t0=$(date +%s.%N)
+  "$LOOP" --state "$STATE" --set HEARTBEAT_S=0.1 2>"$T/err" 3>&- &
+  pid=$!
+  wait_for 15 loop_ran_until "$(awk -v t="$t0" 'BEGIN { printf "%.3f", t + 2.5 }')"
+  kill -TERM "$pid"
+  wait "$pid" || rc=$?
+  [ "$rc" = 143 ]
+  run cat "$T/err"
+  assert_line --regexp "^harness: not claiming: circuit breaker open for [0-9]+s more: credentials rejected \(401\)"
+  [ "$(grep -c "circuit breaker open" "$T/err")" = 1 ]
+  run jq -r 'select(.event == "loop.blocked") | .kind' "$STATE/events.jsonl"
+  assert_output $'circuit\ncircuit'
 }
 
 @test "usage limit: the loop pauses until the reset, then resumes by itself" {

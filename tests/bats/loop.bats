@@ -42,7 +42,7 @@ teardown() { sandbox_teardown; }
   q add --id a --prompt "[[mock:tool]]" >/dev/null
   run loop --drain
   assert_success
-  assert_output --regexp "^ses_[0-9a-f-]{36} item=a verdict=succeeded turns=1 tokens\(in=10 out=5 cache_read=200 cache_write=100\) cost=\\\$0.0125 tools=Bash:1 wall=[0-9.]+s$"
+  assert_output --regexp "^ses_[0-9a-f-]{36} item=a verdict=succeeded turns=2 tokens\(in=10 out=5 cache_read=200 cache_write=100\) cost=\\\$0.0125 tools=Bash:1 wall=[0-9.]+s$"
   [ "$(item_state a)" = succeeded ]
   [ "$(item_field a .attempts)" = 1 ]
   [ "$(item_field a '.history[0].verdict')" = succeeded ]
@@ -71,7 +71,7 @@ teardown() { sandbox_teardown; }
   [ "$(item_state ap) $(item_field ap .last_verdict) $(item_field ap .attempts)" = "quarantined api_error 3" ]
   [ "$(item_field ap '[.history[].verdict] | join(",")')" = "api_error,api_error,api_error" ]
   [ "$(item_field ap '[.history[].session_id] | unique | length')" = 3 ]
-  [ "$(item_field ap '.last_reason')" = "API error 500: API Error: 500 Internal server error. (gave up after 3 attempts)" ]
+  [ "$(item_field ap '.last_reason')" = "API error 500: Internal server error. (gave up after 3 attempts)" ]
   [ "$(item_state cr) $(item_field cr .last_verdict)" = "quarantined crashed" ]
   [[ "$(item_field cr '.history[0].reason')" == "exited 1 with no result line mock: something broke" ]]
   [ "$(item_state mf) $(item_field mf .last_verdict)" = "succeeded succeeded" ]
@@ -80,7 +80,7 @@ teardown() { sandbox_teardown; }
 
 @test "a retry waits out its backoff: not ready before not_before" {
   q add --id ap --prompt "[[mock:api_error]]" >/dev/null
-  run loop --drain --set RETRY_BASE_S=3600
+  run loop --drain --set RETRY_BASE_S=3600 --set DRAIN_MAX_WAIT_S=0
   assert_success
   [ "$(item_state ap) $(item_field ap .attempts)" = "pending 1" ]
   local nb now
@@ -88,6 +88,48 @@ teardown() { sandbox_teardown; }
   now=$(date +%s)
   ((nb >= now && nb <= now + 3600))
   [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 1 ]
+}
+
+@test "--drain waits out a short retry backoff and runs the retry in the same run" {
+  q add --id a --prompt "[[mock:api_error]]" >/dev/null
+  # IDLE_POLL_S=600: the retry runs only when the loop sleeps until its not_before (no polling)
+  MOCK_CLAUDE_ONCE="$T/once" run timeout 60 "$LOOP" --state "$STATE" --drain --set RETRY_BASE_S=1 --set IDLE_POLL_S=600
+  assert_success
+  [ "$(item_state a) $(item_field a .attempts)" = "succeeded 2" ]
+  [ "$(item_field a '[.history[].verdict] | join(",")')" = "api_error,succeeded" ]
+  [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 2 ]
+  # the retry started once its backoff was over
+  local nb started
+  nb=$(date -d "$(jq -r 'select(.event == "item.pending") | .not_before' "$STATE/events.jsonl")" +%s.%N)
+  started=$(jq -r .started_epoch "$(session_of a)/meta.json")
+  awk -v s="$started" -v nb="$nb" 'BEGIN { exit !(s >= nb - 0.001) }'
+  run jq -r 'select(.event == "loop.drained") | .left' "$STATE/events.jsonl"
+  assert_output 0
+}
+
+@test "--drain leaves a retry due beyond DRAIN_MAX_WAIT_S, exits 0, and says how many items and until when" {
+  q add --id ap --prompt "[[mock:api_error]]" >/dev/null
+  run loop --drain --set RETRY_BASE_S=100000000 --set RETRY_CAP_S=100000000 --set DRAIN_MAX_WAIT_S=5
+  assert_success
+  local nb
+  nb=$(item_field ap .not_before)
+  [ "$(item_state ap) $(item_field ap .attempts)" = "pending 1" ]
+  [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 1 ]
+  assert_line "harness: drained; 1 item left: 1 waiting out a retry until $nb (beyond DRAIN_MAX_WAIT_S)"
+  run jq -c 'select(.event == "loop.drained") | [.left, .groups[0].kind, .groups[0].until]' "$STATE/events.jsonl"
+  assert_output "[1,\"retry\",\"$nb\"]"
+}
+
+@test "--drain while paused: exits 0 and says the items are paused, until when" {
+  q add --id a --prompt p >/dev/null
+  "$HARNESS_ROOT/scripts/loopctl.sh" --state "$STATE" pause --for 600 --reason maintenance >/dev/null
+  run loop --drain
+  assert_success
+  assert_line "harness: drained; 1 item left: 1 paused until $(jq -r .until "$STATE/pause.json")"
+  [ "$(item_state a)" = pending ]
+  [ ! -e "$MOCK_CLAUDE_LOG" ]
+  run jq -r 'select(.event == "loop.drained") | "\(.left) \(.groups[0].kind)"' "$STATE/events.jsonl"
+  assert_output "1 paused"
 }
 
 @test "auth_error: item back to pending with no attempt charged; the loop halts with exit 4" {
@@ -106,6 +148,7 @@ teardown() { sandbox_teardown; }
   q add --id b --prompt "fine" >/dev/null
   MOCK_CLAUDE_RESET_IN_S=3600 run loop --drain
   assert_success
+  assert_line "harness: drained; 2 items left: 2 paused until $(jq -r .until "$STATE/pause.json")"
   [ "$(item_state a) $(item_field a .attempts) $(item_field a .last_verdict)" = "pending 0 usage_limited" ]
   [ "$(item_state b)" = pending ]
   local until now
@@ -116,6 +159,7 @@ teardown() { sandbox_teardown; }
   [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 1 ]
   run audit_events
   assert_line loop.paused
+  assert_line loop.drained
 }
 
 @test "priority, then age, decides the order; dependencies wait for success" {
@@ -212,15 +256,74 @@ teardown() { sandbox_teardown; }
   [ "$(item_state a)" = pending ]
 }
 
+# harness_copy: $T/h, the harness with its own .tools/ (links to the real files),
+# and a PATH that holds no claude, in NO_CLAUDE_PATH.
+harness_copy() {
+  local d f
+  local -a dirs
+  mkdir -p "$T/h/.tools/claude/node_modules/.bin"
+  for f in loop.sh lib bootstrap scripts .venv; do ln -s "$HARNESS_ROOT/$f" "$T/h/$f"; done
+  NO_CLAUDE_PATH=""
+  IFS=: read -ra dirs <<<"$PATH"
+  for d in "${dirs[@]}"; do
+    [[ -x "$d/claude" ]] || NO_CLAUDE_PATH+="${NO_CLAUDE_PATH:+:}$d"
+  done
+}
+
+@test "without CLAUDE_BIN and without claude on PATH the loop runs the CLI make setup installed, and says which and its version" {
+  harness_copy
+  local setup="$T/h/.tools/claude/node_modules/.bin/claude"
+  ln -s "$HARNESS_ROOT/tests/mocks/claude" "$setup"
+  unset CLAUDE_BIN
+  q add --id a --prompt p >/dev/null
+  HARNESS_QUIET=0 PATH="$NO_CLAUDE_PATH" run "$T/h/loop.sh" --state "$STATE" --drain
+  assert_success
+  assert_line --regexp "^[0-9T:.-]+Z agent: $setup \(0\.0\.0 \(mock claude\)\)$"
+  [ "$(item_state a)" = succeeded ]
+  [ "$(jq -r '.argv[0]' "$(session_of a)/meta.json")" = "$setup" ]
+  run jq -r 'select(.event == "loop.started") | "\(.agent) \(.agent_version)"' "$STATE/events.jsonl"
+  assert_output "$setup 0.0.0 (mock claude)"
+  # HARNESS_QUIET=1: no start line
+  q add --id b --prompt p >/dev/null
+  PATH="$NO_CLAUDE_PATH" run "$T/h/loop.sh" --state "$STATE" --drain
+  assert_success
+  refute_line --partial "agent: "
+  [ "$(item_state b)" = succeeded ]
+}
+
+@test "an agent that hangs on --version does not hang the loop: its version is unknown" {
+  printf '#!/usr/bin/env bash\n[[ "${1:-}" == --version ]] && exec sleep 60\nexec "%s" "$@"\n' \
+    "$HARNESS_ROOT/tests/mocks/claude" >"$T/hangclaude"
+  chmod +x "$T/hangclaude"
+  q add --id a --prompt p >/dev/null
+  CLAUDE_BIN="$T/hangclaude" HARNESS_QUIET=0 run timeout 30 "$LOOP" --state "$STATE" --drain \
+    --set AGENT_VERSION_TIMEOUT_S=0.5
+  assert_success
+  assert_line --regexp "^[0-9T:.-]+Z agent: $T/hangclaude \(unknown\)$"
+  [ "$(item_state a)" = succeeded ]
+  run jq -r 'select(.event == "loop.started") | .agent_version' "$STATE/events.jsonl"
+  assert_output unknown
+}
+
 @test "an agent that cannot start is spawn_failed and retried" {
-  printf '#!/bin/sh\necho "error: unknown option --frobnicate" >&2\nexit 2\n' >"$T/badclaude"
+  printf '#!/bin/sh\necho "Error: cannot load the runtime: libfrobnicate.so: No such file" >&2\nexit 2\n' >"$T/badclaude"
   chmod +x "$T/badclaude"
   q add --id a --prompt p >/dev/null
   CLAUDE_BIN="$T/badclaude" run loop --drain --set MAX_ATTEMPTS=2
   assert_success
   [ "$(item_state a) $(item_field a .attempts)" = "quarantined 2" ]
   [ "$(item_field a '.history[0].verdict')" = spawn_failed ]
-  [[ "$(item_field a '.history[0].reason')" == *"unknown option --frobnicate"* ]]
+  [[ "$(item_field a '.history[0].reason')" == *"cannot load the runtime: libfrobnicate.so"* ]]
+}
+
+@test "an agent that refuses its command line (a usage error) is quarantined at once, not retried" {
+  printf '#!/bin/sh\necho "error: unknown option --frobnicate" >&2\nexit 1\n' >"$T/badclaude"
+  chmod +x "$T/badclaude"
+  q add --id a --prompt p >/dev/null
+  CLAUDE_BIN="$T/badclaude" run loop --drain --set MAX_ATTEMPTS=2
+  assert_success
+  [ "$(item_state a) $(item_field a .attempts) $(item_field a .last_verdict)" = "quarantined 1 failed" ]
+  [ "$(item_field a .last_reason)" = "the CLI refused its arguments: error: unknown option --frobnicate" ]
 }
 
 @test "secrets in the environment never reach state/" {

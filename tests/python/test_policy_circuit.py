@@ -264,3 +264,70 @@ def test_nothing_ready_never_takes_the_probe(state: Path) -> None:
     Breaker(state, p).record("s0", "failure", "api_error", "500", T0)
     assert gate.claim_gated(queue.Queue(state), "ses_1", "w", p, T0 + 10) is None
     assert Breaker(state, p).status(T0 + 10)["probe"] is None
+
+
+# --- what a drain waits for, and what it leaves --------------------------------
+
+
+def _retry_at(state: Path, item_id: str, epoch: float) -> None:
+    q = queue.Queue(state)
+    item = q.load("pending", item_id)
+    item["not_before"] = policy.iso(epoch)
+    q.path("pending", item_id).write_bytes(orjson.dumps(item))
+
+
+def test_a_drain_waits_for_the_first_retry_due_within_the_limit(state: Path) -> None:
+    _add(state, "a", "b")
+    _retry_at(state, "a", T0 + 30)
+    _retry_at(state, "b", T0 + 10)
+    d = gate.drain_check(state, pol(MIN_FREE_MB=0), T0, 60)
+    assert d.wait_until == T0 + 10 and d.left == [] and d.summary(T0) == ""
+    assert d.line(T0).split("\x1f") == [f"{T0 + 10:.6f}", policy.iso(T0 + 10), "0", ""]
+
+
+def test_a_drain_leaves_a_retry_beyond_the_limit_and_says_until_when(state: Path) -> None:
+    _add(state, "a", "b")
+    _retry_at(state, "a", T0 + 600)
+    _retry_at(state, "b", T0 + 900)
+    d = gate.drain_check(state, pol(MIN_FREE_MB=0), T0, 300)
+    assert d.wait_until is None and d.count == 2
+    assert d.summary(T0) == (f"2 items left: 2 waiting out retries, the first until {policy.iso(T0 + 600)} "
+                             "(beyond DRAIN_MAX_WAIT_S)")
+    assert d.line(T0).split("\x1f")[:3] == ["-", "-", "2"]
+    assert [g.as_dict()["until"] for g in d.left] == [policy.iso(T0 + 600)]
+
+
+def test_a_drain_leaves_paused_items_and_names_a_retry_that_ends_after_the_pause(state: Path) -> None:
+    _add(state, "a", "b", "c")
+    gate.write_pause(state, T0 + 100, "maintenance", by="operator")
+    _retry_at(state, "b", T0 + 50)  # held by the pause, which ends later
+    _retry_at(state, "c", T0 + 200)  # its own retry ends after the pause
+    d = gate.drain_check(state, pol(MIN_FREE_MB=0), T0, 300)
+    assert d.wait_until is None
+    until = str(gate.active_pause(state, T0)["until"])  # type: ignore[index]
+    assert d.summary(T0) == f"3 items left: 1 waiting out a retry until {policy.iso(T0 + 200)}, 2 paused until {until}"
+
+
+def test_a_drain_leaves_items_the_breaker_holds_and_never_takes_the_probe(state: Path) -> None:
+    _add(state, "a")
+    p = pol(CIRCUIT_FAILURES=1, CIRCUIT_OPEN_S=10, MIN_FREE_MB=0)
+    Breaker(state, p).record("s0", "failure", "api_error", "500", T0)
+    d = gate.drain_check(state, p, T0 + 5, 300)
+    assert d.wait_until is None
+    assert d.summary(T0 + 5) == f"1 item left: 1 held by the breaker until {policy.iso(T0 + 10)}"
+    # half-open: the next claim is the probe; the drain goes on (the item is ready) and takes nothing
+    d = gate.drain_check(state, p, T0 + 10, 300)
+    assert d.wait_until == T0 + 10 and d.left == []
+    assert Breaker(state, p).status(T0 + 10)["probe"] is None
+
+
+def test_a_drain_names_items_held_by_their_dependencies(state: Path) -> None:
+    _add(state, "base", "gone")
+    q = queue.Queue(state)
+    queue.add(q, [("x", {"id": "after", "prompt": "p", "depends_on": ["base"]}),
+                  ("y", {"id": "orphan", "prompt": "p", "depends_on": ["gone"]})])
+    _retry_at(state, "base", T0 + 1000)
+    queue.cancel(q, "gone")
+    d = gate.drain_check(state, pol(MIN_FREE_MB=0), T0, 300)
+    assert d.summary(T0) == (f"3 items left: 1 waiting out a retry until {policy.iso(T0 + 1000)} (beyond DRAIN_MAX_WAIT_S), "
+                             "1 waiting for an item left behind, 1 blocked: depends on gone, which is canceled")
