@@ -31,20 +31,6 @@ teardown() { sandbox_teardown; }
   [ "$(awk '{ print index($0, " # ") }' <<<"$output" | sort -u | wc -l)" = 1 ]
 }
 
-# harness_copy: $T/h, the harness with its own .tools/ (links to the real files),
-# and a PATH that holds no claude, in NO_CLAUDE_PATH.
-harness_copy() {
-  local d f
-  local -a dirs
-  mkdir -p "$T/h/.tools/claude/node_modules/.bin"
-  for f in loop.sh lib bootstrap scripts .venv; do ln -s "$HARNESS_ROOT/$f" "$T/h/$f"; done
-  NO_CLAUDE_PATH=""
-  IFS=: read -ra dirs <<<"$PATH"
-  for d in "${dirs[@]}"; do
-    [[ -x "$d/claude" ]] || NO_CLAUDE_PATH+="${NO_CLAUDE_PATH:+:}$d"
-  done
-}
-
 @test "CLAUDE_BIN: the claude on PATH, else the one make setup installed; --print-config says which" {
   harness_copy
   local setup="$T/h/.tools/claude/node_modules/.bin/claude"

@@ -136,6 +136,15 @@ result_text() { # <session-dir>
   jq -r 'select(.type == "result") | .result' "$1/events.jsonl"
 }
 
+# reason_has_result_words <item>: the item's reason holds the words of its latest
+# session's result line
+reason_has_result_words() { # <item>
+  local words
+  words=$(result_text "$(session_of "$1")")
+  [ -n "$words" ]
+  [[ "$(item_field "$1" .last_reason)" == *"${words:0:60}"* ]]
+}
+
 # refused_once <item>: quarantined after one session, verdict failed, never retried
 refused_once() { # <item>
   [ "$(item_state "$1") $(item_field "$1" .attempts) $(item_field "$1" .last_verdict)" = "quarantined 1 failed" ]
@@ -148,13 +157,10 @@ refused_once() { # <item>
   q add --file "$T/item.json" >/dev/null
   run loop --drain
   assert_success
-  refused_once hostile
   # CLI 2.1.197 sends it and the API answers 400; 2.1.332 refuses it itself, with no
   # request. Either way the reason holds the CLI's own words.
-  local words
-  words=$(result_text "$(session_of hostile)")
-  [ -n "$words" ]
-  [[ "$(item_field hostile .last_reason)" == *"${words:0:60}"* ]]
+  refused_once hostile
+  reason_has_result_words hostile
 }
 
 @test "an unknown model: quarantined at once with the CLI's words, never retried" {
@@ -162,10 +168,7 @@ refused_once() { # <item>
   run loop --drain
   assert_success
   refused_once m
-  local words
-  words=$(result_text "$(session_of m)")
-  [ -n "$words" ]
-  [[ "$(item_field m .last_reason)" == *"${words:0:60}"* ]]
+  reason_has_result_words m
 }
 
 @test "a usage error in the CLI's arguments: quarantined at once with the CLI's words, never retried" {

@@ -120,6 +120,20 @@ fakeapi_stop() {
   fi
 }
 
+# harness_copy: $T/h, the harness with its own .tools/ (links to the real files),
+# and a PATH that holds no claude, in NO_CLAUDE_PATH.
+harness_copy() { # sets NO_CLAUDE_PATH
+  local d f
+  local -a dirs
+  mkdir -p "$T/h/.tools/claude/node_modules/.bin"
+  for f in loop.sh lib bootstrap scripts .venv; do ln -s "$HARNESS_ROOT/$f" "$T/h/$f"; done
+  NO_CLAUDE_PATH=""
+  IFS=: read -ra dirs <<<"$PATH"
+  for d in "${dirs[@]}"; do
+    [[ -x "$d/claude" ]] || NO_CLAUDE_PATH+="${NO_CLAUDE_PATH:+:}$d"
+  done
+}
+
 # git_repo <dir>: a repository with one commit, for REPO_DIR.
 git_repo() {
   mkdir -p "$1"

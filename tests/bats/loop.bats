@@ -256,20 +256,6 @@ teardown() { sandbox_teardown; }
   [ "$(item_state a)" = pending ]
 }
 
-# harness_copy: $T/h, the harness with its own .tools/ (links to the real files),
-# and a PATH that holds no claude, in NO_CLAUDE_PATH.
-harness_copy() {
-  local d f
-  local -a dirs
-  mkdir -p "$T/h/.tools/claude/node_modules/.bin"
-  for f in loop.sh lib bootstrap scripts .venv; do ln -s "$HARNESS_ROOT/$f" "$T/h/$f"; done
-  NO_CLAUDE_PATH=""
-  IFS=: read -ra dirs <<<"$PATH"
-  for d in "${dirs[@]}"; do
-    [[ -x "$d/claude" ]] || NO_CLAUDE_PATH+="${NO_CLAUDE_PATH:+:}$d"
-  done
-}
-
 @test "without CLAUDE_BIN and without claude on PATH the loop runs the CLI make setup installed, and says which and its version" {
   harness_copy
   local setup="$T/h/.tools/claude/node_modules/.bin/claude"
@@ -292,7 +278,7 @@ harness_copy() {
 }
 
 @test "an agent that hangs on --version does not hang the loop: its version is unknown" {
-  printf '#!/usr/bin/env bash\n[[ "${1:-}" == --version ]] && exec sleep 60\nexec "%s" "$@"\n' \
+  printf '#!/usr/bin/env bash\n[[ "${1:-}" == --version ]] && exec sleep infinity\nexec "%s" "$@"\n' \
     "$HARNESS_ROOT/tests/mocks/claude" >"$T/hangclaude"
   chmod +x "$T/hangclaude"
   q add --id a --prompt p >/dev/null
