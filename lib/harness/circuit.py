@@ -33,26 +33,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import jsonio
+from . import jsonio, verdicts
 from .policy import Policy
 
-FAILURE_VERDICTS = ("api_error", "auth_error", "spawn_failed")
-SUCCESS_VERDICTS = ("succeeded", "failed", "max_turns", "budget_exceeded", "verify_failed")
 API_WAIT_PHASES = ("starting", "requesting")
 STALE_PROBE_S = 60.0
 
 
 def outcome(verdict: str, started: bool, stall_phase: str | None = None) -> str:
-    """failure, success or neutral, as the breaker counts a session."""
-    if verdict in FAILURE_VERDICTS:
-        return "failure"
-    if verdict == "crashed" and not started:
-        return "failure"
-    if verdict == "stalled" and stall_phase in API_WAIT_PHASES:
-        return "failure"
-    if verdict in SUCCESS_VERDICTS:
-        return "success"
-    return "neutral"
+    """failure, success or neutral, as the breaker counts a session: the verdict
+    table's outcome (verdicts.py); an unknown verdict raises verdicts.UnknownVerdictError."""
+    return str(verdicts.outcome(verdict, started, stall_phase, API_WAIT_PHASES))
 
 
 def fresh(policy: Policy) -> dict[str, Any]:
@@ -176,7 +167,8 @@ class Breaker:
             self._settle(c, now)
             counted = next((w for w in c["window"] if w.get("session") == session), None)
             is_probe = isinstance(c.get("probe"), dict) and c["probe"].get("session") == session
-            if verdict == "auth_error":
+            row = verdicts.TABLE.get(verdict)  # the result was counted by outcome(); here a label
+            if row is not None and row.opens_breaker:
                 if c["state"] != "open" or not c.get("auth"):
                     grown = c["state"] == "half_open" and is_probe
                     self._open(c, now, reason, self._next_open_s(c, grown), auth=True)

@@ -1,22 +1,11 @@
-"""What happens after a verdict: one policy per verdict, in one place.
+"""What happens to an item after a verdict.
 
-    verdict                           action
-    succeeded                         succeed     -> succeeded/, the attempt counted
-    max_turns, budget_exceeded        quarantine  at once (a retry would hit the same limit)
-    usage_limited                     pause       -> pending, no attempt counted; spawning paused
-                                                  until the reset time plus jitter (pause.json)
-    interrupted                       requeue     -> pending, no attempt counted (canceled/ when
-                                                  an operator canceled it)
-    auth_error                        requeue     -> pending, no attempt counted; the circuit
-                                                  breaker opens at once (circuit.py)
-    any other, retryable              retry       -> pending after min(cap, base * 2^(n-1)) with
-                                                  full jitter, counting an attempt; quarantine
-                                                  once the item has used max_attempts
-    any other, not retryable          quarantine  at once (an API 4xx other than 401/403/408/
-                                                  409/429, a prompt the CLI refuses)
-
-The circuit breaker (circuit.py) sees every verdict as well; this module only
-decides the item's fate.
+The action each verdict takes (succeed, quarantine, retry, requeue, pause) and
+whether it costs an attempt are rows of the verdict table (verdicts.py); this
+module turns them into the item's next state: retries wait
+min(RETRY_CAP_S, RETRY_BASE_S * 2^(n-1)) with full jitter and end in quarantine once
+the item has used max_attempts; a pause lasts until the usage limit's reset plus
+jitter (pause.json). The circuit breaker (circuit.py) sees every verdict as well.
 """
 
 from __future__ import annotations
@@ -26,11 +15,11 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from . import verdicts
+
 if TYPE_CHECKING:
     from .verdict import Verdict
 
-QUARANTINE_AT_ONCE = ("max_turns", "budget_exceeded")
-NO_ATTEMPT = ("usage_limited", "interrupted", "auth_error")
 
 
 @dataclass
@@ -93,15 +82,8 @@ class Decision:
 
 
 def action_for(verdict: str, retryable: bool | None) -> str:
-    if verdict == "succeeded":
-        return "succeed"
-    if verdict in QUARANTINE_AT_ONCE:
-        return "quarantine"
-    if verdict == "usage_limited":
-        return "pause"
-    if verdict in NO_ATTEMPT:
-        return "requeue"
-    return "quarantine" if retryable is False else "retry"
+    """The verdict table's action (verdicts.py); a retry that cannot help is a quarantine."""
+    return str(verdicts.action(verdict, retryable))
 
 
 def backoff_s(attempt: int, policy: Policy, rng: random.Random) -> float:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar, cast
 
-from . import jsonio, receipt
+from . import jsonio, receipt, verdicts
 from .facts import SessionFacts, scan
 from .live import read_marks, tool_durations, tool_summary
 from .sessions import Session, all_sessions
@@ -95,11 +95,12 @@ class Style:
         return self._wrap("36", t)
 
     def verdict(self, v: str) -> str:
-        if v == "succeeded":
-            return self.green(v)
-        if v.startswith("live") or v == "ended":
-            return self.cyan(v)
-        return self.red(v) if v not in ("interrupted", "usage_limited") else self.yellow(v)
+        """A verdict in its colour from the verdict table; a live or ended session's
+        status in cyan; anything else in red."""
+        row = verdicts.TABLE.get(v)
+        if row is not None:
+            return {verdicts.Colour.GREEN: self.green, verdicts.Colour.YELLOW: self.yellow}.get(row.colour, self.red)(v)
+        return self.cyan(v) if v.startswith("live") or v == "ended" else self.red(v)
 
 
 def clip(text: Any, width: int) -> str:

@@ -13,24 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import jsonio
+from . import jsonio, verdicts
 from .facts import SessionFacts
 
-VERDICTS = (
-    "succeeded",
-    "failed",
-    "max_turns",
-    "budget_exceeded",
-    "stalled",
-    "timed_out",
-    "crashed",
-    "usage_limited",
-    "api_error",
-    "auth_error",
-    "spawn_failed",
-    "interrupted",
-    "verify_failed",
-)
+VERDICTS = verdicts.VERDICTS  # the table in verdicts.py
 USAGE_LIMIT_RE = re.compile(r"usage limit reached|hit your (usage )?limit|out of (extra )?usage", re.IGNORECASE)
 RESET_EPOCH_RE = re.compile(r"\|(\d{10})\b")
 # "API Error: 500 Internal server error..." -> "Internal server error...": the reason
