@@ -4,63 +4,46 @@
 # then HARNESS_<KEY> environment variables, then flags. Sourced, not executed.
 # Every value lives in CFG[KEY]; where it came from in CFG_SRC[KEY].
 
-declare -gA CFG=() CFG_SRC=() CFG_TYPE=()
+declare -gA CFG=() CFG_SRC=() CFG_TYPE=() CFG_SCOPE=()
 declare -ga CFG_KEYS=() CLI_FLAGS=() CLI_REST=()
 CFG_ERROR=""
 
-# config_define <key> <type> <default> <help>: type is int, num, bool or str; the
-# help text is for readers here and in docs/configuration.md.
-config_define() { # <key> <type> <default> <help>
+# config_define <key> <type> <default> <scope>: one key of lib/config.schema; type is
+# int, num, bool or str; scope says who reads it (loop, helpers, sidecar).
+config_define() { # <key> <type> <default> <scope>
   CFG_KEYS+=("$1")
   CFG_TYPE[$1]=$2
   CFG[$1]=$3
   CFG_SRC[$1]=default
+  CFG_SCOPE[$1]=$4
 }
 
+# config_defaults <harness-root>: every key of lib/config.schema at its default.
+# The schema is parsed, never sourced: KEY | TYPE | DEFAULT | SCOPE | HELP lines.
 config_defaults() { # <harness-root>
-  local root=$1
+  local root=$1 schema="$1/lib/config.schema" key type default scope help n=0
   CFG_KEYS=()
-  config_define CLAUDE_BIN str claude "agent binary (name on PATH or path); env CLAUDE_BIN also works; left at its default with no claude on PATH: the one 'make setup' installed in .tools/claude"
-  config_define STATE_DIR str "$root/state" "runtime data: queue, sessions, audit log"
-  config_define REPO_DIR str "" "git repository the sessions work on (a worktree each); empty: plain directories"
-  config_define BASE_REF str HEAD "what each session's branch starts from"
-  config_define WORKTREE_MAX_AGE_DAYS num 14 "kept worktrees (failed sessions) older than this are pruned by the loop; 0: never"
-  config_define BOOTSTRAP str "$root/bootstrap/default.md" "prompt template appended to the system prompt"
-  config_define MAX_TURNS int 50 "--max-turns for each session (an item may lower or raise it)"
-  config_define MAX_BUDGET_USD num 5 "--max-budget-usd for each session; 0: no limit"
-  config_define MODEL str "" "--model; empty: the CLI's default"
-  config_define ALLOWED_TOOLS str "" "--allowedTools, e.g. 'Bash,Read,Write,Edit'; empty: none pre-approved"
-  config_define PERMISSION_MODE str "" "--permission-mode (default, acceptEdits, plan, bypassPermissions)"
-  config_define SKIP_PERMISSIONS bool false "pass --dangerously-skip-permissions (sandboxes only)"
-  config_define MAX_ATTEMPTS int 3 "sessions an item may use before it is quarantined"
-  config_define RETRY_BASE_S num 30 "first retry delay; doubles each attempt (full jitter)"
-  config_define RETRY_CAP_S num 1800 "longest retry delay"
-  config_define USAGE_PAUSE_S num 300 "pause after a usage limit that names no reset time"
-  config_define PAUSE_JITTER_S num 60 "a usage-limit pause ends this much (at random, at most) after the reset time"
-  config_define CIRCUIT_FAILURES int 3 "API-level failures in a row that open the circuit breaker; 0: off"
-  config_define CIRCUIT_WINDOW int 10 "the breaker's window: the failure rate is checked once this many outcomes are in it; 0: off"
-  config_define CIRCUIT_FAILURE_RATE num 0.5 "the failure rate over a full window that opens the breaker"
-  config_define CIRCUIT_OPEN_S num 60 "how long the breaker stays open the first time; doubles after each failed probe"
-  config_define CIRCUIT_OPEN_CAP_S num 1800 "longest open time"
-  config_define CIRCUIT_STORM_RETRIES int 5 "API retries in a row inside one live session that count as a failure before it ends; 0: off"
-  config_define MIN_FREE_MB num 100 "no claims while the state directory's file system has less free space; 0: no check"
-  config_define SESSION_TIMEOUT_S num 3600 "wall-clock limit for one session; 0: none"
-  config_define STALL_TIMEOUT_S num 300 "a session silent this long outside a tool call is stalled and stopped (item: stall_timeout_s)"
-  config_define TOOL_TIMEOUT_S num 660 "a tool call silent this long is stalled; a Bash call with its own timeout gets that plus STALL_TIMEOUT_S (item: tool_timeout_s)"
-  config_define HEARTBEAT_S num 2 "how often heartbeat.json files are rewritten (and at every turn)"
-  config_define MONITOR_POLL_S num 0.05 "the sidecar's poll interval for busy sessions, or for all when inotify is unavailable"
-  config_define KILL_GRACE_S num 10 "seconds between SIGINT, SIGTERM and SIGKILL when stopping a session"
-  config_define SHUTDOWN_GRACE_S num 60 "after SIGINT/SIGTERM/STOP: how long running sessions may go on before they are stopped"
-  config_define POLL_INTERVAL_S num 0.2 "how often running sessions are checked (an ended session wakes the loop at once)"
-  config_define IDLE_POLL_S num 5 "how often an idle loop looks at the queue (queue.sh add and loopctl.sh wake it at once)"
-  config_define DRAIN_MAX_WAIT_S num 300 "--drain waits for a retry that comes due within this many seconds; items held longer (a later retry, a pause, the breaker) are left, and it says how many and until when"
-  config_define AGENT_VERSION_TIMEOUT_S num 10 "how long the agent's --version may take when the loop starts; past it the version is said as unknown; 0: not asked"
-  config_define JOBS int 1 "sessions at once"
-  config_define SPAWN_DELAY_S num 0 "at least this long between two spawns (spreads the CLI's start-up cost)"
-  config_define MAX_LOAD num 0 "no claims while the 1-minute load average per core is above this; 0: no check"
-  config_define MIN_FREE_MEM_MB num 0 "no claims while MemAvailable is below this; 0: no check"
-  config_define AGING_S num 3600 "a pending item rises one priority level for each AGING_S it has waited; 0: no aging"
-  config_define PYTHON str "" "python with orjson for the helpers; empty: .venv/bin/python, else python3"
+  [[ -r "$schema" ]] || { CFG_ERROR="cannot read the configuration schema $schema"; return 1; }
+  while IFS='|' read -r key type default scope help || [[ -n "$key" ]]; do
+    n=$((n + 1))
+    [[ "$key" =~ ^[[:space:]]*(#|$) ]] && continue
+    config__trim key type default scope
+    if [[ ! "$key" =~ ^[A-Z][A-Z0-9_]*$ || ! "$type" =~ ^(int|num|bool|str)$ || -z "$scope" || -z "$help" ]]; then
+      CFG_ERROR="$schema:$n: expected KEY | TYPE | DEFAULT | SCOPE | HELP"
+      return 1
+    fi
+    [[ "$default" != '""' ]] || default=""
+    config_define "$key" "$type" "${default//\{root\}/$root}" "$scope"
+  done <"$schema"
+}
+
+# config__trim <var>...: strips the spaces around each variable's value.
+config__trim() { # <var>...
+  local -n _v
+  for _v in "$@"; do
+    _v=${_v#"${_v%%[![:space:]]*}"}
+    _v=${_v%"${_v##*[![:space:]]}"}
+  done
 }
 
 config_is_key() { # <key>
@@ -110,16 +93,26 @@ config_load_file() { # <path>
   done <"$file"
 }
 
-# config_load_env: HARNESS_<KEY> for every key, and CLAUDE_BIN itself.
+# The environment variables named HARNESS_* that are not configuration keys: how a
+# process runs (tracing, quiet, which config file), not what it does.
+CONFIG_PROCESS_VARS=" ROOT DEBUG QUIET CONFIG NO_INOTIFY TEST_CLAUDE PY AUDIT_LOG FIELDS "
+
+# config_load_env: HARNESS_<KEY> for every key, and CLAUDE_BIN itself. An exported
+# HARNESS_<NAME> that is neither a key nor one of CONFIG_PROCESS_VARS is an error
+# (a typo there would otherwise be ignored without a word).
 config_load_env() {
-  local key var
+  local var key
   if [[ -n "${CLAUDE_BIN:-}" ]]; then
     config_set CLAUDE_BIN "$CLAUDE_BIN" "env CLAUDE_BIN" || return 1
   fi
-  for key in "${CFG_KEYS[@]}"; do
-    var="HARNESS_$key"
-    if [[ -n "${!var+x}" ]]; then
+  for var in "${!HARNESS_@}"; do
+    [[ "${!var@a}" == *x* ]] || continue
+    key=${var#HARNESS_}
+    if config_is_key "$key"; then
       config_set "$key" "${!var}" "env $var" || return 1
+    elif [[ "$CONFIG_PROCESS_VARS" != *" $key "* ]]; then
+      CFG_ERROR="unknown configuration key $key (env $var)"
+      return 1
     fi
   done
 }
@@ -130,7 +123,7 @@ config_load_env() {
 config_load() { # <root> <config-file> [KEY=VALUE from flags...]
   local root=$1 file=$2 kv
   shift 2
-  config_defaults "$root"
+  config_defaults "$root" || return 1
   if [[ -n "$file" ]]; then
     config_load_file "$file" || return 1
   elif [[ -f "$root/harness.conf" ]]; then

@@ -12,18 +12,17 @@ RES_BLOCK="" RES_BLOCK_KEY="" RES_BLOCK_HALT=0 RES_RECHECK_AT=0
 # says why (loop.sh sets it for --once, --drain and --max-iterations).
 RES_HALT_EXITS=0
 
-RES_POLICY_KEYS=(MAX_ATTEMPTS RETRY_BASE_S RETRY_CAP_S USAGE_PAUSE_S PAUSE_JITTER_S CIRCUIT_FAILURES CIRCUIT_WINDOW
-  CIRCUIT_FAILURE_RATE CIRCUIT_OPEN_S CIRCUIT_OPEN_CAP_S CIRCUIT_STORM_RETRIES MIN_FREE_MB MAX_LOAD MIN_FREE_MEM_MB
-  AGING_S BOOTSTRAP MAX_TURNS MAX_BUDGET_USD MODEL ALLOWED_TOOLS PERMISSION_MODE SKIP_PERMISSIONS REPO_DIR BASE_REF
-  SESSION_TIMEOUT_S)
-
-# resilience_init: the configuration the helpers read (lib/harness/policy.py), as
-# --cfg KEY=VALUE arguments; the agent binary as spawn_resolve_bin found it.
+# resilience_init: the configuration the helpers read (lib/harness/policy.py): every
+# key whose scope in lib/config.schema is "helpers", as --cfg KEY=VALUE arguments;
+# the agent binary as spawn_resolve_bin found it.
 resilience_init() {
-  local key
-  RES_POLICY_ARGS=(--cfg "CLAUDE_BIN=${SPAWN_BIN:-${CFG[CLAUDE_BIN]}}")
-  for key in "${RES_POLICY_KEYS[@]}"; do
-    RES_POLICY_ARGS+=(--cfg "$key=${CFG[$key]}")
+  local key value
+  RES_POLICY_ARGS=()
+  for key in "${CFG_KEYS[@]}"; do
+    [[ "${CFG_SCOPE[$key]}" == helpers ]] || continue
+    value=${CFG[$key]}
+    [[ "$key" != CLAUDE_BIN ]] || value=${SPAWN_BIN:-$value}
+    RES_POLICY_ARGS+=(--cfg "$key=$value")
   done
 }
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import jsonio, queue
+from . import config, jsonio, queue
 from .policy import Policy
 
 # Each command imports what it needs: the loop runs a helper per claim and per
@@ -376,11 +376,11 @@ def parser() -> argparse.ArgumentParser:
     with_policy(p)
     p.set_defaults(fn=cmd_pause)
     p = with_state("sidecar")
-    p.add_argument("--stall-timeout-s", type=float, default=300.0)
-    p.add_argument("--tool-timeout-s", type=float, default=660.0)
-    p.add_argument("--kill-grace-s", type=float, default=10.0)
-    p.add_argument("--heartbeat-s", type=float, default=2.0)
-    p.add_argument("--poll-s", type=float, default=0.05)
+    p.add_argument("--stall-timeout-s", type=float, default=config.default("STALL_TIMEOUT_S"))
+    p.add_argument("--tool-timeout-s", type=float, default=config.default("TOOL_TIMEOUT_S"))
+    p.add_argument("--kill-grace-s", type=float, default=config.default("KILL_GRACE_S"))
+    p.add_argument("--heartbeat-s", type=float, default=config.default("HEARTBEAT_S"))
+    p.add_argument("--poll-s", type=float, default=config.default("MONITOR_POLL_S"))
     p.add_argument("--loop-pid", type=int, default=0)
     p.add_argument("--loop-start", default="")
     with_policy(p)
@@ -412,7 +412,7 @@ def parser() -> argparse.ArgumentParser:
     p = with_state("worktrees")
     p.add_argument("action", choices=["list", "prune"])
     p.add_argument("--repo", default="")
-    p.add_argument("--older-than-days", type=float, default=14.0)
+    p.add_argument("--older-than-days", type=float, default=config.default("WORKTREE_MAX_AGE_DAYS"))
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--json", action="store_true")
     with_policy(p)
@@ -420,7 +420,7 @@ def parser() -> argparse.ArgumentParser:
     p = with_state("status")
     p.add_argument("--json", action="store_true")
     p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS")
-    p.add_argument("--heartbeat-s", type=float, default=2.0)
+    p.add_argument("--heartbeat-s", type=float, default=config.default("HEARTBEAT_S"))
     p.add_argument("--no-color", action="store_true")
     with_policy(p)
     p.set_defaults(fn=cmd_status)
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.fn(args))
-    except queue.QueueError as exc:
+    except (queue.QueueError, config.ConfigError) as exc:
         print(f"harness: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except BrokenPipeError:

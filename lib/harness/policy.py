@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import verdicts
+from . import config, verdicts
 
 if TYPE_CHECKING:
     from .verdict import Verdict
@@ -24,48 +24,50 @@ if TYPE_CHECKING:
 
 @dataclass
 class Policy:
-    """The configuration keys the helpers read (docs/configuration.md): the policy,
-    the breaker, the claim gate and what a session is spawned with."""
+    """The configuration keys the helpers read: those of scope "helpers" in
+    lib/config.schema, with the schema's defaults (a test keeps the two sets equal)."""
 
-    MAX_ATTEMPTS: int = 3
-    RETRY_BASE_S: float = 30.0
-    RETRY_CAP_S: float = 1800.0
-    USAGE_PAUSE_S: float = 300.0
-    PAUSE_JITTER_S: float = 60.0
-    CIRCUIT_FAILURES: int = 3
-    CIRCUIT_WINDOW: int = 10
-    CIRCUIT_FAILURE_RATE: float = 0.5
-    CIRCUIT_OPEN_S: float = 60.0
-    CIRCUIT_OPEN_CAP_S: float = 1800.0
-    CIRCUIT_STORM_RETRIES: int = 5
-    MIN_FREE_MB: float = 100.0
-    MAX_LOAD: float = 0.0
-    MIN_FREE_MEM_MB: float = 0.0
-    AGING_S: float = 3600.0
+    MAX_ATTEMPTS: int = config.default("MAX_ATTEMPTS")
+    RETRY_BASE_S: float = config.default("RETRY_BASE_S")
+    RETRY_CAP_S: float = config.default("RETRY_CAP_S")
+    USAGE_PAUSE_S: float = config.default("USAGE_PAUSE_S")
+    PAUSE_JITTER_S: float = config.default("PAUSE_JITTER_S")
+    CIRCUIT_FAILURES: int = config.default("CIRCUIT_FAILURES")
+    CIRCUIT_WINDOW: int = config.default("CIRCUIT_WINDOW")
+    CIRCUIT_FAILURE_RATE: float = config.default("CIRCUIT_FAILURE_RATE")
+    CIRCUIT_OPEN_S: float = config.default("CIRCUIT_OPEN_S")
+    CIRCUIT_OPEN_CAP_S: float = config.default("CIRCUIT_OPEN_CAP_S")
+    CIRCUIT_STORM_RETRIES: int = config.default("CIRCUIT_STORM_RETRIES")
+    MIN_FREE_MB: float = config.default("MIN_FREE_MB")
+    MAX_LOAD: float = config.default("MAX_LOAD")
+    MIN_FREE_MEM_MB: float = config.default("MIN_FREE_MEM_MB")
+    AGING_S: float = config.default("AGING_S")
     # what a session is spawned with (start.py)
-    CLAUDE_BIN: str = "claude"
-    BOOTSTRAP: str = ""
-    MAX_TURNS: int = 50
-    MAX_BUDGET_USD: float = 5.0
-    MODEL: str = ""
-    ALLOWED_TOOLS: str = ""
-    PERMISSION_MODE: str = ""
-    SKIP_PERMISSIONS: str = "false"
-    REPO_DIR: str = ""
-    BASE_REF: str = "HEAD"
-    SESSION_TIMEOUT_S: float = 3600.0
+    CLAUDE_BIN: str = config.default("CLAUDE_BIN")
+    BOOTSTRAP: str = config.default("BOOTSTRAP")
+    MAX_TURNS: int = config.default("MAX_TURNS")
+    MAX_BUDGET_USD: float = config.default("MAX_BUDGET_USD")
+    MODEL: str = config.default("MODEL")
+    ALLOWED_TOOLS: str = config.default("ALLOWED_TOOLS")
+    PERMISSION_MODE: str = config.default("PERMISSION_MODE")
+    SKIP_PERMISSIONS: str = config.default("SKIP_PERMISSIONS")
+    REPO_DIR: str = config.default("REPO_DIR")
+    BASE_REF: str = config.default("BASE_REF")
+    SESSION_TIMEOUT_S: float = config.default("SESSION_TIMEOUT_S")
 
     @classmethod
     def from_pairs(cls, pairs: list[str] | None) -> Policy:
-        """KEY=VALUE strings (the loop passes its resolved configuration); unknown keys are ignored."""
-        known = {f.name: f.type for f in fields(cls)}
+        """KEY=VALUE strings (the loop passes its resolved configuration: the keys of
+        scope "helpers"); a key the schema does not know, or one the helpers do not
+        read, is an error (config.UnknownKeyError), never silently dropped."""
+        known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {}
         for pair in pairs or []:
             key, _, value = pair.partition("=")
             if key not in known:
-                continue
-            kind = known[key]
-            values[key] = int(float(value)) if kind == "int" else float(value) if kind == "float" else value
+                config.key(key)  # unknown to the schema: raises
+                raise config.UnknownKeyError(f"configuration key {key} is not one the helpers read (scope loop)")
+            values[key] = config.convert(key, value)
         return cls(**values)
 
 

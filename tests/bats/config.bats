@@ -80,6 +80,16 @@ teardown() { sandbox_teardown; }
   assert_output "harness: cannot read config file $T/missing.conf"
   HARNESS_SKIP_PERMISSIONS=maybe run "$LOOP" --print-config
   assert_failure 2
+  # a misspelt key is an error wherever it arrives: the environment and --set too
+  HARNESS_MAX_TURNZ=3 run "$LOOP" --print-config
+  assert_failure 2
+  assert_output "harness: unknown configuration key MAX_TURNZ (env HARNESS_MAX_TURNZ)"
+  run "$LOOP" --set MAX_TURNZ=3 --print-config
+  assert_failure 2
+  assert_output "harness: unknown configuration key MAX_TURNZ (flag)"
+  # the variables that say how a process runs are not keys, and are no error
+  HARNESS_DEBUG=0 HARNESS_QUIET=1 HARNESS_NO_INOTIFY=1 run "$LOOP" --print-config
+  assert_success
   run "$LOOP" --bogus
   assert_failure 2
   assert_output "harness: unknown argument: --bogus (see --help)"
