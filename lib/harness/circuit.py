@@ -25,16 +25,15 @@ so tests drive the clock.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import jsonio, verdicts
+from . import verdicts
 from .policy import Policy
+from .store import open_store
 
 API_WAIT_PHASES = ("starting", "requesting")
 STALE_PROBE_S = 60.0
@@ -65,45 +64,33 @@ def fresh(policy: Policy) -> dict[str, Any]:
 class Breaker:
     def __init__(self, state_dir: Path, policy: Policy) -> None:
         self.state_dir = state_dir
-        self.path = state_dir / "circuit.json"
+        self.store = open_store(state_dir)
         self.policy = policy
         self.events: list[tuple[str, dict[str, Any]]] = []  # audit lines, written after the change
 
-    # --- storage ---------------------------------------------------------
-
-    def read(self) -> dict[str, Any]:
-        try:
-            data = jsonio.read_json(self.path)
-        except FileNotFoundError:
-            return fresh(self.policy)
-        except ValueError:
-            self.events.append(("circuit.reset", {"reason": "circuit.json was unreadable; started closed"}))
-            return fresh(self.policy)
-        if not isinstance(data, dict) or data.get("state") not in ("closed", "open", "half_open"):
-            return fresh(self.policy)
-        base = fresh(self.policy)
-        base.update(data)
-        return base
+    # --- storage: the store's breaker record ---------------------------------
 
     @contextmanager
     def changing(self) -> Iterator[dict[str, Any]]:
-        fd = os.open(self.state_dir / "circuit.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            c = self.read()
-            before = jsonio.dumps(c)
+        """The breaker's record, changed under the store's lock; the audit lines of
+        the change are written after it is saved."""
+        with self.store.breaker(fresh(self.policy)) as c:
+            unreadable = c.pop("_unreadable", None)
+            if unreadable:
+                self.events.append(("circuit.reset", {"reason": unreadable}))
             yield c
-            if jsonio.dumps(c) != before:
-                c["updated_at"] = jsonio.utc_now_iso()
-                jsonio.write_json(self.path, c)
-        finally:
-            os.close(fd)
         for event, fields_ in self.events:
             try:
-                jsonio.audit(self.state_dir, event, **fields_)
-            except OSError as exc:  # the state file is written; say so where a person looks
+                self.store.audit(event, **fields_)
+            except OSError as exc:  # the record is written; say so where a person looks
                 print(f"harness: audit: cannot append {event}: {exc}", file=sys.stderr)
         self.events.clear()
+
+    def read(self) -> dict[str, Any]:
+        """The record as it stands (for status), without changing it."""
+        with self.store.breaker(fresh(self.policy)) as c:
+            c.pop("_unreadable", None)
+            return dict(c)
 
     # --- transitions -----------------------------------------------------
 
@@ -132,14 +119,7 @@ class Breaker:
         sid = probe.get("session")
         if now - float(probe.get("at") or 0) < STALE_PROBE_S:
             return False
-        running = self.state_dir / "queue" / "running"
-        for f in running.glob("*.json") if running.is_dir() else []:
-            try:
-                if (jsonio.read_json(f).get("lease") or {}).get("session_id") == sid:
-                    return False
-            except (OSError, ValueError, AttributeError):
-                continue
-        return True
+        return sid not in self.store.live()
 
     def allow(self, session: str, now: float) -> tuple[bool, dict[str, Any]]:
         """May session start now? In half_open, the first asker becomes the probe."""

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from . import facts as facts_mod
-from . import jsonio, policy, queue, receipt, verdict
+from . import jsonio, policy, receipt, verdict
 from .circuit import Breaker, outcome
 from .gate import write_pause
+from .store import FencedError, open_store
 
 
 class FinishError(Exception):
@@ -59,15 +60,14 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
     out: dict[str, Any] = v.as_dict()
     out.update(session=sid, item=item_id, receipt=receipt.line(metrics), cost_usd=metrics["cost_usd"])
 
-    q = queue.Queue(state_dir)
-    running = q.path("running", item_id) if item_id else None
-    item = jsonio.read_dict(running) if running else None
-    lease = (item or {}).get("lease") or {}
-    if not isinstance(item, dict) or lease.get("session_id") not in (None, sid):
-        jsonio.audit(state_dir, "session.orphaned", session=sid, item=item_id, verdict=v.verdict,
-                     reason="the item is no longer in running/ under this session")
+    store = open_store(state_dir)
+    lease = store.lease_of(item_id) if item_id else None
+    if lease is None or lease.session_id not in ("", sid) or lease.item is None:
+        store.audit("session.orphaned", session=sid, item=item_id, verdict=v.verdict,
+                    reason="the item is no longer in running/ under this session")
         out.update(to=None, orphaned=True)
         return out
+    item = lease.item
 
     result = outcome(v.verdict, f.init is not None, _stall_phase(sdir))
     c = Breaker(state_dir, pol).record(sid, result, v.verdict, v.reason, now)
@@ -84,7 +84,11 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
         "cost_usd": metrics["cost_usd"],
     }
     try:
-        queue.finish(q, item_id, d.to_state, record, d.attempts, d.not_before)
+        store.finish(lease, d.to_state, record, d.attempts, d.not_before)
+    except FencedError as exc:  # another session took the item since: this one's result is not its outcome
+        store.audit("session.fenced", session=sid, item=item_id, verdict=v.verdict, reason=str(exc))
+        out.update(to=None, orphaned=True, fenced=True)
+        return out
     except OSError as exc:
         jsonio.audit(state_dir, "item.finish_failed", item=item_id, session=sid, to=d.to_state, error=str(exc))
         raise FinishError(f"cannot move item {item_id} to {d.to_state}: {exc.strerror or exc}; "

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import jsonio, queue
+from . import queue
 from .circuit import Breaker, describe
 from .policy import Policy, iso
+from .store import open_store
 
 LOAD_RECHECK_S = 2.0
 
@@ -33,13 +34,7 @@ class Blocked:
 
 
 def read_pause(state_dir: Path) -> dict[str, Any] | None:
-    try:
-        data = jsonio.read_json(state_dir / "pause.json")
-    except FileNotFoundError:
-        return None
-    except ValueError:
-        return {"until_epoch": 0, "reason": "pause.json is unreadable", "unreadable": True}
-    return data if isinstance(data, dict) else None
+    return open_store(state_dir).pause()
 
 
 def active_pause(state_dir: Path, now: float) -> dict[str, Any] | None:
@@ -51,25 +46,12 @@ def active_pause(state_dir: Path, now: float) -> dict[str, Any] | None:
 
 
 def write_pause(state_dir: Path, until: float, reason: str, by: str, session: str | None = None) -> None:
-    """Pauses spawning until then; an existing later pause is kept."""
-    current = active_pause(state_dir, 0)
-    if current and float(current.get("until_epoch") or 0) >= until and by != "operator":
-        return
-    jsonio.write_json(state_dir / "pause.json", {
-        "until_epoch": round(until, 3), "until": iso(until), "reason": reason, "by": by, "session": session,
-        "paused_at": jsonio.utc_now_iso(),
-    })
-    jsonio.audit(state_dir, "loop.paused", until_epoch=round(until, 3), until=iso(until), reason=reason, by=by,
-                 session=session)
+    """Pauses spawning until then; an existing later pause is kept (store.set_pause)."""
+    open_store(state_dir).set_pause(until, reason, by, session)
 
 
 def clear_pause(state_dir: Path, by: str) -> bool:
-    try:
-        os.unlink(state_dir / "pause.json")
-    except FileNotFoundError:
-        return False
-    jsonio.audit(state_dir, "loop.resumed", by=by)
-    return True
+    return open_store(state_dir).clear_pause(by)
 
 
 def mem_available_mb() -> float | None:

@@ -377,6 +377,7 @@ def claim(
         item["state"] = "running"
         item["lease"] = {
             "session_id": session_id,
+            "token": int(item.get("attempts") or 0) + 1,  # the fencing token: this session's attempt number
             "worker": worker,
             "host": socket.gethostname(),
             "pid": os.getppid(),

@@ -32,6 +32,7 @@ from .circuit import Breaker
 from .follow import Waker
 from .live import Limits, LiveSession, read_marks
 from .policy import Policy
+from .store import open_store
 from .tailer import Tailer
 
 BUSY_ROUNDS = 3  # reads with new data in a row before a session is polled instead of watched
@@ -95,43 +96,15 @@ class Sidecar:
         self.lines = 0
         self.hb_mono = 0.0
         self.started_wall = time.time()
-        self.lease_cache: dict[str, tuple[float, str, str, dict[str, Any]]] = {}
+        self.store = open_store(opts.state_dir)  # its live() rereads a lease only when it changed
         self.done: set[str] = set()  # ended, but the loop has not finalized them yet
         self.unspawned = 0  # leases whose session has no meta.json yet
 
     # --- discovery -------------------------------------------------------
 
     def leases(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        """session id -> (item id, item) for every item in running/."""
-        out: dict[str, tuple[str, dict[str, Any]]] = {}
-        running = self.o.state_dir / "queue" / "running"
-        seen: set[str] = set()
-        try:
-            entries = list(os.scandir(running))
-        except FileNotFoundError:
-            return out
-        for entry in entries:
-            if not entry.name.endswith(".json"):
-                continue
-            seen.add(entry.name)
-            try:
-                mtime = entry.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            cached = self.lease_cache.get(entry.name)
-            if cached is None or cached[0] != mtime:
-                try:
-                    item = jsonio.read_json(entry.path)
-                    sid = str((item.get("lease") or {}).get("session_id") or "")
-                except (OSError, ValueError, AttributeError):
-                    continue
-                cached = (mtime, sid, str(item.get("id") or entry.name[:-5]), item)
-                self.lease_cache[entry.name] = cached
-            if cached[1]:
-                out[cached[1]] = (cached[2], cached[3])
-        for name in set(self.lease_cache) - seen:
-            del self.lease_cache[name]
-        return out
+        """session id -> (item id, item) for every live (leased) item: the store's answer."""
+        return self.store.live()
 
     def discover(self) -> None:
         leases = self.leases()

@@ -1,0 +1,24 @@
+"""The store seam: the one place a backend is picked (STORE; "files" today).
+
+    from harness.store import open_store
+    store = open_store(state_dir)        # a Store (store/base.py)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import FencedError, ItemState, Lease, Store, StoreError, UnknownItemError
+from .files import FilesStore
+
+BACKENDS = {"files": FilesStore}
+
+__all__ = ["BACKENDS", "FencedError", "ItemState", "Lease", "Store", "StoreError", "UnknownItemError", "open_store"]
+
+
+def open_store(state_dir: Path, backend: str = "files") -> Store:
+    try:
+        kind = BACKENDS[backend]
+    except KeyError:
+        raise StoreError(f"unknown store backend {backend!r} (one of: {', '.join(BACKENDS)})") from None
+    return kind(state_dir)

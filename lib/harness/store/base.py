@@ -1,0 +1,93 @@
+"""The Store protocol: every read and write of the harness's shared state.
+
+Items (add, claim with a lease, finish, cancel, retry, list, get), the question
+"which sessions are live" (the leases), audit events, the pause, the circuit
+breaker's record and the hosts. A backend is one module beside this one
+(files.py today); store/__init__.py picks it, and tests/python/test_store_contract.py
+runs the same contract against every backend.
+
+A lease carries a fencing token: the attempt number the claim gave the session.
+Every later write of that session presents it (Store.finish); a write whose token
+is not the item's current one is refused with FencedError and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..queue import QueueError
+
+
+class ItemState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    QUARANTINED = "quarantined"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        """No session will run it again unless an operator retries it."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({ItemState.SUCCEEDED, ItemState.QUARANTINED, ItemState.CANCELED})
+
+
+class StoreError(QueueError):
+    """A refused store operation; the message is one line for a person."""
+
+
+class UnknownItemError(StoreError):
+    """No item has that id."""
+
+
+class FencedError(StoreError):
+    """A write presented a lease that is no longer the item's (a stale fencing token)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claim: the session that holds the item, and its fencing token."""
+
+    item_id: str
+    session_id: str
+    token: int  # the attempt number of this session
+    worker: str = ""
+    item: dict[str, Any] | None = None
+
+
+class Store(Protocol):
+    state_dir: Path
+
+    def init(self) -> None: ...
+
+    # --- items -----------------------------------------------------------
+    def add(self, entries: list[tuple[str, Any]]) -> list[str]: ...
+    def get(self, item_id: str) -> tuple[str, dict[str, Any]]: ...
+    def states(self) -> dict[str, str]: ...
+    def items(self, states: list[str]) -> list[dict[str, Any]]: ...
+    def claim(self, session_id: str, worker: str, now: float, admit: Callable[[], bool] | None = None,
+              aging_s: float = 0.0) -> Lease | None: ...
+    def lease_of(self, item_id: str) -> Lease | None: ...
+    def finish(self, lease: Lease, to_state: str, record: dict[str, Any], attempts: int,
+               not_before: str | None) -> dict[str, Any]: ...
+    def cancel(self, item_id: str) -> str: ...
+    def retry(self, item_id: str) -> str: ...
+
+    # --- live sessions ---------------------------------------------------
+    def live(self) -> dict[str, tuple[str, dict[str, Any]]]: ...
+
+    # --- audit, pause, breaker, hosts ------------------------------------
+    def audit(self, event: str, **fields: Any) -> None: ...
+    def events(self) -> Iterator[dict[str, Any]]: ...
+    def pause(self) -> dict[str, Any] | None: ...
+    def set_pause(self, until: float, reason: str, by: str, session: str | None = None) -> None: ...
+    def clear_pause(self, by: str) -> bool: ...
+    def breaker(self, fresh: dict[str, Any]) -> AbstractContextManager[dict[str, Any]]: ...
+    def hosts(self) -> list[dict[str, Any]]: ...
