@@ -127,7 +127,7 @@ loop_requeue_unstarted() { # <item> <session>
   # shellcheck disable=SC2016 # $s and $why are jq's variables
   log_capture record jq -nc --arg s "$2" --arg why "$why" '{session_id: $s, verdict: "interrupted", reason: $why}'
   log_capture attempts jq -r '.attempts // 0' "${CFG[STATE_DIR]}/queue/running/$1.json" || attempts=0
-  if queue_finish "$1" pending "$record" "$attempts"; then
+  if queue_finish "$1" "$2" pending "$record" "$attempts"; then
     log_audit item.pending --arg item "$1" --arg session "$2" --arg from running --arg to pending \
       --arg verdict interrupted --arg reason "$why"
   else

@@ -10,7 +10,9 @@ queue_init() { # <state-dir>
   done
 }
 
-# queue_finish <item> <to-state> <history-record-json> <attempts> [not-before]
-queue_finish() { # <item> <to-state> <record-json> <attempts> [not-before]
-  py_call queue-finish --state-dir "${CFG[STATE_DIR]}" "$1" --to "$2" --record "$3" --attempts "$4" --not-before "${5:-}"
+# queue_finish <item> <session> <to-state> <history-record-json> <attempts>: ends the
+# item's running attempt through the store; refused (fenced) unless that session
+# holds its lease (or none is recorded).
+queue_finish() { # <item> <session> <to-state> <record-json> <attempts>
+  py_call queue-finish --state-dir "${CFG[STATE_DIR]}" "$1" --session "$2" --to "$3" --record "$4" --attempts "$5"
 }

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import config, jsonio, queue
 from .policy import Policy
+from .store import FencedError, Store, StoreError, open_store
 
 # Each command imports what it needs: the loop runs a helper per claim and per
 # finalize, and start-up time counts there.
@@ -32,6 +33,10 @@ def _q(args: argparse.Namespace) -> queue.Queue:
     return queue.Queue(Path(args.state_dir))
 
 
+def _store(args: argparse.Namespace) -> Store:
+    return open_store(Path(args.state_dir))
+
+
 def cmd_queue_add(args: argparse.Namespace) -> int:
     if args.file in (None, "-"):
         data, label = sys.stdin.buffer.read(), args.label or "stdin"
@@ -40,7 +45,7 @@ def cmd_queue_add(args: argparse.Namespace) -> int:
             data, label = Path(args.file).read_bytes(), args.file
         except OSError as exc:
             raise queue.QueueError(f"cannot read {args.file}: {exc.strerror}") from None
-    ids = queue.add(_q(args), queue.parse_items(data, label))
+    ids = _store(args).add(queue.parse_items(data, label))
     for item_id in ids:
         print(item_id)
     return 0
@@ -67,7 +72,7 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
     for s in states:
         if s not in queue.STATES:
             raise queue.QueueError(f"unknown state {s!r} (known: {', '.join(queue.STATES)})")
-    rows = queue.list_items(_q(args), states)
+    rows = _store(args).items(states)
     if args.json:
         sys.stdout.buffer.write(jsonio.dumps(rows, pretty=True) + b"\n")
         return 0
@@ -88,21 +93,19 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
 
 
 def cmd_queue_show(args: argparse.Namespace) -> int:
-    q = _q(args)
-    state, path = q.find(args.id)
-    item = jsonio.read_json(path)
+    state, item = _store(args).get(args.id)
     item["state"] = state
     sys.stdout.buffer.write(jsonio.dumps(item, pretty=True) + b"\n")
     return 0
 
 
 def cmd_queue_cancel(args: argparse.Namespace) -> int:
-    print(queue.cancel(_q(args), args.id))
+    print(_store(args).cancel(args.id))
     return 0
 
 
 def cmd_queue_retry(args: argparse.Namespace) -> int:
-    print(queue.retry(_q(args), args.id))
+    print(_store(args).retry(args.id))
     return 0
 
 
@@ -111,8 +114,16 @@ def _now(args: argparse.Namespace) -> float:
 
 
 def cmd_queue_finish(args: argparse.Namespace) -> int:
+    """The loop's requeue of a session that never started: through the item's
+    current lease (the session must be the one that holds it)."""
     record = jsonio.loads(args.record)
-    queue.finish(_q(args), args.id, args.to, record, args.attempts, args.not_before or None)
+    store = _store(args)
+    lease = store.lease_of(args.id)
+    if lease is None:
+        raise StoreError(f"item {args.id} is not running")
+    if args.session is not None and lease.session_id not in ("", args.session):
+        raise FencedError(f"item {args.id} is held by {lease.session_id}, not {args.session}")
+    store.finish(lease, args.to, record, args.attempts, args.not_before or None)
     return 0
 
 
@@ -352,6 +363,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--record", required=True)
     p.add_argument("--attempts", type=int, required=True)
     p.add_argument("--not-before", default="")
+    p.add_argument("--session", help="the session that must hold the item's lease")
     p.set_defaults(fn=cmd_queue_finish)
     p = with_state("finalize")
     p.add_argument("--session-dir", required=True)

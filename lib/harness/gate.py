@@ -17,7 +17,7 @@ from typing import Any
 from . import queue
 from .circuit import Breaker, describe
 from .policy import Policy, iso
-from .store import open_store
+from .store import Lease, Store, open_store
 
 LOAD_RECHECK_S = 2.0
 
@@ -93,11 +93,11 @@ def check(state_dir: Path, policy: Policy, now: float) -> Blocked | None:
     return None
 
 
-def claim_gated(q: queue.Queue, session: str, worker: str, policy: Policy, now: float) -> dict[str, Any] | Blocked | None:
-    blocked = check(q.state_dir, policy, now)
+def claim_gated(store: Store, session: str, worker: str, policy: Policy, now: float) -> Lease | Blocked | None:
+    blocked = check(store.state_dir, policy, now)
     if blocked:
         return blocked
-    breaker = Breaker(q.state_dir, policy)
+    breaker = Breaker(store.state_dir, policy)
     asked: dict[str, Any] = {}
 
     def admit() -> bool:
@@ -105,9 +105,9 @@ def claim_gated(q: queue.Queue, session: str, worker: str, policy: Policy, now: 
         asked.update(ok=ok, circuit=c)
         return ok
 
-    item = queue.claim(q, session, worker, now, admit=admit, aging_s=policy.AGING_S)
-    if item is not None or not asked:
-        return item  # claimed, or nothing was ready
+    lease = store.claim(session, worker, now, admit=admit, aging_s=policy.AGING_S)
+    if lease is not None or not asked:
+        return lease  # claimed, or nothing was ready
     if asked["ok"]:
         breaker.release(session)  # admitted, then lost every race for an item
         return None

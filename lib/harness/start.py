@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import gate, jsonio, queue, render
+from . import gate, jsonio, render
 from .policy import Policy, iso
+from .store import Lease, open_store
 
 ARGV_FILE = "spawn.argv"
 BRANCH_PREFIX = "harness"
@@ -93,16 +94,16 @@ def make_worktree(state_dir: Path, sid: str, item_id: str, attempt: int, p: Poli
 
 
 def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now: float) -> Started | gate.Blocked | None:
-    got = gate.claim_gated(queue.Queue(state_dir), sid, worker, p, now)
-    if not isinstance(got, dict):
+    store = open_store(state_dir)
+    got = gate.claim_gated(store, sid, worker, p, now)
+    if not isinstance(got, Lease):
         return got
-    item = got
+    item = got.item or {}
     item_id = str(item["id"])
-    attempt = int(item.get("attempts") or 0) + 1
+    attempt = got.token  # the lease's fencing token is the attempt number
     sdir = state_dir / "sessions" / sid
     sdir.mkdir(mode=0o700, parents=True)
-    jsonio.audit(state_dir, "item.claimed", item=item_id, session=sid, attempt=attempt, **{"from": "pending"},
-                 to="running")
+    store.audit("item.claimed", item=item_id, session=sid, attempt=attempt, **{"from": "pending"}, to="running")
     timeout = item.get("timeout_s")
     timeout_s = float(timeout if isinstance(timeout, (int, float)) else p.SESSION_TIMEOUT_S)
     uuid = sid.removeprefix("ses_")

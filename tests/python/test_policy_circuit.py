@@ -11,6 +11,7 @@ import orjson
 import pytest
 from harness import gate, policy, queue
 from harness.circuit import Breaker, outcome
+from harness.store import Lease, open_store
 from harness.verdict import Verdict
 
 T0 = 1_800_000_000.0
@@ -231,17 +232,17 @@ def _add(state: Path, *ids: str) -> None:
 def test_the_gate_blocks_on_a_pause_and_an_operator_resume_lifts_it(state: Path) -> None:
     _add(state, "a")
     gate.write_pause(state, T0 + 100, "five_hour limit", by="usage_limited")
-    got = gate.claim_gated(queue.Queue(state), "ses_1", "w", pol(MIN_FREE_MB=0), T0)
+    got = gate.claim_gated(open_store(state), "ses_1", "w", pol(MIN_FREE_MB=0), T0)
     assert isinstance(got, gate.Blocked) and got.kind == "paused" and got.until == T0 + 100 and not got.halt
     assert gate.clear_pause(state, "operator")
-    got = gate.claim_gated(queue.Queue(state), "ses_1", "w", pol(MIN_FREE_MB=0), T0)
-    assert isinstance(got, dict) and got["id"] == "a"
+    got = gate.claim_gated(open_store(state), "ses_1", "w", pol(MIN_FREE_MB=0), T0)
+    assert isinstance(got, Lease) and got.item_id == "a"
     assert [e["event"] for e in audit(state)][-2:] == ["loop.paused", "loop.resumed"]
 
 
 def test_the_gate_blocks_on_low_disk_as_a_halt(state: Path) -> None:
     _add(state, "a")
-    got = gate.claim_gated(queue.Queue(state), "ses_1", "w", pol(MIN_FREE_MB=1e12), T0)
+    got = gate.claim_gated(open_store(state), "ses_1", "w", pol(MIN_FREE_MB=1e12), T0)
     assert isinstance(got, gate.Blocked) and got.kind == "disk" and got.halt
     assert queue.Queue(state).ids("pending") == ["a"]
 
@@ -250,11 +251,11 @@ def test_the_gate_makes_the_claimed_session_the_probe_and_blocks_the_rest(state:
     _add(state, "a", "b")
     p = pol(CIRCUIT_FAILURES=1, CIRCUIT_OPEN_S=10, MIN_FREE_MB=0)
     Breaker(state, p).record("s0", "failure", "api_error", "500", T0)
-    blocked = gate.claim_gated(queue.Queue(state), "ses_1", "w", p, T0 + 5)
+    blocked = gate.claim_gated(open_store(state), "ses_1", "w", p, T0 + 5)
     assert isinstance(blocked, gate.Blocked) and blocked.kind == "circuit" and blocked.until == T0 + 10
-    got = gate.claim_gated(queue.Queue(state), "ses_2", "w", p, T0 + 10)
-    assert isinstance(got, dict)
-    second = gate.claim_gated(queue.Queue(state), "ses_3", "w", p, T0 + 10)
+    got = gate.claim_gated(open_store(state), "ses_2", "w", p, T0 + 10)
+    assert isinstance(got, Lease)
+    second = gate.claim_gated(open_store(state), "ses_3", "w", p, T0 + 10)
     assert isinstance(second, gate.Blocked) and "probe ses_2 running" in second.reason
     assert len(queue.Queue(state).ids("running")) == 1
 
@@ -262,7 +263,7 @@ def test_the_gate_makes_the_claimed_session_the_probe_and_blocks_the_rest(state:
 def test_nothing_ready_never_takes_the_probe(state: Path) -> None:
     p = pol(CIRCUIT_FAILURES=1, CIRCUIT_OPEN_S=10, MIN_FREE_MB=0)
     Breaker(state, p).record("s0", "failure", "api_error", "500", T0)
-    assert gate.claim_gated(queue.Queue(state), "ses_1", "w", p, T0 + 10) is None
+    assert gate.claim_gated(open_store(state), "ses_1", "w", p, T0 + 10) is None
     assert Breaker(state, p).status(T0 + 10)["probe"] is None
 
 

@@ -36,7 +36,7 @@ def test_items_are_added_found_and_listed(store: Store) -> None:
 
 
 def test_an_unknown_id_is_a_one_line_error(store: Store) -> None:
-    with pytest.raises(UnknownItemError, match="^unknown item id: nope$"):
+    with pytest.raises(UnknownItemError, match=r"^unknown item id: nope$"):
         store.get("nope")
     with pytest.raises(store_mod.StoreError):
         store.cancel("nope")
