@@ -85,34 +85,27 @@ loop_state_init() {
 
 # loop_reconcile: before anything is claimed, every item left in running/ by an
 # earlier loop is adopted (its session still runs), finalized (it ended while no
-# loop watched) or returned to pending (its session never started). "Never
-# started" is decided by creating wrapper.pid first (spawn_mark_started): a
-# wrapper that comes up later sees it and does not start the agent.
+# loop watched) or returned to pending (its session never started). The helpers'
+# reconcile (lib/harness/reconcile.py) requeues the unstarted ones and names the
+# sessions to adopt, one line each; whether each still runs is asked here.
 loop_reconcile() {
-  local f item sid dir now pidline
-  for f in "${CFG[STATE_DIR]}"/queue/running/*.json; do
-    [[ -e "$f" ]] || continue
-    item=${f##*/}
-    item=${item%.json}
-    log_capture sid jq -r '.lease.session_id // empty' "$f" 2>/dev/null || sid=""
-    if [[ ! "$sid" =~ ^ses_[A-Za-z0-9-]+$ ]]; then
-      loop_requeue_unstarted "$item" "$sid"
-      continue
-    fi
-    dir="${CFG[STATE_DIR]}/sessions/$sid"
-    log_now now
-    if [[ ! -d "$dir" ]] || spawn_mark_started "$dir" "abandoned by loop $$ at $now"; then
-      loop_requeue_unstarted "$item" "$sid"
-      continue
-    fi
-    pidline=""
-    read -r pidline 2>/dev/null <"$dir/wrapper.pid" || true
-    if [[ "$pidline" == abandoned* ]]; then
-      loop_requeue_unstarted "$item" "$sid"
-      continue
-    fi
-    session_adopt "$sid" "$item"
-    if [[ ! -e "$dir/exit_code" ]] && session_alive "$sid"; then
+  local line sid item wpid wstart started timeout branch rc
+  local -a lines=()
+  py_call reconcile --state-dir "${CFG[STATE_DIR]}" --loop-pid "$$" "${RES_POLICY_ARGS[@]}" && rc=0 || rc=$?
+  if ((rc != 0)); then
+    LOOP_FATAL="reconciling what an earlier loop left failed (exit $rc)"
+    return 0
+  fi
+  [[ -z "$PY_OUT" ]] || mapfile -t lines <<<"$PY_OUT"
+  for line in "${lines[@]}"; do
+    IFS=$'\x1f' read -r sid item wpid wstart started timeout branch <<<"$line"
+    S_ITEM[$sid]=$item
+    S_STOP_STAGE[$sid]=0
+    S_WRAPPER[$sid]=$wpid
+    S_WSTART[$sid]=$wstart
+    S_BRANCH[$sid]=$branch
+    session__deadline "$sid" "${timeout:-0}" "${started:-0}"
+    if [[ ! -e "${CFG[STATE_DIR]}/sessions/$sid/exit_code" ]] && session_alive "$sid"; then
       log_audit session.adopted --arg session "$sid" --arg item "$item"
       info "adopted running session $sid for $item"
     else
@@ -120,20 +113,6 @@ loop_reconcile() {
       session_finalize "$sid"
     fi
   done
-}
-
-loop_requeue_unstarted() { # <item> <session>
-  local record attempts why="the loop stopped before the session started"
-  # shellcheck disable=SC2016 # $s and $why are jq's variables
-  log_capture record jq -nc --arg s "$2" --arg why "$why" '{session_id: $s, verdict: "interrupted", reason: $why}'
-  log_capture attempts jq -r '.attempts // 0' "${CFG[STATE_DIR]}/queue/running/$1.json" || attempts=0
-  if queue_finish "$1" "$2" pending "$record" "$attempts"; then
-    log_audit item.pending --arg item "$1" --arg session "$2" --arg from running --arg to pending \
-      --arg verdict interrupted --arg reason "$why"
-  else
-    log_audit item.finish_failed --arg item "$1" --arg session "$2" --arg to pending
-    warn "could not return $1 to pending; it stays in running/"
-  fi
 }
 
 # shellcheck disable=SC2317 # invoked by trap
@@ -353,7 +332,6 @@ main() {
     config_print
     exit 0
   fi
-  command -v jq >/dev/null || die "jq is required (apt-get install jq)"
   command -v setsid >/dev/null || die "setsid is required (util-linux)"
   command -v flock >/dev/null || die "flock is required (util-linux)"
   config_python "$HARNESS_ROOT" || die "$CFG_ERROR"
@@ -380,10 +358,10 @@ main() {
   # loop. A trapped signal, unlike an ignored one, is back to default in children.
   trap ':' PIPE
   trap 'sidecar_stop' EXIT
+  py_serve
   log_audit loop.started --arg worker "$LOOP_WORKER" --arg mode "$LOOP_MODE" --argjson jobs "${CFG[JOBS]}" \
     --arg agent "$SPAWN_BIN" --arg agent_version "$LOOP_AGENT_VERSION"
   info "agent: $SPAWN_BIN ($LOOP_AGENT_VERSION)"
-  py_serve
   sidecar_start
   loop_reconcile
   loop_run

@@ -215,6 +215,16 @@ py() { # <command> [args...]
   PYTHONPATH="$HARNESS_ROOT/lib" "$HARNESS_PY" -m harness "$@"
 }
 
+# py_again <command> [args...]: py_call for a call that may run twice (an audit
+# line, kill.json's create-once, a heartbeat): when the coprocess died during it,
+# it is made once more by a helper of its own.
+py_again() { # <command> [args...]
+  local rc=0
+  py_call "$@" || rc=$?
+  ((rc == 70)) || return "$rc"
+  py_call "$@"
+}
+
 # config_verb_help <script> <command> [args...]: when the command's arguments hold
 # -h or --help, prints that command's usage (from the script's help block) and
 # exits 0, before any state is looked at.

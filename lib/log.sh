@@ -79,20 +79,17 @@ log_secs() { # <microseconds> [var]
   fi
 }
 
-# log_audit <event> [jq --arg/--argjson pairs...]: appends one JSON line to the
-# audit log. Lines are written with one O_APPEND write, so concurrent writers never
-# interleave a line.
+# log_audit <event> [--arg k v | --argjson k v]...: appends one JSON line to the
+# audit log ($HARNESS_AUDIT_LOG). The helpers write it (lib/harness/loopcalls.py,
+# one O_APPEND write, so concurrent writers never interleave a line); PY_OUT is
+# left as it was. A helper coprocess that died during the call is not asked again:
+# the line is written by a helper of its own (at worst twice, never lost).
 log_audit() { # <event> [--arg k v | --argjson k v]...
-  local event=$1 line ts
-  shift
-  log_now ts
-  # shellcheck disable=SC2016 # $ARGS is jq's
-  log_capture line jq -nc --arg ts "$ts" --arg event "$event" "$@" '$ARGS.named' || {
-    warn "audit: could not encode event $event"
-    return 1
-  }
-  if ! printf '%s\n' "$line" >>"${HARNESS_AUDIT_LOG:?audit log not set}"; then
-    warn "audit: could not append to $HARNESS_AUDIT_LOG: $line"
+  local saved=${PY_OUT:-} rc=0
+  py_again audit --log "${HARNESS_AUDIT_LOG:?audit log not set}" "$@" || rc=$?
+  PY_OUT=$saved
+  if ((rc != 0)); then
+    warn "audit: could not append event $1 to $HARNESS_AUDIT_LOG (exit $rc)"
     return 1
   fi
 }

@@ -26,17 +26,16 @@ resilience_init() {
   done
 }
 
-# resilience_blocked <json>: the claim was refused ({"blocked": kind, "reason",
-# "until", "halt"}). Says so once per block, in the audit log and on stderr (not
+# resilience_blocked <reply-line>: the claim was refused (kind, halt, until,
+# reason: gate.Blocked.line). Says so once per block, in the audit log and on stderr (not
 # on stderr when the block halts a loop that then ends: its last line says it),
 # and waits before asking again: until the block ends, at most IDLE_POLL_S (so
 # that an operator's resume or circuit close is seen soon). A pause and the
 # breaker are one block while their end stays (their reason counts the seconds
 # down); the machine's checks, while their kind stays (their reason has the load).
-resilience_blocked() { # <json>
-  local kind reason until halt idle out key
-  log_capture out jq -r '[.blocked, .halt, (.until // 0), .reason] | @tsv' <<<"$1"
-  IFS=$'\t' read -r kind halt until reason <<<"$out"
+resilience_blocked() { # <reply-line>
+  local kind reason until halt idle key
+  IFS=$'\x1f' read -r kind halt until reason <<<"$1"
   key=$kind
   case "$kind" in paused | circuit) key+=":$until" ;; esac
   if [[ "$key" != "$RES_BLOCK_KEY" ]]; then

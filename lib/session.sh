@@ -74,29 +74,24 @@ session__deadline() { # <session> <timeout-s> <started-epoch>
 # session_stop <session> <reason> <detail>: records why in kill.json, then SIGINT
 # to the agent's process group; session_poll escalates to SIGTERM and SIGKILL.
 session_stop() { # <session> <reason> <detail>
-  local sid=$1 dir now at by
+  local sid=$1 dir first by
   [[ "${S_STOP_STAGE[$sid]:-0}" == 0 ]] || return 0
   dir="${CFG[STATE_DIR]}/sessions/$sid"
   log_clock
   S_STOP_STAGE[$sid]=1
   S_STOP_AT[$sid]=$NOW_US
-  log_now now
-  log_secs "$NOW_US" at
-  # kill.json is created, never replaced: when the sidecar stopped the session
-  # first (a stall), its record stands and it carries the stop on.
-  jq -n --arg reason "$2" --arg detail "$3" --arg at "$now" --argjson at_epoch "$at" \
-    '{reason: $reason, detail: $detail, at: $at, at_epoch: $at_epoch, by: "loop"}' >"$dir/.kill.tmp" || {
+  # kill.json is created, never replaced (lib/harness/stops.py): when the sidecar
+  # stopped the session first (a stall), its record stands and it carries the stop on.
+  if ! py_again stop-record --session-dir "$dir" --reason "$2" --detail "$3" --by loop; then
     warn "cannot write $dir/kill.json"
     return 0
-  }
-  if ! ln "$dir/.kill.tmp" "$dir/kill.json" 2>/dev/null; then
-    rm -f "$dir/.kill.tmp"
-    log_capture by jq -r '.reason // "?"' "$dir/kill.json" 2>/dev/null || by="?"
+  fi
+  IFS=$'\x1f' read -r first by <<<"$PY_OUT"
+  if [[ "$first" == exists ]]; then
     log_audit session.stopping --arg session "$sid" --arg item "${S_ITEM[$sid]}" --arg reason "$2" \
-      --arg detail "already being stopped: $by"
+      --arg detail "already being stopped: ${by:-?}"
     return 0
   fi
-  rm -f "$dir/.kill.tmp"
   log_audit session.stopping --arg session "$sid" --arg item "${S_ITEM[$sid]}" --arg reason "$2" --arg detail "$3"
   session__signal "$sid" INT
 }
@@ -152,9 +147,8 @@ session_finalize() { # <session>
     session__forget "$sid"
     return 0
   fi
-  log_capture out jq -r '([.verdict, .reason, (.to // "")] | @tsv), (.receipt // "")' <<<"$out"
   {
-    IFS=$'\t' read -r verdict reason to
+    IFS=$'\x1f' read -r verdict reason to
     IFS= read -r receipt
   } <<<"$out"
   if [[ -z "$to" ]]; then
@@ -168,22 +162,4 @@ session_finalize() { # <session>
 
 session__forget() { # <session>
   unset "S_ITEM[$1]" "S_WRAPPER[$1]" "S_WSTART[$1]" "S_DEADLINE[$1]" "S_STOP_STAGE[$1]" "S_STOP_AT[$1]" "S_BRANCH[$1]"
-}
-
-# session_adopt <session> <item>: supervises a session that a previous loop started.
-session_adopt() { # <session> <item>
-  local sid=$1 dir pidline="" branch timeout started out
-  dir="${CFG[STATE_DIR]}/sessions/$sid"
-  S_ITEM[$sid]=$2
-  S_STOP_STAGE[$sid]=0
-  read -r pidline 2>/dev/null <"$dir/wrapper.pid" || true
-  S_WRAPPER[$sid]=${pidline%% *}
-  S_WSTART[$sid]=${pidline#* }
-  # shellcheck disable=SC2016 # $item and $d are jq's variables
-  log_capture out jq -r --arg d "${CFG[SESSION_TIMEOUT_S]}" --slurpfile item "${CFG[STATE_DIR]}/queue/running/$2.json" \
-    '[(.started_epoch // 0), ($item[0].timeout_s // $d), (.branch // "")] | @tsv' "$dir/meta.json" 2>/dev/null ||
-    out=$'0\t0\t'
-  IFS=$'\t' read -r started timeout branch <<<"$out"
-  S_BRANCH[$sid]=$branch
-  session__deadline "$sid" "${timeout:-0}" "${started:-0}"
 }

@@ -68,11 +68,10 @@ sidecar_loop_heartbeat() { # <state>
   LOOP_HB_AT=$NOW_US
   log_secs "$NOW_US" written
   log_now now
-  if ! jq -n --argjson pid "$$" --arg state "$1" --argjson written_at "$written" --arg at "$now" \
-    --argjson sessions "${#S_ITEM[@]}" --argjson jobs "${CFG[JOBS]}" --arg mode "$LOOP_MODE" \
-    --argjson sidecar_pid "${SIDECAR_PID:-null}" --arg stopping "$LOOP_STOPPING" --argjson started "$LOOP_STARTED" \
-    --arg blocked "${RES_BLOCK:-}" \
-    '$ARGS.named' >"$file.tmp" || ! mv -f "$file.tmp" "$file"; then
+  if ! py_again loop-heartbeat --state-dir "${CFG[STATE_DIR]}" --argjson pid "$$" --arg state "$1" \
+    --argjson written_at "$written" --arg at "$now" --argjson sessions "${#S_ITEM[@]}" --argjson jobs "${CFG[JOBS]}" \
+    --arg mode "$LOOP_MODE" --argjson sidecar_pid "${SIDECAR_PID:-null}" --arg stopping "$LOOP_STOPPING" \
+    --argjson started "$LOOP_STARTED" --arg blocked "${RES_BLOCK:-}"; then
     warn "cannot write $file"
   fi
 }

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import config, jsonio, queue
+from . import config, jsonio, loopcalls, queue, reply
 from .policy import Policy
-from .store import FencedError, Store, StoreError, open_store
+from .store import Store, open_store
 
 # Each command imports what it needs: the loop runs a helper per claim and per
 # finalize, and start-up time counts there.
@@ -113,20 +113,6 @@ def _now(args: argparse.Namespace) -> float:
     return float(args.now) if getattr(args, "now", None) is not None else time.time()
 
 
-def cmd_queue_finish(args: argparse.Namespace) -> int:
-    """The loop's requeue of a session that never started: through the item's
-    current lease (the session must be the one that holds it)."""
-    record = jsonio.loads(args.record)
-    store = _store(args)
-    lease = store.lease_of(args.id)
-    if lease is None:
-        raise StoreError(f"item {args.id} is not running")
-    if args.session is not None and lease.session_id not in ("", args.session):
-        raise FencedError(f"item {args.id} is held by {lease.session_id}, not {args.session}")
-    store.finish(lease, args.to, record, args.attempts, args.not_before or None)
-    return 0
-
-
 def cmd_queue_ready(args: argparse.Namespace) -> int:
     for item_id in queue.ready(_q(args), time.time()):
         print(item_id)
@@ -141,7 +127,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     if got is None:
         return EXIT_NOTHING
     if isinstance(got, gate.Blocked):
-        sys.stdout.buffer.write(jsonio.dumps(got.as_dict()) + b"\n")
+        print(got.line())
         return EXIT_BLOCKED
     print(got.line())
     return 0
@@ -155,7 +141,10 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     except finish.FinishError as exc:
         print(f"harness: {exc}", file=sys.stderr)
         return EXIT_FINISH
-    sys.stdout.buffer.write(jsonio.dumps(out) + b"\n")
+    # for the loop (reply.py): verdict, reason, the state the item went to (empty:
+    # orphaned or fenced); then the receipt's line
+    print(reply.line(out.get("verdict"), out.get("reason"), out.get("to")))
+    print(out.get("receipt") or "")
     return 0
 
 
@@ -357,14 +346,6 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_start)
     p = with_state("queue-ready")
     p.set_defaults(fn=cmd_queue_ready)
-    p = with_state("queue-finish")
-    p.add_argument("id")
-    p.add_argument("--to", required=True, choices=["pending", "succeeded", "quarantined", "canceled"])
-    p.add_argument("--record", required=True)
-    p.add_argument("--attempts", type=int, required=True)
-    p.add_argument("--not-before", default="")
-    p.add_argument("--session", help="the session that must hold the item's lease")
-    p.set_defaults(fn=cmd_queue_finish)
     p = with_state("finalize")
     p.add_argument("--session-dir", required=True)
     with_policy(p)
@@ -455,6 +436,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in loopcalls.COMMANDS:
+        return loopcalls.run(argv[0], argv[1:])
     args = parser().parse_args(argv)
     try:
         return int(args.fn(args))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import queue
+from . import queue, reply
 from .circuit import Breaker, describe
 from .policy import Policy, iso
 from .store import Lease, Store, open_store
@@ -31,6 +31,10 @@ class Blocked:
 
     def as_dict(self) -> dict[str, Any]:
         return {"blocked": self.kind, "reason": self.reason, "until": self.until, "halt": self.halt}
+
+    def line(self) -> str:
+        """For the loop (reply.py): kind, halt (true/false), until (epoch; 0: none), reason."""
+        return reply.line(self.kind, self.halt, f"{self.until:.3f}" if self.until else "0", self.reason)
 
 
 def read_pause(state_dir: Path) -> dict[str, Any] | None:
@@ -165,9 +169,8 @@ class Drain:
     def line(self, now: float) -> str:
         """One line for the loop, fields apart by US: the wait's end (epoch, or '-'),
         the same as an ISO time, how many items are left, the summary."""
-        fields = ["-" if self.wait_until is None else f"{self.wait_until:.6f}",
-                  "-" if self.wait_until is None else iso(self.wait_until), str(self.count), self.summary(now)]
-        return "\x1f".join(f.replace("\x1f", " ").replace("\n", " ") for f in fields)
+        return reply.line("-" if self.wait_until is None else f"{self.wait_until:.6f}",
+                          "-" if self.wait_until is None else iso(self.wait_until), self.count, self.summary(now))
 
 
 def _phrase(g: Left, now: float, max_wait_s: float) -> str:

@@ -63,6 +63,26 @@ def write_json(path: str | os.PathLike[str], obj: Any, pretty: bool = True) -> N
     write_atomic(path, dumps(obj, pretty=pretty) + b"\n")
 
 
+def create_once(path: str | os.PathLike[str], data: bytes) -> bool:
+    """Writes path whole unless it exists: True when this call created it (link(2)
+    never replaces, so of two creators exactly one wins)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def append_line(path: str | os.PathLike[str], data: bytes) -> None:
     """Appends one whole line with a single O_APPEND write (concurrent writers never interleave)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)

@@ -10,20 +10,16 @@ is one line "<exit code> <bytes>" and then that many bytes: what the command
 would have printed. Its stderr goes where the server's goes. The server leaves at
 end of input, that is when its loop is gone, after finishing the request in hand.
 
-Besides every command of ``python -m harness``, the server answers requests that
-only a running loop makes (LOOP_COMMANDS): ``drain-check``.
+It answers every command of ``python -m harness``, the loop's own calls
+(loopcalls.py) among them.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import sys
-import time
 import traceback
-from collections.abc import Callable
-from pathlib import Path
 
 
 class Requests:
@@ -53,37 +49,9 @@ class Requests:
         return args
 
 
-def drain_check(argv: list[str]) -> int:
-    """drain-check --state-dir DIR --max-wait-s S [--cfg KEY=VALUE]... [--now EPOCH]: what a
-    draining loop waits for, or leaves behind (gate.drain_check): one line, fields apart
-    by US (gate.Drain.line), then the groups of items left as JSON for the audit log."""
-    from . import gate, jsonio
-    from .policy import Policy
-
-    ap = argparse.ArgumentParser(prog="drain-check")
-    ap.add_argument("--state-dir", required=True)
-    ap.add_argument("--max-wait-s", type=float, required=True)
-    ap.add_argument("--cfg", action="append", default=[])
-    ap.add_argument("--now", type=float)
-    args = ap.parse_args(argv)
-    now = time.time() if args.now is None else args.now
-    try:
-        d = gate.drain_check(Path(args.state_dir), Policy.from_pairs(args.cfg), now, args.max_wait_s)
-    except OSError as exc:  # one line, as __main__ says it, never a traceback
-        print(f"harness: drain-check: {exc}", file=sys.stderr)
-        return 1
-    print(d.line(now))
-    print(jsonio.dumps([g.as_dict() for g in d.left]).decode())
-    return 0
-
-
-LOOP_COMMANDS: dict[str, Callable[[list[str]], int]] = {"drain-check": drain_check}
-
-
 def dispatch(args: list[str]) -> int:
-    if args and args[0] in LOOP_COMMANDS:
-        return LOOP_COMMANDS[args[0]](args[1:])
     from .__main__ import main
+
 
     return main(args)
 

@@ -15,7 +15,6 @@ another.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import jsonio
+from . import jsonio, stops
 from .circuit import Breaker
 from .follow import Waker
 from .live import Limits, LiveSession, read_marks
@@ -255,9 +254,7 @@ class Sidecar:
         what = f"outstanding {kind} call" if kind == "tool" else "stream"
         detail = f"no output for {silent:.1f}s (limit {limit:g}s, {what}; phase {t.live.phase})"
         jsonio.write_json(t.dir / "stall.json", evidence)
-        kill = {"reason": "stalled", "detail": detail, "at": jsonio.utc_now_iso(), "at_epoch": round(now_wall, 3),
-                "by": "sidecar"}
-        if not create_exclusive(t.dir / "kill.json", jsonio.dumps(kill, pretty=True) + b"\n"):
+        if stops.record(t.dir, "stalled", detail, "sidecar", now_wall) is not None:
             return  # the loop stopped it first (timeout, cancel, shutdown)
         audit(self.o.state_dir, "session.stalled", session=t.sid, item=t.item_id, detail=detail)
         log(f"{t.sid}: stalled: {detail}; sending SIGINT")
@@ -265,11 +262,8 @@ class Sidecar:
 
     def escalate(self, t: Tracked, now_wall: float) -> None:
         """Carries a stall stop on: SIGTERM after the grace period, SIGKILL after two."""
-        try:
-            kill = jsonio.read_json(t.dir / "kill.json")
-        except (OSError, ValueError):
-            return
-        if not isinstance(kill, dict) or kill.get("by") != "sidecar":
+        kill = stops.read(t.dir)
+        if kill is None or kill.get("by") != "sidecar":
             return
         at = kill.get("at_epoch")
         if not isinstance(at, (int, float)):
@@ -409,22 +403,6 @@ class Sidecar:
         return 0
 
 
-def create_exclusive(path: Path, data: bytes) -> bool:
-    """Writes path whole, unless it already exists (link(2) never replaces)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def audit(state_dir: Path, event: str, **fields: Any) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import gate, jsonio, render
+from . import gate, jsonio, render, reply
 from .policy import Policy, iso
 from .store import Lease, open_store
 
@@ -32,11 +32,9 @@ class Started:
     spawn_error: str = ""
 
     def line(self) -> str:
-        """One line for the loop, fields apart by US (0x1f), which no field holds and
-        which, unlike a tab, bash's read does not merge when a field is empty."""
-        fields = [self.item_id, str(self.attempt), f"{self.timeout_s:g}", "1" if self.spawn_error else "0",
-                  self.workdir, self.branch]
-        return "\x1f".join(f.replace("\x1f", " ").replace("\n", " ") for f in fields)
+        """One line for the loop (reply.py)."""
+        return reply.line(self.item_id, self.attempt, f"{self.timeout_s:g}", "1" if self.spawn_error else "0",
+                          self.workdir, self.branch)
 
 
 def argv_for(item: dict[str, Any], p: Policy, uuid: str, bootstrap: Path) -> list[str]:

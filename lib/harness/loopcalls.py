@@ -1,0 +1,144 @@
+"""The calls only the loop's bash makes: each takes its argv as it comes and
+answers in the one reply format of the helper pipe: lines whose fields are apart
+by US (0x1f), the separator no field holds.
+
+    audit --log FILE EVENT [--arg KEY VALUE | --argjson KEY JSON]...   one audit line
+    stop-record --session-dir D --reason R --detail T --by B   kill.json, once
+    loop-heartbeat --state-dir D [--arg K V | --argjson K J]... state/loop.heartbeat.json
+    reconcile --state-dir D --loop-pid N [--cfg K=V]...       what an earlier loop left
+    drain-check --state-dir D --max-wait-s S [--cfg K=V]...    what a drain waits for
+
+They run in the helper coprocess (serve.py) or, without one, as
+`python -m harness <call> ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import jsonio, stops
+
+US = "\x1f"
+
+
+class CallError(Exception):
+    """A malformed call: one line on stderr, exit 2."""
+
+
+def _fields(argv: list[str]) -> dict[str, Any]:
+    """--arg KEY VALUE and --argjson KEY JSON pairs, in order (as jq's $ARGS.named)."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        flag = argv[i]
+        if flag not in ("--arg", "--argjson"):
+            raise CallError(f"expected --arg KEY VALUE or --argjson KEY JSON, got {flag!r}")
+        if i + 2 >= len(argv):
+            raise CallError(f"{flag} needs a key and a value")
+        key, value = argv[i + 1], argv[i + 2]
+        if flag == "--arg":
+            out[key] = value
+        else:
+            try:
+                out[key] = jsonio.loads(value)
+            except ValueError:
+                raise CallError(f"--argjson {key}: not JSON: {value[:80]!r}") from None
+        i += 3
+    return out
+
+
+def audit(argv: list[str]) -> int:
+    """audit --log FILE EVENT [--arg K V | --argjson K JSON]...: one line in the audit
+    log, written with one O_APPEND write (concurrent writers never interleave)."""
+    if len(argv) < 3 or argv[0] != "--log":
+        raise CallError("expected --log FILE EVENT [--arg KEY VALUE | --argjson KEY JSON]...")
+    log, event = argv[1], argv[2]
+    fields = _fields(argv[3:])
+    jsonio.append_line(log, jsonio.dumps({"ts": jsonio.utc_now_iso(), "event": event, **fields}) + b"\n")
+    return 0
+
+
+def stop_record(argv: list[str]) -> int:
+    """stop-record: creates the session's kill.json unless it exists (stops.record).
+    Prints "created", or "exists<US>reason" of the stop that came first."""
+    ap = argparse.ArgumentParser(prog="stop-record")
+    ap.add_argument("--session-dir", required=True)
+    ap.add_argument("--reason", required=True, choices=stops.REASONS)
+    ap.add_argument("--detail", default="")
+    ap.add_argument("--by", required=True)
+    args = ap.parse_args(argv)
+    first = stops.record(Path(args.session_dir), args.reason, args.detail, args.by, time.time())
+    print("created" if first is None else f"exists{US}{first.get('reason') or '?'}")
+    return 0
+
+
+def loop_heartbeat(argv: list[str]) -> int:
+    """loop-heartbeat --state-dir D [--arg K V | --argjson K JSON]...: the loop's own
+    heartbeat, state/loop.heartbeat.json, written whole (atomically)."""
+    if len(argv) < 2 or argv[0] != "--state-dir":
+        raise CallError("expected --state-dir DIR [--arg KEY VALUE | --argjson KEY JSON]...")
+    jsonio.write_json(Path(argv[1]) / "loop.heartbeat.json", _fields(argv[2:]))
+    return 0
+
+
+def reconcile(argv: list[str]) -> int:
+    """reconcile --state-dir D --loop-pid N [--cfg K=V]...: returns the unstarted
+    sessions' items to pending; prints one line per session to adopt (reconcile.Adopt)."""
+    from . import reconcile as rec
+    from .policy import Policy
+    from .store import open_store
+
+    ap = argparse.ArgumentParser(prog="reconcile")
+    ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--loop-pid", type=int, required=True)
+    ap.add_argument("--cfg", action="append", default=[])
+    args = ap.parse_args(argv)
+    for a in rec.reconcile(open_store(Path(args.state_dir)), args.loop_pid, Policy.from_pairs(args.cfg)):
+        print(a.line())
+    return 0
+
+
+def drain_check(argv: list[str]) -> int:
+    """drain-check --state-dir DIR --max-wait-s S [--cfg KEY=VALUE]... [--now EPOCH]: what a
+    draining loop waits for, or leaves behind (gate.drain_check): one line, fields apart
+    by US (gate.Drain.line), then the groups of items left as JSON for the audit log."""
+    from . import gate
+    from .policy import Policy
+
+    ap = argparse.ArgumentParser(prog="drain-check")
+    ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--max-wait-s", type=float, required=True)
+    ap.add_argument("--cfg", action="append", default=[])
+    ap.add_argument("--now", type=float)
+    args = ap.parse_args(argv)
+    now = time.time() if args.now is None else args.now
+    d = gate.drain_check(Path(args.state_dir), Policy.from_pairs(args.cfg), now, args.max_wait_s)
+    print(d.line(now))
+    print(jsonio.dumps([g.as_dict() for g in d.left]).decode())
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "audit": audit,
+    "stop-record": stop_record,
+    "loop-heartbeat": loop_heartbeat,
+    "reconcile": reconcile,
+    "drain-check": drain_check,
+}
+
+
+def run(name: str, argv: list[str]) -> int:
+    """One call; a malformed one or an OSError is one line on stderr, never a traceback."""
+    try:
+        return COMMANDS[name](argv)
+    except CallError as exc:
+        print(f"harness: {name}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"harness: {name}: {exc}", file=sys.stderr)
+        return 1
