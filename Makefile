@@ -12,7 +12,7 @@ CLAUDE := .tools/claude/node_modules/.bin/claude
 CLAUDE_CODE_VERSION ?= $(CLAUDE_CODE_PINNED)
 SH_FILES := loop.sh $(wildcard lib/*.sh scripts/*.sh tests/bats/*.bash tests/*.sh) tests/mocks/claude
 
-.PHONY: setup demo test test-e2e test-deps lint shellcheck pylint bats pytest bench clean
+.PHONY: setup demo docs test test-e2e test-deps lint shellcheck pylint bats pytest bench clean
 
 setup: $(PY) $(CLAUDE)
 
@@ -27,6 +27,10 @@ $(CLAUDE):
 
 demo: setup
 	scripts/demo.sh
+
+# The generated tables in docs/ (configuration keys, verdicts), from their one source.
+docs: $(PY)
+	PYTHONPATH=lib $(PY) -m harness.gendocs
 
 test-deps:
 	tests/install-deps.sh

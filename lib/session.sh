@@ -81,7 +81,7 @@ session_stop() { # <session> <reason> <detail>
   S_STOP_STAGE[$sid]=1
   S_STOP_AT[$sid]=$NOW_US
   # kill.json is created, never replaced (lib/harness/stops.py): when the sidecar
-  # stopped the session first (a stall), its record stands and it carries the stop on.
+  # recorded a stall first, its record stands and the stop carries on from it.
   if ! py_again stop-record --session-dir "$dir" --reason "$2" --detail "$3" --by loop; then
     warn "cannot write $dir/kill.json"
     return 0
@@ -90,17 +90,30 @@ session_stop() { # <session> <reason> <detail>
   if [[ "$first" == exists ]]; then
     log_audit session.stopping --arg session "$sid" --arg item "${S_ITEM[$sid]}" --arg reason "$2" \
       --arg detail "already being stopped: ${by:-?}"
-    return 0
+  else
+    log_audit session.stopping --arg session "$sid" --arg item "${S_ITEM[$sid]}" --arg reason "$2" --arg detail "$3"
   fi
-  log_audit session.stopping --arg session "$sid" --arg item "${S_ITEM[$sid]}" --arg reason "$2" --arg detail "$3"
   session__signal "$sid" INT
 }
 
+# session__take_over <session>: a stop recorded by someone else (the sidecar found
+# a stall; an earlier loop began it) is carried on here, from SIGINT: this is the
+# one place that signals a session.
+session__take_over() { # <session>
+  log_clock
+  S_STOP_STAGE[$1]=1
+  S_STOP_AT[$1]=$NOW_US
+  session__signal "$1" INT
+}
+
+# session__signal <session> <signal>: to the agent's process group, said in the audit log.
 session__signal() { # <session> <signal>
   local pid=""
   read -r pid 2>/dev/null <"${CFG[STATE_DIR]}/sessions/$1/agent.pid" || return 0
   [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-  kill -s "$2" -- "-$pid" 2>/dev/null || true
+  [[ ! -e "${CFG[STATE_DIR]}/sessions/$1/exit_code" ]] || return 0
+  kill -s "$2" -- "-$pid" 2>/dev/null || return 0
+  log_audit session.signal --arg session "$1" --arg item "${S_ITEM[$1]:-}" --arg signal "$2" --arg by loop
 }
 
 # session_poll <session>: 0 when the session has ended, 1 while it runs. Acts on
@@ -113,7 +126,9 @@ session_poll() { # <session>
   log_clock
   stage=${S_STOP_STAGE[$sid]:-0}
   if [[ $stage == 0 ]]; then
-    if [[ -e "$dir/cancel" ]]; then
+    if [[ -e "$dir/kill.json" ]]; then
+      session__take_over "$sid"
+    elif [[ -e "$dir/cancel" ]]; then
       session_stop "$sid" interrupted "canceled by operator"
     elif ((S_DEADLINE[$sid] > 0 && NOW_US > S_DEADLINE[$sid])); then
       session_stop "$sid" timed_out "ran past its wall-clock limit"

@@ -12,7 +12,7 @@ sidecar_start() {
   spawn_proc_start "$$" own || true
   PYTHONPATH="$HARNESS_ROOT/lib" setsid "$HARNESS_PY" -m harness sidecar --state-dir "$s" \
     --stall-timeout-s "${CFG[STALL_TIMEOUT_S]}" --tool-timeout-s "${CFG[TOOL_TIMEOUT_S]}" \
-    --kill-grace-s "${CFG[KILL_GRACE_S]}" --heartbeat-s "${CFG[HEARTBEAT_S]}" --poll-s "${CFG[MONITOR_POLL_S]}" \
+    --heartbeat-s "${CFG[HEARTBEAT_S]}" --poll-s "${CFG[MONITOR_POLL_S]}" \
     --loop-pid "$$" --loop-start "$own" "${RES_POLICY_ARGS[@]}" </dev/null >>"$s/sidecar.log" 2>&1 8>&- 9>&- &
   SIDECAR_PID=$!
   SIDECAR_START=""

@@ -192,7 +192,6 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir).resolve(),
         stall_s=args.stall_timeout_s,
         tool_s=args.tool_timeout_s,
-        grace_s=args.kill_grace_s,
         heartbeat_s=args.heartbeat_s,
         poll_s=args.poll_s,
         loop_pid=args.loop_pid,
@@ -371,7 +370,6 @@ def parser() -> argparse.ArgumentParser:
     p = with_state("sidecar")
     p.add_argument("--stall-timeout-s", type=float, default=config.default("STALL_TIMEOUT_S"))
     p.add_argument("--tool-timeout-s", type=float, default=config.default("TOOL_TIMEOUT_S"))
-    p.add_argument("--kill-grace-s", type=float, default=config.default("KILL_GRACE_S"))
     p.add_argument("--heartbeat-s", type=float, default=config.default("HEARTBEAT_S"))
     p.add_argument("--poll-s", type=float, default=config.default("MONITOR_POLL_S"))
     p.add_argument("--loop-pid", type=int, default=0)

@@ -7,10 +7,11 @@ of writes costs one read per poll rather than one wake-up per write. Everything
 the sidecar holds is rebuilt from state/ when it starts: the event files are read
 again from their start, and timeline.jsonl says which marks are already written.
 
-A stalled session is stopped in steps, by elapsed time since kill.json was
-written, so that a restarted sidecar carries on where the last one left off:
-SIGINT to the agent's process group, SIGTERM after the grace period, SIGKILL after
-another.
+A stalled session is found here and stopped by the loop: the sidecar writes the
+evidence (stall.json) and the stop's record (kill.json, by "sidecar"), then wakes
+the loop, which sends the signals in steps as it does for every stop (SIGINT to
+the agent's process group, SIGTERM after KILL_GRACE_S, SIGKILL after another):
+one stop state machine, in lib/session.sh.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import resource
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,7 +48,6 @@ class Options:
     state_dir: Path
     stall_s: float = 300.0
     tool_s: float = 660.0
-    grace_s: float = 10.0
     heartbeat_s: float = 2.0
     poll_s: float = 0.05
     loop_pid: int = 0
@@ -69,7 +70,7 @@ class Tracked:
     hb_turns: int = -1
     ended: bool = False
     storm: bool = False  # an api_retry storm was reported to the breaker
-    signals: list[str] = field(default_factory=list)
+    stopping: str | None = None  # kill.json's reason once the session is being stopped
 
 
 def proc_start(pid: int) -> str | None:
@@ -79,6 +80,25 @@ def proc_start(pid: int) -> str | None:
             return fh.read().rsplit(b")", 1)[1].split()[19].decode()
     except (OSError, IndexError):
         return None
+
+
+def wake_loop(state_dir: Path) -> None:
+    """A byte into state/loop.wake, so that the loop acts at once rather than at its
+    next poll. Best effort by design: without a loop holding the FIFO open there is
+    nobody to wake (ENXIO), and the loop's poll finds the stop anyway."""
+    fifo = state_dir / "loop.wake"
+    try:
+        if not stat.S_ISFIFO(os.stat(fifo).st_mode):
+            return
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, b"x")
+    except OSError:
+        pass  # a full FIFO: the loop has bytes waiting already
+    finally:
+        os.close(fd)
 
 
 def _num(value: Any, default: float) -> float:
@@ -209,7 +229,7 @@ class Sidecar:
         extra = {
             "item_id": t.item_id,
             "follow": "inotify" if t.watched else "polling",
-            "stopping": t.signals or None,
+            "stopping": t.stopping,
         }
         hb = t.live.heartbeat(now_wall, now_mono, t.started_mono, extra)
         try:
@@ -232,7 +252,10 @@ class Sidecar:
         log(f"{t.sid}: {t.live.retry_run} API retries in a row (status {t.live.retry_status}); circuit {c.get('state')}")
 
     def check_stall(self, t: Tracked, now_wall: float, now_mono: float) -> None:
+        if t.stopping is not None:
+            return
         if (t.dir / "kill.json").exists():
+            t.stopping = str((stops.read(t.dir) or {}).get("reason") or "?")
             return
         silent, limit, kind = t.live.silence(now_mono, t.started_mono)
         if silent <= limit:
@@ -254,43 +277,14 @@ class Sidecar:
         what = f"outstanding {kind} call" if kind == "tool" else "stream"
         detail = f"no output for {silent:.1f}s (limit {limit:g}s, {what}; phase {t.live.phase})"
         jsonio.write_json(t.dir / "stall.json", evidence)
-        if stops.record(t.dir, "stalled", detail, "sidecar", now_wall) is not None:
+        first = stops.record(t.dir, "stalled", detail, "sidecar", now_wall)
+        t.stopping = "stalled" if first is None else str(first.get("reason") or "?")
+        if first is not None:
             return  # the loop stopped it first (timeout, cancel, shutdown)
         audit(self.o.state_dir, "session.stalled", session=t.sid, item=t.item_id, detail=detail)
-        log(f"{t.sid}: stalled: {detail}; sending SIGINT")
-        self.signal(t, "INT")
+        log(f"{t.sid}: stalled: {detail}; the loop stops it")
+        wake_loop(self.o.state_dir)
 
-    def escalate(self, t: Tracked, now_wall: float) -> None:
-        """Carries a stall stop on: SIGTERM after the grace period, SIGKILL after two."""
-        kill = stops.read(t.dir)
-        if kill is None or kill.get("by") != "sidecar":
-            return
-        at = kill.get("at_epoch")
-        if not isinstance(at, (int, float)):
-            return
-        elapsed = now_wall - at
-        if elapsed > 2 * self.o.grace_s and "KILL" not in t.signals:
-            self.signal(t, "KILL")
-        elif elapsed > self.o.grace_s and "TERM" not in t.signals and "KILL" not in t.signals:
-            self.signal(t, "TERM")
-
-    def signal(self, t: Tracked, name: str) -> None:
-        t.signals.append(name)
-        if (t.dir / "exit_code").exists():
-            return
-        try:
-            pgid = int((t.dir / "agent.pid").read_text().strip())
-        except (OSError, ValueError):
-            log(f"{t.sid}: no agent.pid; cannot send SIG{name}")
-            return
-        try:
-            os.killpg(pgid, getattr(signal, f"SIG{name}"))
-        except ProcessLookupError:
-            pass
-        except OSError as exc:
-            log(f"{t.sid}: SIG{name} to group {pgid} failed: {exc}")
-            return
-        audit(self.o.state_dir, "session.signal", session=t.sid, item=t.item_id, signal=name, by="sidecar")
 
     def finish(self, t: Tracked, why: str) -> None:
         self.pump(t)
@@ -334,7 +328,6 @@ class Sidecar:
             now_wall, now_mono = time.time(), time.monotonic()
             self.check_storm(t, now_wall)
             self.check_stall(t, now_wall, now_mono)
-            self.escalate(t, now_wall)
             self.heartbeat(t, now_wall, now_mono)
         if now_mono - self.hb_mono >= self.o.heartbeat_s:
             self.own_heartbeat(now_wall)

@@ -225,6 +225,22 @@ teardown() { sandbox_teardown; }
   [ "$(jq -r 'select(.type == "result") | .subtype' "$dir/events.jsonl")" = error_during_execution ]
 }
 
+@test "a stall the sidecar finds is stopped by the loop in steps: SIGINT, SIGTERM, SIGKILL for an agent that ignores them" {
+  # moved from test_sidecar.py when the signals moved to the loop: the sidecar
+  # records the stall (stall.json, kill.json), the loop escalates every stop
+  q add --id s --prompt "[[mock:stubborn]]" >/dev/null
+  run loop --drain --set STALL_TIMEOUT_S=0.5 --set KILL_GRACE_S=0.3 --set MAX_ATTEMPTS=1 --set HEARTBEAT_S=0.1
+  assert_success
+  [ "$(item_state s) $(item_field s .last_verdict)" = "quarantined stalled" ]
+  local dir
+  dir=$(session_of s)
+  [ "$(jq -c '[.limit_s, .limit_kind, .phase]' "$dir/stall.json")" = '[0.5,"stream","streaming"]' ]
+  [ "$(jq -r '.reason + " " + .by' "$dir/kill.json")" = "stalled sidecar" ]
+  [ "$(cat "$dir/exit_code")" = 137 ]
+  run jq -r 'select(.event == "session.stalled" or .event == "session.signal") | .event + ":" + (.signal // "") + ":" + (.by // "")' "$STATE/events.jsonl"
+  assert_output $'session.stalled::\nsession.signal:INT:loop\nsession.signal:TERM:loop\nsession.signal:KILL:loop'
+}
+
 @test "SIGTERM: the loop stops claiming, stops running sessions after the grace, requeues them, exits 143" {
   q add --id h --prompt "[[mock:hang]]" >/dev/null
   q add --id next --prompt p >/dev/null

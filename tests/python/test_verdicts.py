@@ -51,4 +51,4 @@ def test_docs_show_the_table_as_it_is() -> None:
     text = DOCS.read_text(encoding="utf-8")
     found = re.search(r"<!-- verdict-table: generated -->\n(.*?)<!-- /verdict-table -->", text, re.S)
     assert found, "docs/verdicts.md lost its generated verdict table"
-    assert found.group(1) == verdicts.markdown(), "regenerate it: PYTHONPATH=lib python3 -m harness.verdicts"
+    assert found.group(1) == verdicts.markdown(), "regenerate it: make docs"
