@@ -8,34 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from . import fastscan
+from .agents import Agent, agent_for
 from .streamjson import LineStats, iter_events
-
-# USD per million tokens: input, output, cache read, cache write (5 minutes), by
-# model id prefix; the longest prefix wins. The claude-*-5* rows are what CLI 2.1.332
-# itself charges for them (its result line's modelUsage.costUSD, measured per token
-# kind against tests/fakeapi); the others are the published list prices. A model
-# none of them names falls back to its family, then to the newest CLI's default.
-MODEL_PRICES_PER_MTOK: dict[str, tuple[float, float, float, float]] = {
-    "claude-opus-5-5": (4.0, 20.0, 0.2, 5.0),
-    "claude-opus-5": (5.0, 25.0, 0.5, 6.25),
-    "claude-opus-4-8": (5.0, 25.0, 0.5, 6.25),
-    "claude-opus-4-7": (5.0, 25.0, 0.5, 6.25),
-    "claude-opus-4-6": (5.0, 25.0, 0.5, 6.25),
-    "claude-opus-4-5": (5.0, 25.0, 0.5, 6.25),
-    "claude-opus-4": (15.0, 75.0, 1.5, 18.75),
-    "claude-sonnet-5-5": (2.0, 10.0, 0.1, 2.5),
-    "claude-sonnet-5": (2.0, 10.0, 0.2, 2.5),
-    "claude-sonnet-4": (3.0, 15.0, 0.3, 3.75),
-    "claude-haiku-5-5": (0.5, 0.5, 0.05, 0.625),
-    "claude-haiku-4-5": (1.0, 5.0, 0.1, 1.25),
-    "claude-haiku-3-5": (0.8, 4.0, 0.08, 1.0),
-}
-FAMILY_PRICES_PER_MTOK: dict[str, tuple[float, float, float, float]] = {
-    "opus": (5.0, 25.0, 0.5, 6.25),
-    "sonnet": (3.0, 15.0, 0.3, 3.75),
-    "haiku": (1.0, 5.0, 0.1, 1.25),
-}
-DEFAULT_PRICED_MODEL = "claude-opus-5-5"
 
 
 @dataclass
@@ -180,23 +154,12 @@ def scan(path: Path) -> SessionFacts:
     return f
 
 
-def price_for(model: str) -> tuple[float, float, float, float]:
-    """USD per million tokens (input, output, cache read, cache write) for a model id
-    as the stream names it ("claude-opus-4-8", "claude-opus-4-8[1m]", "claude-haiku-4-5-20251001")."""
-    name = model.lower().split("[", 1)[0]
-    best = max((prefix for prefix in MODEL_PRICES_PER_MTOK if name.startswith(prefix)), key=len, default="")
-    if best:
-        return MODEL_PRICES_PER_MTOK[best]
-    for family, price in FAMILY_PRICES_PER_MTOK.items():
-        if family in name:
-            return price
-    return MODEL_PRICES_PER_MTOK[DEFAULT_PRICED_MODEL]
-
-
-def estimate_cost_usd(messages: dict[str, MessageUsage], default_model: str) -> float:
+def estimate_cost_usd(messages: dict[str, MessageUsage], default_model: str, agent: Agent | None = None) -> float:
+    """The cost of the streamed usage at the agent's prices (agents/)."""
+    agent = agent or agent_for()
     total = 0.0
     for mu in messages.values():
-        p_in, p_out, p_read, p_write = price_for(mu.model or default_model)
+        p_in, p_out, p_read, p_write = agent.price_per_mtok(mu.model or default_model)
         total += (
             mu.input_tokens * p_in + mu.output_tokens * p_out + mu.cache_read * p_read + mu.cache_write * p_write
         ) / 1_000_000

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import gate, jsonio, render, reply
+from .agents import agent_for, limits_for
 from .policy import Policy, iso
 from .store import Lease, open_store
 
@@ -38,28 +39,10 @@ class Started:
 
 
 def argv_for(item: dict[str, Any], p: Policy, uuid: str, bootstrap: Path) -> list[str]:
-    """The agent's command line; the item's limits win over the configuration's."""
-    def pick(key: str, default: Any) -> Any:
-        value = item.get(key)
-        return default if value is None or value == "" else value
-
-    turns, budget = pick("max_turns", p.MAX_TURNS), pick("max_budget_usd", p.MAX_BUDGET_USD)
-    model, tools = pick("model", p.MODEL), pick("allowed_tools", p.ALLOWED_TOOLS)
-    argv = [p.CLAUDE_BIN, "-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages",
-            "--session-id", uuid, "--append-system-prompt-file", str(bootstrap)]
-    if float(turns) != 0:
-        argv += ["--max-turns", f"{turns:g}" if isinstance(turns, float) else str(turns)]
-    if float(budget) != 0:
-        argv += ["--max-budget-usd", f"{budget:g}" if isinstance(budget, float) else str(budget)]
-    if model:
-        argv += ["--model", str(model)]
-    if tools:
-        argv += ["--allowedTools", str(tools)]
-    if p.PERMISSION_MODE:
-        argv += ["--permission-mode", p.PERMISSION_MODE]
-    if p.SKIP_PERMISSIONS == "true":
-        argv.append("--dangerously-skip-permissions")
-    return argv
+    """The agent's command line (agents/); the item's limits win over the configuration's."""
+    limits = limits_for(item, p.MAX_TURNS, p.MAX_BUDGET_USD, p.MODEL, p.ALLOWED_TOOLS, p.PERMISSION_MODE,
+                        p.SKIP_PERMISSIONS == "true")
+    return agent_for().argv(p.CLAUDE_BIN, uuid, bootstrap, limits)
 
 
 def _git(repo: str, *args: str) -> subprocess.CompletedProcess[str]:

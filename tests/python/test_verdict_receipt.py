@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from harness import facts, receipt, verdict
+from harness.agents import claude
 
 EXPECTED = {
     "ok": "succeeded",
@@ -255,8 +256,9 @@ def test_the_price_table_agrees_with_the_cli(reference: Path, ref: Path | None, 
 
 
 def test_price_lookup_by_prefix_family_and_default() -> None:
-    assert facts.price_for("claude-opus-5-5") == (4.0, 20.0, 0.2, 5.0)
-    assert facts.price_for("claude-opus-4-8[1m]") == (5.0, 25.0, 0.5, 6.25)
-    assert facts.price_for("claude-haiku-4-5-20251001") == (1.0, 5.0, 0.1, 1.25)
-    assert facts.price_for("claude-sonnet-9") == facts.FAMILY_PRICES_PER_MTOK["sonnet"]
-    assert facts.price_for("something-else") == facts.MODEL_PRICES_PER_MTOK[facts.DEFAULT_PRICED_MODEL]
+    price_for = claude.Claude().price_per_mtok
+    assert price_for("claude-opus-5-5") == (4.0, 20.0, 0.2, 5.0)
+    assert price_for("claude-opus-4-8[1m]") == (5.0, 25.0, 0.5, 6.25)
+    assert price_for("claude-haiku-4-5-20251001") == (1.0, 5.0, 0.1, 1.25)
+    assert price_for("claude-sonnet-9") == claude.FAMILY_PRICES_PER_MTOK["sonnet"]
+    assert price_for("something-else") == claude.MODEL_PRICES_PER_MTOK[claude.DEFAULT_PRICED_MODEL]
