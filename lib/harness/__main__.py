@@ -312,44 +312,47 @@ def cmd_receipt(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m harness")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def _with_policy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cfg", action="append", default=[], metavar="KEY=VALUE", help="policy configuration")
+    p.add_argument("--now", type=float, help="the clock, in epoch seconds (tests)")
 
-    def with_policy(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--cfg", action="append", default=[], metavar="KEY=VALUE", help="policy configuration")
-        p.add_argument("--now", type=float, help="the clock, in epoch seconds (tests)")
 
-    def with_state(name: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name)
-        p.add_argument("--state-dir", required=True)
-        return p
+def _with_state(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name)
+    p.add_argument("--state-dir", required=True)
+    return p
 
-    p = with_state("queue-add")
+
+def _queue_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _with_state(sub, "queue-add")
     p.add_argument("--file")
     p.add_argument("--label", help="how errors name the input (default: the file, or stdin)")
     p.set_defaults(fn=cmd_queue_add)
-    p = with_state("queue-list")
+    p = _with_state(sub, "queue-list")
     p.add_argument("--state", action="append")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_queue_list)
     for name, fn in (("queue-show", cmd_queue_show), ("queue-cancel", cmd_queue_cancel), ("queue-retry", cmd_queue_retry)):
-        p = with_state(name)
+        p = _with_state(sub, name)
         p.add_argument("id")
         p.set_defaults(fn=fn)
-    p = with_state("start")
+    p = _with_state(sub, "queue-ready")
+    p.set_defaults(fn=cmd_queue_ready)
+
+
+def _loop_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """What the loop asks: start, finalize, the sidecar, the breaker and the pause."""
+    p = _with_state(sub, "start")
     p.add_argument("--session", required=True)
     p.add_argument("--worker", required=True)
     p.add_argument("--loop-pid", type=int, default=0)
-    with_policy(p)
+    _with_policy(p)
     p.set_defaults(fn=cmd_start)
-    p = with_state("queue-ready")
-    p.set_defaults(fn=cmd_queue_ready)
-    p = with_state("finalize")
+    p = _with_state(sub, "finalize")
     p.add_argument("--session-dir", required=True)
-    with_policy(p)
+    _with_policy(p)
     p.set_defaults(fn=cmd_finalize)
-    p = with_state("circuit")
+    p = _with_state(sub, "circuit")
     p.add_argument("action", choices=["status", "close", "open", "record"])
     p.add_argument("--json", action="store_true")
     p.add_argument("--by", default="operator")
@@ -357,26 +360,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--result", choices=["failure", "success", "neutral"], default="failure")
     p.add_argument("--verdict", default="api_error")
     p.add_argument("--reason", default="recorded by hand")
-    with_policy(p)
+    _with_policy(p)
     p.set_defaults(fn=cmd_circuit)
-    p = with_state("pause")
+    p = _with_state(sub, "pause")
     p.add_argument("action", choices=["show", "set", "clear"])
     p.add_argument("--seconds", type=float, default=3600.0)
     p.add_argument("--reason")
     p.add_argument("--json", action="store_true")
     p.add_argument("--by", default="operator")
-    with_policy(p)
+    _with_policy(p)
     p.set_defaults(fn=cmd_pause)
-    p = with_state("sidecar")
+    p = _with_state(sub, "sidecar")
     p.add_argument("--stall-timeout-s", type=float, default=config.default("STALL_TIMEOUT_S"))
     p.add_argument("--tool-timeout-s", type=float, default=config.default("TOOL_TIMEOUT_S"))
     p.add_argument("--heartbeat-s", type=float, default=config.default("HEARTBEAT_S"))
     p.add_argument("--poll-s", type=float, default=config.default("MONITOR_POLL_S"))
     p.add_argument("--loop-pid", type=int, default=0)
     p.add_argument("--loop-start", default="")
-    with_policy(p)
+    _with_policy(p)
     p.set_defaults(fn=cmd_sidecar)
-    p = with_state("events")
+
+
+def _events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """parse-session-events.sh's verbs."""
+    p = _with_state(sub, "events")
     p.add_argument("--no-color", action="store_true")
     ev = p.add_subparsers(dest="events_cmd", required=True)
     e = ev.add_parser("list")
@@ -400,20 +407,24 @@ def parser() -> argparse.ArgumentParser:
         if name == "export":
             e.add_argument("-o", "--output")
     p.set_defaults(fn=cmd_events)
-    p = with_state("worktrees")
+
+
+def _operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """worktrees, status, and the helpers' own: serve, usage, receipt."""
+    p = _with_state(sub, "worktrees")
     p.add_argument("action", choices=["list", "prune"])
     p.add_argument("--repo", default="")
     p.add_argument("--older-than-days", type=float, default=config.default("WORKTREE_MAX_AGE_DAYS"))
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--json", action="store_true")
-    with_policy(p)
+    _with_policy(p)
     p.set_defaults(fn=cmd_worktrees)
-    p = with_state("status")
+    p = _with_state(sub, "status")
     p.add_argument("--json", action="store_true")
     p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS")
     p.add_argument("--heartbeat-s", type=float, default=config.default("HEARTBEAT_S"))
     p.add_argument("--no-color", action="store_true")
-    with_policy(p)
+    _with_policy(p)
     p.set_defaults(fn=cmd_status)
     p = sub.add_parser("serve", help="the loop's long-lived helper (lib/harness/serve.py)")
     p.set_defaults(fn=cmd_serve)
@@ -424,13 +435,20 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("receipt")
     p.add_argument("--session-dir", required=True)
     p.set_defaults(fn=cmd_receipt)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m harness")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for add in (_queue_parsers, _loop_parsers, _events_parsers, _operator_parsers):
+        add(sub)
     return ap
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import serve
 
-    return serve.serve()
+    return serve.serve(main)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,10 +138,7 @@ def _text(name: str, value: Any, limit: int) -> str:
     return value
 
 
-def normalize(raw: Any, now_iso: str) -> dict[str, Any]:
-    """Checks one item as a person wrote it and returns it as the queue stores it."""
-    if not isinstance(raw, dict):
-        raise QueueError("an item must be a JSON object")
+def _checked_prompt(raw: dict[str, Any]) -> str:
     for key in raw:
         if key in HARNESS_FIELDS:
             raise QueueError(f"field {key!r} is kept by the harness and cannot be given")
@@ -156,16 +153,10 @@ def normalize(raw: Any, now_iso: str) -> dict[str, Any]:
             f"prompt is {size} bytes; the Claude Code CLI takes at most {MAX_PROMPT_BYTES} (10 MiB) "
             "on stdin: put large content in a file and name it in the prompt"
         )
-    item_id = raw.get("id")
-    item_id = new_id() if item_id in (None, "") else check_id(item_id)
-    title = raw.get("title")
-    if title in (None, ""):
-        first = prompt.strip().splitlines()[0] if prompt.strip() else ""
-        title = first[:80]
-    title = _text("title", title, MAX_TITLE_CHARS)
-    priority = raw.get("priority", "normal") or "normal"
-    if priority not in PRIORITIES:
-        raise QueueError(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+    return prompt
+
+
+def _checked_deps(raw: dict[str, Any], item_id: str) -> list[str]:
     deps = raw.get("depends_on") or []
     if isinstance(deps, str):
         deps = [d for d in re.split(r"[,\s]+", deps) if d]
@@ -174,36 +165,51 @@ def normalize(raw: Any, now_iso: str) -> dict[str, Any]:
     deps = [check_id(d) for d in deps]
     if item_id in deps:
         raise QueueError(f"item {item_id} cannot depend on itself")
+    return list(dict.fromkeys(deps))
+
+
+def _limits(raw: dict[str, Any]) -> dict[str, Any]:
+    """The item's own limits, checked: they win over the configuration's."""
+    out: dict[str, Any] = {}
+    for key in ("max_turns", "max_attempts"):
+        if raw.get(key) is not None:
+            out[key] = _pos_int(key, raw[key])
+    for key in ("max_budget_usd", "timeout_s", "stall_timeout_s", "tool_timeout_s"):
+        if raw.get(key) is not None:
+            out[key] = _pos_num(key, raw[key])
+    if raw.get("model") not in (None, ""):
+        out["model"] = _text("model", raw["model"], 200)
+    tools = raw.get("allowed_tools")
+    if tools not in (None, "", []):
+        if isinstance(tools, list):
+            tools = ",".join(_text("allowed_tools", t, 200) for t in tools)
+        out["allowed_tools"] = _text("allowed_tools", tools, 4000)
+    return out
+
+
+def normalize(raw: Any, now_iso: str) -> dict[str, Any]:
+    """Checks one item as a person wrote it and returns it as the queue stores it."""
+    if not isinstance(raw, dict):
+        raise QueueError("an item must be a JSON object")
+    prompt = _checked_prompt(raw)
+    item_id = raw.get("id")
+    item_id = new_id() if item_id in (None, "") else check_id(item_id)
+    title = raw.get("title")
+    if title in (None, ""):
+        title = prompt.strip().splitlines()[0][:80]
+    priority = raw.get("priority", "normal") or "normal"
+    if priority not in PRIORITIES:
+        raise QueueError(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
     created_at = raw.get("created_at") or now_iso
     try:
         jsonio.parse_iso(_text("created_at", created_at, 64))
     except ValueError:
         raise QueueError(f"created_at must be an ISO 8601 time, got {created_at!r}") from None
-    item: dict[str, Any] = {
-        "id": item_id,
-        "title": title,
-        "prompt": prompt,
-        "priority": priority,
-        "depends_on": list(dict.fromkeys(deps)),
-        "created_at": created_at,
-        "attempts": 0,
-        "not_before": None,
-        "history": [],
+    return {
+        "id": item_id, "title": _text("title", title, MAX_TITLE_CHARS), "prompt": prompt, "priority": priority,
+        "depends_on": _checked_deps(raw, item_id), "created_at": created_at, "attempts": 0, "not_before": None,
+        "history": [], **_limits(raw),
     }
-    for key in ("max_turns", "max_attempts"):
-        if raw.get(key) is not None:
-            item[key] = _pos_int(key, raw[key])
-    for key in ("max_budget_usd", "timeout_s", "stall_timeout_s", "tool_timeout_s"):
-        if raw.get(key) is not None:
-            item[key] = _pos_num(key, raw[key])
-    if raw.get("model") not in (None, ""):
-        item["model"] = _text("model", raw["model"], 200)
-    tools = raw.get("allowed_tools")
-    if tools not in (None, "", []):
-        if isinstance(tools, list):
-            tools = ",".join(_text("allowed_tools", t, 200) for t in tools)
-        item["allowed_tools"] = _text("allowed_tools", tools, 4000)
-    return item
 
 
 def parse_items(data: bytes, label: str) -> list[tuple[str, Any]]:

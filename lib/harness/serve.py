@@ -20,6 +20,7 @@ import io
 import os
 import sys
 import traceback
+from collections.abc import Callable
 
 
 class Requests:
@@ -49,14 +50,11 @@ class Requests:
         return args
 
 
-def dispatch(args: list[str]) -> int:
-    from .__main__ import main
+Dispatch = Callable[[list[str]], int]
 
 
-    return main(args)
-
-
-def run(args: list[str]) -> tuple[int, bytes]:
+def run(dispatch: Dispatch, args: list[str]) -> tuple[int, bytes]:
+    """One request: the command's exit code and what it printed."""
     capture = io.BytesIO()
     text = io.TextIOWrapper(capture, encoding="utf-8", errors="surrogateescape", write_through=True)
     real = sys.stdout
@@ -76,13 +74,14 @@ def run(args: list[str]) -> tuple[int, bytes]:
     return rc, data
 
 
-def serve() -> int:
+def serve(dispatch: Dispatch) -> int:
+    """Answers requests until end of input; dispatch runs one command (__main__.main)."""
     requests = Requests(sys.stdin.fileno())
     out = sys.stdout.buffer
     while True:
         args = requests.next()
         if args is None:
             return 0
-        rc, data = run(args)
+        rc, data = run(dispatch, args)
         out.write(f"{rc} {len(data)}\n".encode() + data)
         out.flush()

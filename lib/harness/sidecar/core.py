@@ -16,93 +16,25 @@ one stop state machine, in lib/session.sh.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import resource
 import signal
-import stat
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import jsonio, stops
-from .circuit import Breaker
-from .follow import Waker
-from .live import Limits, LiveSession, read_marks
-from .policy import Policy
-from .store import open_store
-from .tailer import Tailer
+from .. import jsonio
+from ..follow import Waker
+from ..store import open_store
+from . import checks
+from .model import Options, Tracked, lock, log, proc_start
 
 BUSY_ROUNDS = 3  # reads with new data in a row before a session is polled instead of watched
 QUIET_ROUNDS = 20  # empty polls in a row before it is watched again
 IDLE_WAIT_S = 1.0
-LOCK_WAIT_S = 5.0
 EXIT_BUSY = 3
-
-
-@dataclass
-class Options:
-    state_dir: Path
-    stall_s: float = 300.0
-    tool_s: float = 660.0
-    heartbeat_s: float = 2.0
-    poll_s: float = 0.05
-    loop_pid: int = 0
-    loop_start: str = ""
-    policy: Policy = field(default_factory=Policy)
-
-
-@dataclass
-class Tracked:
-    sid: str
-    item_id: str
-    dir: Path
-    live: LiveSession
-    tailer: Tailer
-    started_mono: float
-    watched: bool = False
-    busy: int = 0
-    quiet: int = 0
-    hb_mono: float = 0.0
-    hb_turns: int = -1
-    ended: bool = False
-    storm: bool = False  # an api_retry storm was reported to the breaker
-    stopping: str | None = None  # kill.json's reason once the session is being stopped
-
-
-def proc_start(pid: int) -> str | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
-
-
-def wake_loop(state_dir: Path) -> None:
-    """A byte into state/loop.wake, so that the loop acts at once rather than at its
-    next poll. Best effort by design: without a loop holding the FIFO open there is
-    nobody to wake (ENXIO), and the loop's poll finds the stop anyway."""
-    fifo = state_dir / "loop.wake"
-    try:
-        if not stat.S_ISFIFO(os.stat(fifo).st_mode):
-            return
-        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.write(fd, b"x")
-    except OSError:
-        pass  # a full FIFO: the loop has bytes waiting already
-    finally:
-        os.close(fd)
-
-
-def _num(value: Any, default: float) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else default
 
 
 class Sidecar:
@@ -144,42 +76,12 @@ class Sidecar:
                 self.finish(t, "the item left running/")
 
     def track(self, sid: str, item_id: str, item: dict[str, Any], sdir: Path) -> None:
-        limits = Limits(
-            stall_s=_num(item.get("stall_timeout_s"), self.o.stall_s), tool_s=_num(item.get("tool_timeout_s"), self.o.tool_s)
-        )
-        try:
-            meta = jsonio.read_json(sdir / "meta.json")
-        except (OSError, ValueError):
-            meta = {}
-        now_wall, now_mono = time.time(), time.monotonic()
-        started = meta.get("started_epoch") if isinstance(meta, dict) else None
-        started_mono = now_mono - max(0.0, now_wall - started) if isinstance(started, (int, float)) else now_mono
-        marks = read_marks(sdir / "timeline.jsonl")  # what an earlier sidecar already wrote
-        live = LiveSession(sid, limits, replay_upto=max((m["n"] for m in marks if isinstance(m.get("n"), int)), default=0))
-        t = Tracked(sid, item_id, sdir, live, Tailer(sdir / "events.jsonl"), started_mono)
+        t = checks.tracked(self.o, sid, item_id, item, sdir)
         self.sessions[sid] = t
-        self.replay(t)
         t.watched = self.waker.watch(sid, str(sdir), ("events.jsonl", "exit_code"))
         self.pump(t)  # what arrived before the watch existed
-        log(f"following {sid} ({item_id}); stall limit {limits.stall_s:g}s, tool limit {limits.tool_s:g}s, "
-            f"{'inotify' if t.watched else 'polling'}")
-
-    def replay(self, t: Tracked) -> None:
-        """Reads what the file already holds; its last line's time is the file's mtime."""
-        try:
-            mtime = os.stat(t.tailer.path).st_mtime
-        except FileNotFoundError:
-            return
-        now_wall, now_mono = time.time(), time.monotonic()
-        mono = now_mono - max(0.0, now_wall - mtime)
-        while True:
-            lines = t.tailer.read()
-            if not lines:
-                break
-            for line in lines:
-                t.live.feed_line(line, mtime, mono)
-        for mark in t.live.marks:
-            mark.extra["approx"] = True  # seen late: the time is the file's last write
+        log(f"following {sid} ({item_id}); stall limit {t.live.limits.stall_s:g}s, tool limit "
+            f"{t.live.limits.tool_s:g}s, {'inotify' if t.watched else 'polling'}")
 
     # --- each round ------------------------------------------------------
 
@@ -222,70 +124,6 @@ class Sidecar:
                 if t.watched:
                     self.pump(t)
 
-    def heartbeat(self, t: Tracked, now_wall: float, now_mono: float, force: bool = False) -> None:
-        turns = len(t.live.facts.messages)
-        if not force and turns == t.hb_turns and now_mono - t.hb_mono < self.o.heartbeat_s:
-            return
-        extra = {
-            "item_id": t.item_id,
-            "follow": "inotify" if t.watched else "polling",
-            "stopping": t.stopping,
-        }
-        hb = t.live.heartbeat(now_wall, now_mono, t.started_mono, extra)
-        try:
-            jsonio.write_atomic(t.dir / "heartbeat.json", jsonio.dumps(hb) + b"\n", durable=False)
-        except OSError as exc:
-            log(f"{t.sid}: cannot write heartbeat.json: {exc}")
-        t.hb_mono, t.hb_turns = now_mono, turns
-
-    def check_storm(self, t: Tracked, now_wall: float) -> None:
-        """API retries in a row inside one live session count for the breaker before it ends."""
-        limit = self.o.policy.CIRCUIT_STORM_RETRIES
-        if t.storm or limit <= 0 or t.live.retry_run < limit:
-            return
-        t.storm = True
-        try:
-            c = Breaker(self.o.state_dir, self.o.policy).storm(t.sid, t.live.retry_run, t.live.retry_status, now_wall)
-        except OSError as exc:
-            log(f"{t.sid}: cannot record an API retry storm in circuit.json: {exc}")
-            return
-        log(f"{t.sid}: {t.live.retry_run} API retries in a row (status {t.live.retry_status}); circuit {c.get('state')}")
-
-    def check_stall(self, t: Tracked, now_wall: float, now_mono: float) -> None:
-        if t.stopping is not None:
-            return
-        if (t.dir / "kill.json").exists():
-            t.stopping = str((stops.read(t.dir) or {}).get("reason") or "?")
-            return
-        silent, limit, kind = t.live.silence(now_mono, t.started_mono)
-        if silent <= limit:
-            return
-        evidence = {
-            "session_id": t.sid,
-            "item_id": t.item_id,
-            "detected_at": jsonio.utc_now_iso(),
-            "silent_s": round(silent, 3),
-            "limit_s": limit,
-            "limit_kind": kind,
-            "phase": t.live.phase,
-            "last_event_at": round(t.live.last_event_wall, 3) if t.live.last_event_wall else None,
-            "last_event_type": t.live.last_event_type or None,
-            "events": t.live.facts.events,
-            "turns": len(t.live.facts.messages),
-            "outstanding_tools": t.live.outstanding(now_wall),
-        }
-        what = f"outstanding {kind} call" if kind == "tool" else "stream"
-        detail = f"no output for {silent:.1f}s (limit {limit:g}s, {what}; phase {t.live.phase})"
-        jsonio.write_json(t.dir / "stall.json", evidence)
-        first = stops.record(t.dir, "stalled", detail, "sidecar", now_wall)
-        t.stopping = "stalled" if first is None else str(first.get("reason") or "?")
-        if first is not None:
-            return  # the loop stopped it first (timeout, cancel, shutdown)
-        audit(self.o.state_dir, "session.stalled", session=t.sid, item=t.item_id, detail=detail)
-        log(f"{t.sid}: stalled: {detail}; the loop stops it")
-        wake_loop(self.o.state_dir)
-
-
     def finish(self, t: Tracked, why: str) -> None:
         self.pump(t)
         wall = time.time()
@@ -294,7 +132,7 @@ class Sidecar:
         self.write_marks(t)  # the unterminated last line's, if it has any
         t.live.phase = "exited"
         t.ended = True
-        self.heartbeat(t, wall, time.monotonic(), force=True)
+        checks.heartbeat(self.o, t, wall, time.monotonic(), force=True)
         self.waker.unwatch(t.sid)
         t.tailer.close()
         del self.sessions[t.sid]
@@ -326,9 +164,9 @@ class Sidecar:
                 self.finish(t, "exit_code written")
                 continue
             now_wall, now_mono = time.time(), time.monotonic()
-            self.check_storm(t, now_wall)
-            self.check_stall(t, now_wall, now_mono)
-            self.heartbeat(t, now_wall, now_mono)
+            checks.check_storm(self.o, t, now_wall)
+            checks.check_stall(self.o, t, now_wall, now_mono)
+            checks.heartbeat(self.o, t, now_wall, now_mono)
         if now_mono - self.hb_mono >= self.o.heartbeat_s:
             self.own_heartbeat(now_wall)
             self.hb_mono = now_mono
@@ -394,36 +232,6 @@ class Sidecar:
             self.waker.close()
             log("sidecar stopped")
         return 0
-
-
-
-
-def audit(state_dir: Path, event: str, **fields: Any) -> None:
-    try:
-        jsonio.audit(state_dir, event, **fields)
-    except OSError as exc:
-        log(f"audit: cannot append {event}: {exc}")
-
-
-def log(message: str) -> None:
-    print(f"{jsonio.utc_now_iso()} sidecar: {message}", file=sys.stderr, flush=True)
-
-
-def lock(state_dir: Path) -> int | None:
-    """flock on state/sidecar.lock, waiting a little for a sidecar that is on its way out."""
-    fd = os.open(state_dir / "sidecar.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                return None
-            time.sleep(0.05)
 
 
 def main(opts: Options) -> int:

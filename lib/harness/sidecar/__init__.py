@@ -1,0 +1,8 @@
+"""The sidecar: one per loop (see core.py)."""
+
+from __future__ import annotations
+
+from .core import Sidecar, main
+from .model import Options, Tracked, proc_start, wake_loop
+
+__all__ = ["Options", "Sidecar", "Tracked", "main", "proc_start", "wake_loop"]
