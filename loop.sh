@@ -218,12 +218,10 @@ loop_done() {
 # (lib/harness/gate.py drain_check). Sets LOOP_DRAIN_UNTIL (microseconds; 0: no
 # retry due within DRAIN_MAX_WAIT_S), LOOP_LEFT (items the drain would leave),
 # LOOP_LEFT_SUMMARY (one line for a person) and LOOP_LEFT_GROUPS (JSON, for the
-# audit log). Fails when the helpers could not tell (drain-check is a request
-# only the coprocess serves: without it, there is no asking).
+# audit log). Fails when the helpers could not tell.
 loop_drain_check() {
   local until at rc
   LOOP_DRAIN_UNTIL=0 LOOP_LEFT=0 LOOP_LEFT_SUMMARY="" LOOP_LEFT_GROUPS="[]"
-  [[ -n "${PY_SERVER:-}" ]] || return 1
   py_call drain-check --state-dir "${CFG[STATE_DIR]}" --max-wait-s "${CFG[DRAIN_MAX_WAIT_S]}" \
     "${RES_POLICY_ARGS[@]}" && rc=0 || rc=$?
   if ((rc == 70)); then

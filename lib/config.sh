@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# shellcheck disable=SC2034 # CFG_ERROR and HARNESS_PY are read by the scripts that source this
+# shellcheck disable=SC2034 # CFG_ERROR, HARNESS_PY and LOOP_FATAL are read by the scripts that source this
 # Configuration: defaults, then harness.conf (KEY=VALUE, parsed, never sourced),
 # then HARNESS_<KEY> environment variables, then flags. Sourced, not executed.
 # Every value lives in CFG[KEY]; where it came from in CFG_SRC[KEY].
@@ -217,11 +217,14 @@ py() { # <command> [args...]
 
 # py_again <command> [args...]: py_call for a call that may run twice (an audit
 # line, kill.json's create-once, a heartbeat): when the coprocess died during it,
-# it is made once more by a helper of its own.
+# it is made once more by a helper of its own. The loop then stops as after any
+# death of its helper (LOOP_FATAL): it claims nothing more, sees its running
+# sessions to their end, and exits 1; the next start reconciles.
 py_again() { # <command> [args...]
   local rc=0
   py_call "$@" || rc=$?
   ((rc == 70)) || return "$rc"
+  LOOP_FATAL=${LOOP_FATAL:-"the helper process died during '$1'; the next start reconciles"}
   py_call "$@"
 }
 

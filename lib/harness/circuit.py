@@ -50,6 +50,7 @@ def fresh(policy: Policy) -> dict[str, Any]:
         "state": "closed",
         "reason": None,
         "auth": False,
+        "fix": None,
         "opened_at": None,
         "open_until": None,
         "open_s": policy.CIRCUIT_OPEN_S,
@@ -94,14 +95,16 @@ class Breaker:
 
     # --- transitions -----------------------------------------------------
 
-    def _open(self, c: dict[str, Any], now: float, reason: str, open_s: float, auth: bool = False) -> None:
-        c.update(state="open", reason=reason, auth=auth, opened_at=round(now, 3), open_s=open_s,
+    def _open(self, c: dict[str, Any], now: float, reason: str, open_s: float, auth: bool = False, fix: str = "",
+              credentials: bool = False) -> None:
+        """auth: a person must act (the loop halts); fix says what they do."""
+        c.update(state="open", reason=reason, auth=auth, fix=fix or None, opened_at=round(now, 3), open_s=open_s,
                  open_until=round(now + open_s, 3), probe=None, opens=int(c.get("opens") or 0) + 1)
         self.events.append(("circuit.opened", {"reason": reason, "open_s": open_s, "open_until": c["open_until"],
-                                               "credentials": auth}))
+                                               "credentials": credentials}))
 
     def _close(self, c: dict[str, Any], reason: str) -> None:
-        c.update(state="closed", reason=None, auth=False, opened_at=None, open_until=None,
+        c.update(state="closed", reason=None, auth=False, fix=None, opened_at=None, open_until=None,
                  open_s=self.policy.CIRCUIT_OPEN_S, probe=None, consecutive_failures=0, window=[])
         self.events.append(("circuit.closed", {"reason": reason}))
 
@@ -151,7 +154,8 @@ class Breaker:
             if row is not None and row.opens_breaker:
                 if c["state"] != "open" or not c.get("auth"):
                     grown = c["state"] == "half_open" and is_probe
-                    self._open(c, now, reason, self._next_open_s(c, grown), auth=True)
+                    self._open(c, now, reason, self._next_open_s(c, grown), auth=True, fix=row.fix,
+                               credentials=verdict == "auth_error")
                 self._note(c, session, "failure", verdict, now, counted)
                 return c
             if c["state"] == "half_open" and is_probe:
@@ -241,8 +245,8 @@ def describe(c: dict[str, Any], now: float) -> str:
     if state == "open":
         left = max(0.0, float(c.get("open_until") or 0) - now)
         if c.get("auth"):
-            return (f"open for {left:.0f}s more: {c.get('reason')}; the credentials are wrong: fix them, "
-                    "then run scripts/loopctl.sh circuit close")
+            fix = c.get("fix") or "the credentials are wrong: fix them"
+            return f"open for {left:.0f}s more: {c.get('reason')}; {fix}, then run scripts/loopctl.sh circuit close"
         return f"open for {left:.0f}s more: {c.get('reason')}"
     probe = c.get("probe") or {}
     return f"half-open: probe {probe.get('session')} running" if probe else "half-open: the next session is a probe"

@@ -18,7 +18,7 @@ from . import facts as facts_mod
 from . import jsonio, policy, receipt, verdict
 from .circuit import Breaker, outcome
 from .gate import write_pause
-from .store import FencedError, open_store
+from .store import FencedError, Lease, Store, open_store
 
 
 class FinishError(Exception):
@@ -45,6 +45,15 @@ def _stall_phase(sdir: Path) -> str | None:
     return str(stall.get("phase")) if stall else None
 
 
+def _fenced(store: Store, out: dict[str, Any], sid: str, item_id: str, verdict_name: str,
+            why: str) -> dict[str, Any]:
+    """A session whose lease is no longer the item's: its result is an orphaned
+    attempt, never the item's outcome, and the breaker does not count it."""
+    store.audit("session.fenced", session=sid, item=item_id, verdict=verdict_name, reason=why)
+    out.update(to=None, orphaned=True, fenced=True)
+    return out
+
+
 def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: random.Random) -> dict[str, Any]:
     meta = jsonio.read_dict(sdir / "meta.json") or {}
     sid = str(meta.get("session_id") or sdir.name)
@@ -61,13 +70,19 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
     out.update(session=sid, item=item_id, receipt=receipt.line(metrics), cost_usd=metrics["cost_usd"])
 
     store = open_store(state_dir)
-    lease = store.lease_of(item_id) if item_id else None
-    if lease is None or lease.session_id not in ("", sid) or lease.item is None:
+    held = store.lease_of(item_id) if item_id else None
+    if held is None or held.session_id not in ("", sid) or held.item is None:
         store.audit("session.orphaned", session=sid, item=item_id, verdict=v.verdict,
                     reason="the item is no longer in running/ under this session")
         out.update(to=None, orphaned=True)
         return out
-    item = lease.item
+    # the session presents its own token (meta.json, from its claim); a session
+    # started before tokens presents the lease's
+    token = meta.get("lease_token")
+    lease = Lease(item_id, held.session_id, token if isinstance(token, int) else held.token)
+    if lease.token != held.token:
+        return _fenced(store, out, sid, item_id, v.verdict, f"its token {lease.token} is not the lease's {held.token}")
+    item = held.item
 
     result = outcome(v.verdict, f.init is not None, _stall_phase(sdir))
     c = Breaker(state_dir, pol).record(sid, result, v.verdict, v.reason, now)
@@ -86,9 +101,7 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
     try:
         store.finish(lease, d.to_state, record, d.attempts, d.not_before)
     except FencedError as exc:  # another session took the item since: this one's result is not its outcome
-        store.audit("session.fenced", session=sid, item=item_id, verdict=v.verdict, reason=str(exc))
-        out.update(to=None, orphaned=True, fenced=True)
-        return out
+        return _fenced(store, out, sid, item_id, v.verdict, str(exc))
     except OSError as exc:
         jsonio.audit(state_dir, "item.finish_failed", item=item_id, session=sid, to=d.to_state, error=str(exc))
         raise FinishError(f"cannot move item {item_id} to {d.to_state}: {exc.strerror or exc}; "

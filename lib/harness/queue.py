@@ -381,9 +381,12 @@ def claim(
             continue  # another claimer won, or it was canceled
         item: dict[str, Any] = jsonio.read_json(dst)
         item["state"] = "running"
+        # the fencing token: one more than the item's last claim, whatever became of it
+        # (a requeue that charges no attempt still moves it on)
+        item["claims"] = int(item.get("claims") or 0) + 1
         item["lease"] = {
             "session_id": session_id,
-            "token": int(item.get("attempts") or 0) + 1,  # the fencing token: this session's attempt number
+            "token": item["claims"],
             "worker": worker,
             "host": socket.gethostname(),
             "pid": os.getppid(),

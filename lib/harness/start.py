@@ -81,7 +81,7 @@ def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now:
         return got
     item = got.item or {}
     item_id = str(item["id"])
-    attempt = got.token  # the lease's fencing token is the attempt number
+    attempt = int(item.get("attempts") or 0) + 1
     sdir = state_dir / "sessions" / sid
     sdir.mkdir(mode=0o700, parents=True)
     store.audit("item.claimed", item=item_id, session=sid, attempt=attempt, **{"from": "pending"}, to="running")
@@ -90,7 +90,7 @@ def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now:
     uuid = sid.removeprefix("ses_")
     meta: dict[str, Any] = {
         "session_id": sid, "claude_session_id": uuid, "item_id": item_id, "title": item.get("title"),
-        "attempt": attempt, "host": socket.gethostname(), "loop_pid": loop_pid, "cwd": "", "branch": "",
+        "attempt": attempt, "lease_token": got.token, "host": socket.gethostname(), "loop_pid": loop_pid, "cwd": "", "branch": "",
         "model": item.get("model") or p.MODEL or "", "started_at": iso(now), "started_epoch": round(now, 6), "argv": [],
     }
     try:

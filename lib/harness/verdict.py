@@ -159,7 +159,7 @@ def classify(session_dir: Path, facts: SessionFacts) -> Verdict:
     usage = USAGE_ERROR_RE.search(stderr) if facts.init is None else None
     if usage and code not in (None, 0) and code < 128:
         words = stderr[usage.start():].splitlines()[0]
-        return Verdict("failed", _clip(f"the CLI refused its arguments: {words}"), retryable=False, exit_code=code)
+        return Verdict("usage_error", _clip(f"the CLI refused its arguments: {words}"), exit_code=code)
     if code is None:
         return Verdict("crashed", "the agent ended without recording an exit status (killed with its wrapper?)")
     if code != 0 and code < 128 and facts.init is None:

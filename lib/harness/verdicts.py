@@ -17,6 +17,7 @@ silent default (tests/python/test_verdicts.py iterates them all).
     crashed          retry       charged   neutral; failure before init  red
     api_error        retry       charged   failure                       red
     spawn_failed     retry       charged   failure                       red
+    usage_error      quarantine  charged   neutral, opens it at once     red
     auth_error       requeue     free      failure, opens it at once     red
     usage_limited    pause       free      neutral                       yellow
     interrupted      requeue     free      neutral                       yellow
@@ -65,7 +66,8 @@ class Row:
     meaning: str
     outcome_before_init: Outcome | None = None  # when the agent never reached system/init
     outcome_api_wait: Outcome | None = None  # a stall while waiting on the API
-    opens_breaker: bool = False  # opens the breaker at once (rejected credentials)
+    opens_breaker: bool = False  # opens the breaker at once: a person must act
+    fix: str = ""  # what that person does (said when the loop halts on it)
 
 
 ROWS = (
@@ -82,8 +84,11 @@ ROWS = (
         outcome_before_init=Outcome.FAILURE),
     Row("api_error", Action.RETRY, True, Outcome.FAILURE, Colour.RED, "the API failed (429, 5xx, connection)"),
     Row("spawn_failed", Action.RETRY, True, Outcome.FAILURE, Colour.RED, "the agent could not be started"),
+    Row("usage_error", Action.QUARANTINE, True, Outcome.NEUTRAL, Colour.RED,
+        "the CLI refused its command line: a configuration it does not take; every session would", opens_breaker=True,
+        fix="the CLI refused its arguments: fix the configuration"),
     Row("auth_error", Action.REQUEUE, False, Outcome.FAILURE, Colour.RED, "the API rejected the credentials",
-        opens_breaker=True),
+        opens_breaker=True, fix="the credentials are wrong: fix them"),
     Row("usage_limited", Action.PAUSE, False, Outcome.NEUTRAL, Colour.YELLOW, "a usage limit; spawning pauses"),
     Row("interrupted", Action.REQUEUE, False, Outcome.NEUTRAL, Colour.YELLOW, "stopped by a signal, STOP or a cancel"),
 )

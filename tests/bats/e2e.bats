@@ -171,15 +171,21 @@ refused_once() { # <item>
   reason_has_result_words m
 }
 
-@test "a usage error in the CLI's arguments: quarantined at once with the CLI's words, never retried" {
+@test "a usage error in the CLI's arguments: quarantined at once with the CLI's words; the loop halts before the next" {
   q add --id u --prompt "hi [[fake:answer]]" >/dev/null
+  q add --id v --prompt "hi [[fake:answer]]" >/dev/null
   run loop --drain --set PERMISSION_MODE=no-such-mode
-  assert_success
-  refused_once u
-  local words
-  words=$(head -n 1 "$(session_of u)/stderr.log")
+  # every session would be refused alike: one item is quarantined, the rest wait
+  # for a person (exit 4, the breaker open with what to fix)
+  assert_failure 4
+  assert_output --regexp "harness: halted: circuit breaker open for [0-9]+s more: the CLI refused its arguments: .*fix the configuration, then run scripts/loopctl.sh circuit close"
+  local first words
+  first=$(jq -r 'select(.event == "item.quarantined") | .item' "$STATE/events.jsonl")
+  [ "$(item_state "$first") $(item_field "$first" .attempts) $(item_field "$first" .last_verdict)" = "quarantined 1 usage_error" ]
+  [ "$(item_state u) $(item_state v)" = "$([[ $first == u ]] && echo "quarantined pending" || echo "pending quarantined")" ]
+  words=$(head -n 1 "$(session_of "$first")/stderr.log")
   [[ "$words" == *no-such-mode* ]]
-  [ "$(item_field u .last_reason)" = "the CLI refused its arguments: $words" ]
+  [ "$(item_field "$first" .last_reason)" = "the CLI refused its arguments: $words" ]
 }
 
 @test "a session that runs Bash leaves nothing in /tmp: its temporary files stay in its session directory" {

@@ -252,9 +252,12 @@ loop_stopping() { # <mode>: the loop's heartbeat says it is stopping that way
 @test "the helper coprocess dies mid-run: the loop stops claiming, exits 1, and the next start finishes the item once" {
   q add --id s --prompt "[[mock:slow]]" >/dev/null
   q add --id next --prompt p >/dev/null
-  MOCK_CLAUDE_DELAY_S=1 "$LOOP" --state "$STATE" --drain >"$T/out" 2>&1 3>&- &
+  # no loop heartbeat falls due while the session runs (HEARTBEAT_S): the first
+  # request after the kill is the session's finalize
+  MOCK_CLAUDE_DELAY_S=1 "$LOOP" --state "$STATE" --drain --set HEARTBEAT_S=600 >"$T/out" 2>&1 3>&- &
   local pid=$! rc=0 server
   wait_for 10 test -s "$MOCK_CLAUDE_LOG"
+  wait_for 10 audit_has '.event == "session.started"'
   server=$(pgrep -P "$pid" -f "harness serve")
   kill -9 "$server"
   wait "$pid" || rc=$?

@@ -318,14 +318,19 @@ teardown() { sandbox_teardown; }
   [[ "$(item_field a '.history[0].reason')" == *"cannot load the runtime: libfrobnicate.so"* ]]
 }
 
-@test "an agent that refuses its command line (a usage error) is quarantined at once, not retried" {
+@test "an agent that refuses its command line (a usage error): quarantined at once, and the loop halts for a person" {
   printf '#!/bin/sh\necho "error: unknown option --frobnicate" >&2\nexit 1\n' >"$T/badclaude"
   chmod +x "$T/badclaude"
-  q add --id a --prompt p >/dev/null
+  q add --id a --priority high --prompt p >/dev/null
+  q add --id b --prompt p >/dev/null
   CLAUDE_BIN="$T/badclaude" run loop --drain --set MAX_ATTEMPTS=2
-  assert_success
-  [ "$(item_state a) $(item_field a .attempts) $(item_field a .last_verdict)" = "quarantined 1 failed" ]
+  assert_failure 4
+  [ "$(item_state a) $(item_field a .attempts) $(item_field a .last_verdict)" = "quarantined 1 usage_error" ]
   [ "$(item_field a .last_reason)" = "the CLI refused its arguments: error: unknown option --frobnicate" ]
+  # b was not tried: the next session would have been refused alike
+  [ "$(item_state b) $(item_field b .attempts)" = "pending 0" ]
+  assert_output --partial "fix the configuration, then run scripts/loopctl.sh circuit close"
+  [ "$(jq -r '[.state, .auth] | join(" ")' "$STATE/circuit.json")" = "open true" ]
 }
 
 @test "secrets in the environment never reach state/" {

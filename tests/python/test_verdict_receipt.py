@@ -83,7 +83,7 @@ def test_deterministic_refusals_are_not_retryable(tmp_path: Path, reference: Pat
     assert (v.verdict, v.retryable, v.reason) == ("failed", False, reason)
 
 
-def test_a_usage_error_of_the_cli_is_not_retryable(tmp_path: Path) -> None:
+def test_a_usage_error_of_the_cli_is_its_own_verdict(tmp_path: Path) -> None:
     """Both CLI versions print commander's error and exit 1 before any init line."""
     words = ("error: option '--permission-mode <mode>' argument 'bogus' is invalid. "
              "Allowed choices are acceptEdits, auto, bypassPermissions, default, dontAsk, plan.")
@@ -91,7 +91,7 @@ def test_a_usage_error_of_the_cli_is_not_retryable(tmp_path: Path) -> None:
     (tmp_path / "stderr.log").write_text(words + "\n")
     (tmp_path / "exit_code").write_text("1\n")
     v = verdict.classify(tmp_path, facts.scan(tmp_path / "events.jsonl"))
-    assert (v.verdict, v.retryable, v.reason) == ("failed", False, "the CLI refused its arguments: " + words)
+    assert (v.verdict, v.reason) == ("usage_error", "the CLI refused its arguments: " + words)
     # a binary that is not there stays spawn_failed, retried: it may be back
     (tmp_path / "stderr.log").write_text("env: 'claude': No such file or directory\n")
     (tmp_path / "exit_code").write_text("127\n")

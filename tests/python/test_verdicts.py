@@ -44,7 +44,7 @@ def test_the_breaker_exceptions_come_from_the_table() -> None:
     assert circuit.outcome("crashed", started=True) == "neutral"
     assert circuit.outcome("stalled", started=True, stall_phase="requesting") == "failure"
     assert circuit.outcome("stalled", started=True, stall_phase="in_tool") == "neutral"
-    assert [v for v in VERDICTS if verdicts.row(v).opens_breaker] == ["auth_error"]
+    assert [v for v in VERDICTS if verdicts.row(v).opens_breaker] == ["usage_error", "auth_error"]
 
 
 def test_docs_show_the_table_as_it_is() -> None:

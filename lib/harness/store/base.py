@@ -6,9 +6,11 @@ breaker's record and the hosts. A backend is one module beside this one
 (files.py today); store/__init__.py picks it, and tests/python/test_store_contract.py
 runs the same contract against every backend.
 
-A lease carries a fencing token: the attempt number the claim gave the session.
-Every later write of that session presents it (Store.finish); a write whose token
-is not the item's current one is refused with FencedError and changes nothing.
+A lease carries a fencing token: the item's claim count, one more at every claim
+(so two sessions of one item never share one). The session keeps it (meta.json's
+lease_token) and every later write of that session presents it (Store.finish); a
+write whose token is not the item's current one is refused with FencedError and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class Lease:
 
     item_id: str
     session_id: str
-    token: int  # the attempt number of this session
+    token: int  # the item's claim count at this claim (0: a lease from before tokens)
     worker: str = ""
     item: dict[str, Any] | None = None
 

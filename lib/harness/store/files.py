@@ -26,8 +26,8 @@ def _lease(item_id: str, item: dict[str, Any]) -> Lease:
     lease = item.get("lease")
     lease = lease if isinstance(lease, dict) else {}
     token = lease.get("token")
-    if not isinstance(token, int):  # a lease written before tokens: the attempt it runs
-        token = int(item.get("attempts") or 0) + 1
+    if not isinstance(token, int):  # a lease written before tokens (an earlier release)
+        token = 0
     return Lease(item_id, str(lease.get("session_id") or ""), token, str(lease.get("worker") or ""), item)
 
 

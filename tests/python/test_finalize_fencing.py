@@ -1,0 +1,62 @@
+"""finalize presents the session's own fencing token: a session whose lease is no
+longer the item's changes nothing (not the item, not the breaker, not the pause)."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+from harness import finish, jsonio, policy
+from harness.store import open_store
+
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
+NOW = 1_800_000_000.0
+
+
+def _session(state: Path, sid: str, item_id: str, token: int) -> Path:
+    sdir = state / "sessions" / sid
+    sdir.mkdir(parents=True)
+    shutil.copy(REFERENCE / "ok.jsonl", sdir / "events.jsonl")
+    (sdir / "exit_code").write_text("0\n")
+    jsonio.write_json(sdir / "meta.json", {"session_id": sid, "item_id": item_id, "attempt": 1, "lease_token": token,
+                                           "started_epoch": NOW - 5})
+    return sdir
+
+
+def _events(state: Path) -> list[str]:
+    return [e["event"] for e in open_store(state).events()]
+
+
+def test_a_session_whose_item_another_session_holds_is_orphaned(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.init()
+    store.add([("t", {"id": "a", "prompt": "p"})])
+    first = store.claim("ses_a", "w", NOW)
+    assert first is not None
+    store.finish(first, "pending", {"session_id": "ses_a", "verdict": "interrupted", "reason": "x"}, 0, None)
+    second = store.claim("ses_b", "w", NOW)
+    assert second is not None and second.token == 2  # a free requeue still moves the token on
+    out = finish.finalize(_session(tmp_path, "ses_a", "a", first.token), tmp_path, policy.Policy(), NOW,
+                          random.Random(1))
+    assert (out["orphaned"], out["to"]) == (True, None)
+    state, item = store.get("a")
+    assert (state, item["lease"]["session_id"], item["attempts"]) == ("running", "ses_b", 0)
+    assert "session.orphaned" in _events(tmp_path) and not (tmp_path / "circuit.json").exists()
+
+
+def test_a_stale_token_is_fenced_and_counts_nowhere(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.init()
+    store.add([("t", {"id": "a", "prompt": "p"})])
+    lease = store.claim("ses_a", "w", NOW)
+    assert lease is not None
+    sdir = _session(tmp_path, "ses_a", "a", lease.token + 1)  # not the token of the lease it holds
+    out = finish.finalize(sdir, tmp_path, policy.Policy(), NOW, random.Random(1))
+    assert (out["fenced"], out["to"]) == (True, None)
+    assert store.get("a")[0] == "running"
+    assert "session.fenced" in _events(tmp_path) and not (tmp_path / "circuit.json").exists()
+    # with its own token, the same session finishes the item
+    jsonio.write_json(sdir / "meta.json", {**jsonio.read_json(sdir / "meta.json"), "lease_token": lease.token})
+    out = finish.finalize(sdir, tmp_path, policy.Policy(), NOW, random.Random(1))
+    assert out["to"] == "succeeded" and store.get("a")[0] == "succeeded"
