@@ -22,7 +22,7 @@ config_define() { # <key> <type> <default> <scope>
 # The schema is parsed, never sourced: KEY | TYPE | DEFAULT | SCOPE | HELP lines.
 config_defaults() { # <harness-root>
   local root=$1 schema="$1/lib/config.schema" key type default scope help n=0
-  CFG_KEYS=()
+  CFG_KEYS=() CFG=() CFG_SRC=() CFG_TYPE=() CFG_SCOPE=()
   [[ -r "$schema" ]] || { CFG_ERROR="cannot read the configuration schema $schema"; return 1; }
   while IFS='|' read -r key type default scope help || [[ -n "$key" ]]; do
     n=$((n + 1))
@@ -33,7 +33,11 @@ config_defaults() { # <harness-root>
       return 1
     fi
     [[ "$default" != '""' ]] || default=""
-    config_define "$key" "$type" "${default//\{root\}/$root}" "$scope"
+    if [[ -n "${CFG_TYPE[$key]+x}" || ! "$scope" =~ ^(loop|helpers|sidecar)$ ]]; then
+      CFG_ERROR="$schema:$n: a key twice, or a scope that is not loop, helpers or sidecar"
+      return 1
+    fi
+    config_define "$key" "$type" "${default//\{root\}/"$root"}" "$scope"
   done <"$schema"
 }
 

@@ -8,11 +8,16 @@ SIDECAR_RESTART_MIN_S=5
 
 # sidecar_start: starts the sidecar in its own session, without the loop's lock fd.
 sidecar_start() {
-  local s=${CFG[STATE_DIR]} own=""
+  local s=${CFG[STATE_DIR]} own="" key opt
+  local -a opts=()
   spawn_proc_start "$$" own || true
-  PYTHONPATH="$HARNESS_ROOT/lib" setsid "$HARNESS_PY" -m harness sidecar --state-dir "$s" \
-    --stall-timeout-s "${CFG[STALL_TIMEOUT_S]}" --tool-timeout-s "${CFG[TOOL_TIMEOUT_S]}" \
-    --heartbeat-s "${CFG[HEARTBEAT_S]}" --poll-s "${CFG[MONITOR_POLL_S]}" \
+  # the keys of scope "sidecar" in lib/config.schema, as its options (STALL_TIMEOUT_S: --stall-timeout-s)
+  for key in "${CFG_KEYS[@]}"; do
+    [[ "${CFG_SCOPE[$key]}" == sidecar ]] || continue
+    opt=${key,,}
+    opts+=("--${opt//_/-}" "${CFG[$key]}")
+  done
+  PYTHONPATH="$HARNESS_ROOT/lib" setsid "$HARNESS_PY" -m harness sidecar --state-dir "$s" "${opts[@]}" \
     --loop-pid "$$" --loop-start "$own" "${RES_POLICY_ARGS[@]}" </dev/null >>"$s/sidecar.log" 2>&1 8>&- 9>&- &
   SIDECAR_PID=$!
   SIDECAR_START=""

@@ -193,7 +193,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
         stall_s=args.stall_timeout_s,
         tool_s=args.tool_timeout_s,
         heartbeat_s=args.heartbeat_s,
-        poll_s=args.poll_s,
+        poll_s=args.monitor_poll_s,
         loop_pid=args.loop_pid,
         loop_start=args.loop_start,
         policy=Policy.from_pairs(args.cfg),
@@ -374,7 +374,7 @@ def _loop_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--stall-timeout-s", type=float, default=config.default("STALL_TIMEOUT_S"))
     p.add_argument("--tool-timeout-s", type=float, default=config.default("TOOL_TIMEOUT_S"))
     p.add_argument("--heartbeat-s", type=float, default=config.default("HEARTBEAT_S"))
-    p.add_argument("--poll-s", type=float, default=config.default("MONITOR_POLL_S"))
+    p.add_argument("--monitor-poll-s", type=float, default=config.default("MONITOR_POLL_S"))
     p.add_argument("--loop-pid", type=int, default=0)
     p.add_argument("--loop-start", default="")
     _with_policy(p)

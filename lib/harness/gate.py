@@ -29,9 +29,6 @@ class Blocked:
     until: float | None = None
     halt: bool = False  # a person must act (credentials, disk): --drain/--once exit 4
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"blocked": self.kind, "reason": self.reason, "until": self.until, "halt": self.halt}
-
     def line(self) -> str:
         """For the loop (reply.py): kind, halt (true/false), until (epoch; 0: none), reason."""
         return reply.line(self.kind, self.halt, f"{self.until:.3f}" if self.until else "0", self.reason)

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import jsonio, reply
 from .policy import Policy
-from .store import Lease, Store
+from .store import Lease, Store, UnreadableItemError
 
 SESSION_ID_RE = re.compile(r"ses_[A-Za-z0-9-]+")
 UNSTARTED = "the loop stopped before the session started"
@@ -70,7 +70,12 @@ def requeue_unstarted(store: Store, lease: Lease) -> None:
 def reconcile(store: Store, loop_pid: int, pol: Policy) -> list[Adopt]:
     adopt: list[Adopt] = []
     for row in store.items(["running"]):
-        lease = store.lease_of(str(row["id"]))
+        try:
+            lease = store.lease_of(str(row["id"]))
+        except UnreadableItemError as exc:  # left where it is, for a person to look at
+            store.audit("item.unreadable", item=str(row["id"]), reason=str(exc))
+            print(f"harness: {exc}; left in running/", file=sys.stderr)
+            continue
         if lease is None:
             continue  # it left running/ since
         sdir = store.state_dir / "sessions" / lease.session_id
@@ -84,8 +89,9 @@ def reconcile(store: Store, loop_pid: int, pol: Policy) -> list[Adopt]:
         pid, _, start = first.partition(" ")
         meta: dict[str, Any] = jsonio.read_dict(sdir / "meta.json") or {}
         timeout = (lease.item or {}).get("timeout_s")
+        started = meta.get("started_epoch")
         adopt.append(Adopt(lease.session_id, lease.item_id, pid, start,
-                           float(meta.get("started_epoch") or 0),
+                           float(started) if isinstance(started, (int, float)) else 0.0,
                            float(timeout if isinstance(timeout, (int, float)) else pol.SESSION_TIMEOUT_S),
                            str(meta.get("branch") or "")))
     return adopt

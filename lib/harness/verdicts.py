@@ -85,7 +85,7 @@ ROWS = (
     Row("api_error", Action.RETRY, True, Outcome.FAILURE, Colour.RED, "the API failed (429, 5xx, connection)"),
     Row("spawn_failed", Action.RETRY, True, Outcome.FAILURE, Colour.RED, "the agent could not be started"),
     Row("usage_error", Action.QUARANTINE, True, Outcome.NEUTRAL, Colour.RED,
-        "the CLI refused its command line: a configuration it does not take; every session would", opens_breaker=True,
+        "the CLI refused its command line; every next session would be refused alike", opens_breaker=True,
         fix="the CLI refused its arguments: fix the configuration"),
     Row("auth_error", Action.REQUEUE, False, Outcome.FAILURE, Colour.RED, "the API rejected the credentials",
         opens_breaker=True, fix="the credentials are wrong: fix them"),

@@ -55,7 +55,7 @@ def test_a_malformed_schema_is_an_error_naming_its_line() -> None:
 
 def test_the_sidecar_and_script_options_default_to_the_schema() -> None:
     args = parser().parse_args(["sidecar", "--state-dir", "x"])
-    assert (args.stall_timeout_s, args.tool_timeout_s, args.heartbeat_s, args.poll_s) == tuple(
+    assert (args.stall_timeout_s, args.tool_timeout_s, args.heartbeat_s, args.monitor_poll_s) == tuple(
         config.default(k) for k in ("STALL_TIMEOUT_S", "TOOL_TIMEOUT_S", "HEARTBEAT_S", "MONITOR_POLL_S"))
     assert parser().parse_args(["worktrees", "--state-dir", "x", "list"]).older_than_days == \
         config.default("WORKTREE_MAX_AGE_DAYS")

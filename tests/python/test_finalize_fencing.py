@@ -60,3 +60,33 @@ def test_a_stale_token_is_fenced_and_counts_nowhere(tmp_path: Path) -> None:
     jsonio.write_json(sdir / "meta.json", {**jsonio.read_json(sdir / "meta.json"), "lease_token": lease.token})
     out = finish.finalize(sdir, tmp_path, policy.Policy(), NOW, random.Random(1))
     assert out["to"] == "succeeded" and store.get("a")[0] == "succeeded"
+
+
+def test_reconcile_leaves_an_unreadable_running_item_and_says_so(tmp_path: Path) -> None:
+    from harness import reconcile
+
+    store = open_store(tmp_path)
+    store.init()
+    (tmp_path / "queue" / "running" / "bad.json").write_bytes(b"{torn")
+    assert reconcile.reconcile(store, 4242, policy.Policy()) == []
+    assert (tmp_path / "queue" / "running" / "bad.json").exists()
+    assert "item.unreadable" in _events(tmp_path)
+
+
+def test_reconcile_requeues_a_session_that_never_started_and_adopts_one_that_did(tmp_path: Path) -> None:
+    from harness import reconcile
+
+    store = open_store(tmp_path)
+    store.init()
+    store.add([("t", {"id": "a", "prompt": "p"}), ("t", {"id": "b", "prompt": "p", "timeout_s": 90})])
+    never = store.claim("ses_never", "w", NOW)
+    started = store.claim("ses_started", "w", NOW)
+    assert never is not None and started is not None
+    (tmp_path / "sessions" / "ses_never").mkdir(parents=True)
+    sdir = _session(tmp_path, "ses_started", started.item_id, started.token)
+    (sdir / "wrapper.pid").write_text("12345 678\n")
+    adopt = reconcile.reconcile(store, 4242, policy.Policy())
+    assert [(a.session_id, a.wrapper_pid, a.wrapper_start) for a in adopt] == [("ses_started", "12345", "678")]
+    assert store.get(never.item_id)[0] == "pending"
+    # the late wrapper of the session that never started finds its place taken
+    assert (tmp_path / "sessions" / "ses_never" / "wrapper.pid").read_text().startswith("abandoned by loop 4242")

@@ -53,7 +53,7 @@ class Rig:
     def sidecar(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         p = subprocess.Popen(
             [sys.executable, "-m", "harness", "sidecar", "--state-dir", str(self.state), "--heartbeat-s", "0.1",
-             "--poll-s", "0.02", *extra],
+             "--monitor-poll-s", "0.02", *extra],
             env={**os.environ, "PYTHONPATH": str(ROOT / "lib"), **(env or {})},
             stderr=open(self.state / "sidecar.log", "ab"),  # noqa: SIM115 - closed with the process
         )

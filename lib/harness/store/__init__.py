@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import FencedError, ItemState, Lease, Store, StoreError, UnknownItemError
+from .base import FencedError, ItemState, Lease, Store, StoreError, UnknownItemError, UnreadableItemError
 from .files import FilesStore
 
 BACKENDS = {"files": FilesStore}
 
-__all__ = ["BACKENDS", "FencedError", "ItemState", "Lease", "Store", "StoreError", "UnknownItemError", "open_store"]
+__all__ = ["BACKENDS", "FencedError", "ItemState", "Lease", "Store", "StoreError", "UnknownItemError", "UnreadableItemError",
+           "open_store"]
 
 
 def open_store(state_dir: Path, backend: str = "files") -> Store:

@@ -49,6 +49,10 @@ class UnknownItemError(StoreError):
     """No item has that id."""
 
 
+class UnreadableItemError(StoreError):
+    """An item's record exists but cannot be read (not JSON, not an object)."""
+
+
 class FencedError(StoreError):
     """A write presented a lease that is no longer the item's (a stale fencing token)."""
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import jsonio, queue
 from ..policy import iso
-from .base import FencedError, Lease, UnknownItemError
+from .base import FencedError, Lease, UnknownItemError, UnreadableItemError
 
 
 def _lease(item_id: str, item: dict[str, Any]) -> Lease:
@@ -71,11 +71,17 @@ class FilesStore:
         return _lease(str(item["id"]), item)
 
     def lease_of(self, item_id: str) -> Lease | None:
+        """The lease of a running item; None when it is not running."""
+        path = self.q.path("running", item_id)
         try:
-            item = jsonio.read_json(self.q.path("running", item_id))
-        except (FileNotFoundError, ValueError):
+            item = jsonio.read_json(path)
+        except FileNotFoundError:
             return None
-        return _lease(item_id, item) if isinstance(item, dict) else None
+        except ValueError:
+            item = None
+        if not isinstance(item, dict):
+            raise UnreadableItemError(f"item {item_id}: {path} is not a JSON object")
+        return _lease(item_id, item)
 
     def finish(self, lease: Lease, to_state: str, record: dict[str, Any], attempts: int,
                not_before: str | None) -> dict[str, Any]:
