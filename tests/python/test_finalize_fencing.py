@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from harness import finish, jsonio, policy
-from harness.store import open_store
+from harness.store import Lease, Store, open_store
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
 NOW = 1_800_000_000.0
@@ -28,12 +28,18 @@ def _events(state: Path) -> list[str]:
     return [e["event"] for e in open_store(state).events()]
 
 
-def test_a_session_whose_item_another_session_holds_is_orphaned(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def _claimed(state: Path, sid: str) -> tuple[Store, Lease]:
+    """A store with one item, "a", claimed by sid."""
+    store = open_store(state)
     store.init()
     store.add([("t", {"id": "a", "prompt": "p"})])
-    first = store.claim("ses_a", "w", NOW)
-    assert first is not None
+    lease = store.claim(sid, "w", NOW)
+    assert lease is not None
+    return store, lease
+
+
+def test_a_session_whose_item_another_session_holds_is_orphaned(tmp_path: Path) -> None:
+    store, first = _claimed(tmp_path, "ses_a")
     store.finish(first, "pending", {"session_id": "ses_a", "verdict": "interrupted", "reason": "x"}, 0, None)
     second = store.claim("ses_b", "w", NOW)
     assert second is not None and second.token == 2  # a free requeue still moves the token on
@@ -46,11 +52,7 @@ def test_a_session_whose_item_another_session_holds_is_orphaned(tmp_path: Path) 
 
 
 def test_a_stale_token_is_fenced_and_counts_nowhere(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
-    store.init()
-    store.add([("t", {"id": "a", "prompt": "p"})])
-    lease = store.claim("ses_a", "w", NOW)
-    assert lease is not None
+    store, lease = _claimed(tmp_path, "ses_a")
     sdir = _session(tmp_path, "ses_a", "a", lease.token + 1)  # not the token of the lease it holds
     out = finish.finalize(sdir, tmp_path, policy.Policy(), NOW, random.Random(1))
     assert (out["fenced"], out["to"]) == (True, None)
