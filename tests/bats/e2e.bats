@@ -192,15 +192,27 @@ refused_once() { # <item>
   [[ -d /mnt ]] && unshare -m true 2>/dev/null || skip "a private /tmp needs unshare -m (root) and /mnt"
   q add --id t --prompt "Run a command. [[fake:bash]]" >/dev/null
   # The loop runs in a mount namespace whose /tmp is a new, empty tmpfs, with only
-  # this test's directory mounted back in; whatever else lands in /tmp is a leak.
+  # this test's directory and the harness itself (a CI clone may live in /tmp) put
+  # back in their places; whatever else lands in /tmp is a leak.
   run unshare -m bash -c '
-    T=$1; shift
-    mount --make-rprivate / && mount --bind "$T" /mnt && mount -t tmpfs -o mode=1777 tmpfs /tmp &&
-      mkdir -p "$T" && mount --bind /mnt "$T" || exit 99
+    keep=("$1" "$2"); shift 2
+    mount --make-rprivate / && mount -t tmpfs tmpfs /mnt || exit 99
+    for i in "${!keep[@]}"; do
+      [[ "${keep[i]}" == /tmp/* ]] || continue
+      mkdir -p "/mnt/$i" && mount --bind "${keep[i]}" "/mnt/$i" || exit 99
+    done
+    mount -t tmpfs -o mode=1777 tmpfs /tmp || exit 99
+    for i in "${!keep[@]}"; do
+      [[ "${keep[i]}" == /tmp/* ]] || continue
+      mkdir -p "${keep[i]}" && mount --bind "/mnt/$i" "${keep[i]}" || exit 99
+    done
     "$@" || exit
     find /tmp -mindepth 1 | while read -r p; do
-      [[ "$T/" == "$p/"* || "$p" == "$T/"* ]] || echo "left in /tmp: $p"
-    done' _ "$T" "$LOOP" --state "$STATE" --drain
+      for k in "${keep[@]}"; do
+        [[ "$k/" == "$p/"* || "$p" == "$k/"* ]] && continue 2
+      done
+      echo "left in /tmp: $p"
+    done' _ "$T" "$HARNESS_ROOT" "$LOOP" --state "$STATE" --drain
   assert_success
   refute_output --partial "left in /tmp"
   [ "$(item_state t)" = succeeded ]
