@@ -176,7 +176,7 @@ loop_claim_all() {
         log_clock
         LOOP_SPAWN_AT=$NOW_US
         ;;
-      3)
+      "$EXIT_NOTHING_READY")
         LOOP_IDLE_WHY=nothing
         # Nothing is ready: ask again after IDLE_POLL_S, or as soon as a session ends.
         log_clock
@@ -184,7 +184,7 @@ loop_claim_all() {
         LOOP_CLAIM_AT=$((NOW_US + LOOP_CLAIM_AT))
         break
         ;;
-      4) LOOP_IDLE_WHY=blocked; break ;;
+      "$EXIT_BLOCKED") LOOP_IDLE_WHY=blocked; break ;;
       *) break ;;
     esac
   done

@@ -8,6 +8,10 @@ readonly EXIT_FATAL=1
 readonly EXIT_USAGE=2
 readonly EXIT_BUSY=3
 readonly EXIT_HALTED=4
+# Answers of the helpers that only the loop reads (lib/harness/__main__.py), apart
+# from the codes above; 70: the helper coprocess died during the call (py_call).
+readonly EXIT_NOTHING_READY=10
+readonly EXIT_BLOCKED=11
 
 # die <message> [exit-code]: one line on stderr, then exit (default 1).
 die() { # <message> [code]

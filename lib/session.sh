@@ -16,8 +16,9 @@ session_alive() { # <session>
 # session_start <worker>: claims the best ready item and spawns its session. The
 # helpers' start (lib/harness/start.py) claims through the gate, makes the
 # worktree, renders the prompt and writes meta.json and the argv. Returns 0 when a
-# session started (or failed to and was finalized), 3 when nothing is ready, 4
-# when claiming is blocked (pause, breaker, disk, load), 1 when the claim failed.
+# session started (or failed to and was finalized), EXIT_NOTHING_READY when nothing
+# is ready, EXIT_BLOCKED when claiming is blocked (pause, breaker, disk, load), 1
+# when the claim failed.
 session_start() { # <worker>
   local uuid sid dir out rc item_id attempt workdir branch timeout failed
   read -r uuid </proc/sys/kernel/random/uuid
@@ -28,8 +29,8 @@ session_start() { # <worker>
   out=$PY_OUT
   case $rc in
     0) resilience_unblocked ;;
-    3) resilience_unblocked; return 3 ;;
-    4) resilience_blocked "$out"; return 4 ;;
+    "$EXIT_NOTHING_READY") resilience_unblocked; return "$EXIT_NOTHING_READY" ;;
+    "$EXIT_BLOCKED") resilience_blocked "$out"; return "$EXIT_BLOCKED" ;;
     70)
       LOOP_FATAL="the helper process died during a claim; the next start reconciles"
       log_audit loop.claim_failed --arg error "$LOOP_FATAL"

@@ -23,10 +23,12 @@ from .store import Store, open_store
 # Each command imports what it needs: the loop runs a helper per claim and per
 # finalize, and start-up time counts there.
 
-EXIT_REFUSED = 2
-EXIT_NOTHING = 3
-EXIT_BLOCKED = 4
-EXIT_FINISH = 5
+# Exit codes, one meaning each. 0-4 mean what they mean to a person at every entry
+# point (lib/log.sh); 10 and up are answers only the loop reads, apart from them.
+EXIT_REFUSED = 2  # a refused request: malformed input, an unknown id or key
+EXIT_NOTHING = 10  # start: nothing is ready to claim
+EXIT_BLOCKED = 11  # start: claiming is blocked (a pause, the breaker, disk, load, memory)
+EXIT_FINISH = 12  # finalize: the item could not leave running/ (it is finalized again)
 
 
 def _q(args: argparse.Namespace) -> queue.Queue:
