@@ -349,6 +349,9 @@ teardown() { sandbox_teardown; }
   kill -9 "$first"
   wait "$first" || true
   [ "$(item_state s)" = running ]
+  # the killed loop's helper process finishes the request in hand, holding the lock
+  # (so that no next loop finalizes a session twice), then sees its loop gone and leaves
+  wait_for 10 flock -n "$STATE/loop.lock" true
   run loop --drain
   assert_success
   [ "$(item_state s) $(item_field s .attempts)" = "succeeded 1" ]
