@@ -30,7 +30,7 @@ demo: setup
 
 # The generated tables in docs/ (configuration keys, verdicts), from their one source.
 docs: $(PY)
-	PYTHONPATH=lib $(PY) -m harness.gendocs
+	PYTHONPATH=lib $(PY) -m harness.cli.gendocs
 
 test-deps:
 	tests/install-deps.sh

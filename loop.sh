@@ -86,7 +86,7 @@ loop_state_init() {
 # loop_reconcile: before anything is claimed, every item left in running/ by an
 # earlier loop is adopted (its session still runs), finalized (it ended while no
 # loop watched) or returned to pending (its session never started). The helpers'
-# reconcile (lib/harness/reconcile.py) requeues the unstarted ones and names the
+# reconcile (lib/harness/pipeline/reconcile.py) requeues the unstarted ones and names the
 # sessions to adopt, one line each; whether each still runs is asked here.
 loop_reconcile() {
   local line sid item wpid wstart started timeout branch rc
@@ -215,7 +215,7 @@ loop_done() {
 }
 
 # loop_drain_check: asks the helpers what keeps the pending items from running
-# (lib/harness/gate.py drain_check). Sets LOOP_DRAIN_UNTIL (microseconds; 0: no
+# (lib/harness/pipeline/gate.py drain_check). Sets LOOP_DRAIN_UNTIL (microseconds; 0: no
 # retry due within DRAIN_MAX_WAIT_S), LOOP_LEFT (items the drain would leave),
 # LOOP_LEFT_SUMMARY (one line for a person) and LOOP_LEFT_GROUPS (JSON, for the
 # audit log). Fails when the helpers could not tell.

@@ -245,7 +245,7 @@ config_verb_help() { # <script> <command> [args...]
   done
 }
 
-# py_serve: starts the helpers as one long-lived coprocess (lib/harness/serve.py),
+# py_serve: starts the helpers as one long-lived coprocess (lib/harness/serve/helper.py),
 # which saves the interpreter's start-up on every call. Its pipes are
 # close-on-exec, so no other child holds them; it leaves when the loop is gone.
 py_serve() {

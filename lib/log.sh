@@ -84,7 +84,7 @@ log_secs() { # <microseconds> [var]
 }
 
 # log_audit <event> [--arg k v | --argjson k v]...: appends one JSON line to the
-# audit log ($HARNESS_AUDIT_LOG). The helpers write it (lib/harness/loopcalls.py,
+# audit log ($HARNESS_AUDIT_LOG). The helpers write it (lib/harness/serve/loopcalls.py,
 # one O_APPEND write, so concurrent writers never interleave a line); PY_OUT is
 # left as it was. A helper coprocess that died during the call is not asked again:
 # the line is written by a helper of its own (at worst twice, never lost).

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # LOOP_* are read by loop.sh
 # Failure handling, seen from the loop. The policy itself (verdict -> retry with
-# backoff, quarantine, pause, requeue) lives in one place, lib/harness/policy.py,
-# and the circuit breaker in lib/harness/circuit.py; both run inside the helpers'
+# backoff, quarantine, pause, requeue) lives in one place, lib/harness/pipeline/policy.py,
+# and the circuit breaker in lib/harness/pipeline/breaker.py; both run inside the helpers'
 # start and finalize. This module passes them the configuration and keeps
 # the loop's view of why it is not claiming. Sourced, not executed.
 
@@ -12,7 +12,7 @@ RES_BLOCK="" RES_BLOCK_KEY="" RES_BLOCK_HALT=0 RES_RECHECK_AT=0
 # says why (loop.sh sets it for --once, --drain and --max-iterations).
 RES_HALT_EXITS=0
 
-# resilience_init: the configuration the helpers read (lib/harness/policy.py): every
+# resilience_init: the configuration the helpers read (lib/harness/pipeline/policy.py): every
 # key whose scope in lib/config.schema is "helpers", as --cfg KEY=VALUE arguments;
 # the agent binary as spawn_resolve_bin found it.
 resilience_init() {

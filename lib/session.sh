@@ -14,7 +14,7 @@ session_alive() { # <session>
 }
 
 # session_start <worker>: claims the best ready item and spawns its session. The
-# helpers' start (lib/harness/start.py) claims through the gate, makes the
+# helpers' start (lib/harness/pipeline/start.py) claims through the gate, makes the
 # worktree, renders the prompt and writes meta.json and the argv. Returns 0 when a
 # session started (or failed to and was finalized), EXIT_NOTHING_READY when nothing
 # is ready, EXIT_BLOCKED when claiming is blocked (pause, breaker, disk, load), 1
@@ -81,7 +81,7 @@ session_stop() { # <session> <reason> <detail>
   log_clock
   S_STOP_STAGE[$sid]=1
   S_STOP_AT[$sid]=$NOW_US
-  # kill.json is created, never replaced (lib/harness/stops.py): when the sidecar
+  # kill.json is created, never replaced (lib/harness/pipeline/stops.py): when the sidecar
   # recorded a stall first, its record stands and the stop carries on from it.
   if ! py_again stop-record --session-dir "$dir" --reason "$2" --detail "$3" --by loop; then
     warn "cannot write $dir/kill.json"
@@ -146,7 +146,7 @@ session_poll() { # <session>
 }
 
 # session_finalize <session>: the helpers' finalize does the verdict, the receipt,
-# the policy, the breaker, the pause and the queue move (lib/harness/finish.py);
+# the policy, the breaker, the pause and the queue move (lib/harness/pipeline/finalize.py);
 # then the worktree is released. When the item cannot leave running/ (a full disk),
 # the loop stops claiming and exits 1; the next start finalizes it again.
 session_finalize() { # <session>

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# The sidecar monitor (lib/harness/sidecar.py) and the loop's own heartbeat.
+# The sidecar monitor (lib/harness/sidecar/core.py) and the loop's own heartbeat.
 # One sidecar per loop: started with the loop, restarted when it dies, stopped
 # when the loop ends. Sourced, not executed.
 

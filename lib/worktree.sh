@@ -4,7 +4,7 @@ WT_PRUNE_AT=0
 # Where a session works: a git worktree of REPO_DIR on its own branch
 # harness/<item>/<attempt>, or, without REPO_DIR, a plain directory. Both live
 # under state/worktrees/<session>; the helpers' start makes them
-# (lib/harness/start.py), this module checks the repository and releases them.
+# (lib/harness/pipeline/start.py), this module checks the repository and releases them.
 # Sourced, not executed.
 
 # worktree_check_repo: fails (CFG_ERROR set) when REPO_DIR is set but not a git work tree.

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import config, jsonio, loopcalls, queue, reply
-from .policy import Policy
-from .store import Store, open_store
+from harness import config, jsonio
+from harness.pipeline.policy import Policy
+from harness.serve import loopcalls, reply
+from harness.store import Store, open_store, queue
 
 # Each command imports what it needs: the loop runs a helper per claim and per
 # finalize, and start-up time counts there.
@@ -122,7 +123,7 @@ def cmd_queue_ready(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from . import gate, start
+    from harness.pipeline import gate, start
 
     got = start.start(Path(args.state_dir), args.session, args.worker, args.loop_pid, Policy.from_pairs(args.cfg),
                       _now(args))
@@ -136,14 +137,14 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
-    from . import finish
+    from harness.pipeline import finalize as finish
     try:
         out = finish.finalize(Path(args.session_dir), Path(args.state_dir), Policy.from_pairs(args.cfg), _now(args),
                               random.Random())
     except finish.FinishError as exc:
         print(f"harness: {exc}", file=sys.stderr)
         return EXIT_FINISH
-    # for the loop (reply.py): verdict, reason, the state the item went to (empty:
+    # for the loop (serve/reply.py): verdict, reason, the state the item went to (empty:
     # orphaned or fenced); then the receipt's line
     print(reply.line(out.get("verdict"), out.get("reason"), out.get("to")))
     print(out.get("receipt") or "")
@@ -151,7 +152,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
 
 def cmd_circuit(args: argparse.Namespace) -> int:
-    from . import circuit
+    from harness.pipeline import breaker as circuit
     state_dir, now = Path(args.state_dir), _now(args)
     b = circuit.Breaker(state_dir, Policy.from_pairs(args.cfg))
     if args.action == "close":
@@ -170,7 +171,7 @@ def cmd_circuit(args: argparse.Namespace) -> int:
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    from . import gate
+    from harness.pipeline import gate
     state_dir, now = Path(args.state_dir), _now(args)
     if args.action == "clear":
         print("resumed: spawning allowed" if gate.clear_pause(state_dir, args.by) else "not paused")
@@ -188,7 +189,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_sidecar(args: argparse.Namespace) -> int:
-    from . import sidecar
+    from harness import sidecar
 
     opts = sidecar.Options(
         state_dir=Path(args.state_dir).resolve(),
@@ -204,7 +205,8 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from . import export, report, sessions, watch
+    from harness.report import export, sessions, watch
+    from harness.report import session_report as report
 
     state_dir = Path(args.state_dir)
     color = False if args.no_color else None
@@ -243,14 +245,14 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from . import status
+    from harness.report import status
 
     return status.main(Path(args.state_dir), Policy.from_pairs(args.cfg), args.heartbeat_s, args.json, args.watch,
                        args.no_color)
 
 
 def cmd_worktrees(args: argparse.Namespace) -> int:
-    from . import worktrees
+    from harness.pipeline import worktrees
 
     state_dir, now = Path(args.state_dir), _now(args)
     if args.action == "prune":
@@ -309,7 +311,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_receipt(args: argparse.Namespace) -> int:
-    from . import receipt
+    from harness.pipeline import receipt
     print(receipt.line(jsonio.read_json(Path(args.session_dir) / "metrics.json")))
     return 0
 
@@ -428,7 +430,7 @@ def _operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--no-color", action="store_true")
     _with_policy(p)
     p.set_defaults(fn=cmd_status)
-    p = sub.add_parser("serve", help="the loop's long-lived helper (lib/harness/serve.py)")
+    p = sub.add_parser("serve", help="the loop's long-lived helper (lib/harness/serve/helper.py)")
     p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("usage", help="one command's usage, from a script's help block (its --help)")
     p.add_argument("--script", required=True)
@@ -448,7 +450,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import serve
+    from harness.serve import helper as serve
 
     return serve.serve(main)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from harness import config
 from harness.__main__ import main, parser
-from harness.policy import Policy
+from harness.pipeline.policy import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
 PY_TYPES = {"int": "int", "num": "float", "str": "str", "bool": "str"}

@@ -7,7 +7,9 @@ import random
 import shutil
 from pathlib import Path
 
-from harness import finish, jsonio, policy
+from harness import jsonio
+from harness.pipeline import finalize as finish
+from harness.pipeline import policy
 from harness.store import Lease, Store, open_store
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
@@ -65,7 +67,7 @@ def test_a_stale_token_is_fenced_and_counts_nowhere(tmp_path: Path) -> None:
 
 
 def test_reconcile_leaves_an_unreadable_running_item_and_says_so(tmp_path: Path) -> None:
-    from harness import reconcile
+    from harness.pipeline import reconcile
 
     store = open_store(tmp_path)
     store.init()
@@ -76,7 +78,7 @@ def test_reconcile_leaves_an_unreadable_running_item_and_says_so(tmp_path: Path)
 
 
 def test_reconcile_requeues_a_session_that_never_started_and_adopts_one_that_did(tmp_path: Path) -> None:
-    from harness import reconcile
+    from harness.pipeline import reconcile
 
     store = open_store(tmp_path)
     store.init()

@@ -1,4 +1,4 @@
-"""The failure policy (policy.py) and the circuit breaker (circuit.py), driven by
+"""The failure policy (policy.py) and the circuit breaker (breaker.py), driven by
 an explicit clock: every transition of the breaker, with the times it promises."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import gate, policy, queue
-from harness.circuit import Breaker, outcome
-from harness.store import Lease, open_store
-from harness.verdict import Verdict
+from harness.pipeline import gate, policy
+from harness.pipeline.breaker import Breaker, outcome
+from harness.pipeline.verdict import Verdict
+from harness.store import Lease, open_store, queue
 
 T0 = 1_800_000_000.0
 

@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import jsonio, queue, render
+from harness import jsonio
+from harness.pipeline import render
+from harness.store import queue
 
 
 def test_render_is_single_pass_and_leaves_unknown_placeholders() -> None:

@@ -1,4 +1,4 @@
-"""The loop's helper coprocess (serve.py): its protocol, captured output, exit
+"""The loop's helper coprocess (serve/helper.py): its protocol, captured output, exit
 codes, errors that do not take it down, and its end when the loop goes."""
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from harness import facts
-from harness.streamjson import LineStats, iter_events
+from harness.stream import facts
+from harness.stream.jsonl import LineStats, iter_events
 
 
 def test_malformed_partial_nul_and_invalid_utf8_are_counted_not_fatal(tmp_path: Path) -> None:

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from harness import facts, fastscan, receipt
-from harness.live import Limits, LiveSession
-from harness.streamjson import LineStats, iter_events, parse_line
-from harness.tailer import Tailer
-from harness.verdict import Verdict
+from harness.pipeline import receipt
+from harness.pipeline.verdict import Verdict
+from harness.sidecar.live import Limits, LiveSession
+from harness.stream import facts, fastscan
+from harness.stream.jsonl import LineStats, iter_events, parse_line
+from harness.stream.tailer import Tailer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import gen_stream

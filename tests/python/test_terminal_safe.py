@@ -8,9 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from harness import export, report, watch
-from harness.report import Style, visible, visible_tree
-from harness.sessions import Session
+from harness.report import export, watch
+from harness.report import session_report as report
+from harness.report.session_report import Style, visible, visible_tree
+from harness.report.sessions import Session
 
 HOSTILE = "ok \u202eevil\u202c \x1b[2J\x1b]0;title\x07 zero\u200bwidth \ufeff\x7f\x9b\r."
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from harness import facts, receipt, verdict
 from harness.agents import claude
+from harness.pipeline import receipt, verdict
+from harness.stream import facts
 
 EXPECTED = {
     "ok": "succeeded",

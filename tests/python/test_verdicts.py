@@ -9,8 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
-from harness import circuit, policy, report, verdicts
-from harness.verdict import VERDICTS, Verdict
+from harness.pipeline import breaker as circuit
+from harness.pipeline import policy, verdicts
+from harness.pipeline.verdict import VERDICTS, Verdict
+from harness.report import session_report as report
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "verdicts.md"
 

@@ -11,10 +11,11 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import export, report, status, watch
-from harness.follow import Waker
-from harness.report import Style
-from harness.sessions import Session
+from harness.report import export, status, watch
+from harness.report import session_report as report
+from harness.report.session_report import Style
+from harness.report.sessions import Session
+from harness.stream.waker import Waker
 
 # --- the inotify observer --------------------------------------------------
 

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-from .base import Agent, Limits, limits_for
-from .claude import Claude
+from harness.agents.base import Agent, Limits, limits_for
+from harness.agents.claude import Claude
 
 AGENTS: dict[str, type[Claude]] = {"claude": Claude}
 

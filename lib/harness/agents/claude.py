@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Limits
+from harness.agents.base import Limits
 
 NAME = "claude"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .core import Sidecar, main
-from .model import Options, Tracked, proc_start, wake_loop
+from harness.sidecar.core import Sidecar, main
+from harness.sidecar.model import Options, Tracked, proc_start, wake_loop
 
 __all__ = ["Options", "Sidecar", "Tracked", "main", "proc_start", "wake_loop"]

@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import jsonio, stops
-from ..circuit import Breaker
-from ..live import Limits, LiveSession, read_marks
-from ..tailer import Tailer
-from .model import Options, Tracked, _num, audit, log, wake_loop
+from harness import jsonio
+from harness.pipeline import stops
+from harness.pipeline.breaker import Breaker
+from harness.sidecar.live import Limits, LiveSession, read_marks
+from harness.sidecar.model import Options, Tracked, _num, audit, log, wake_loop
+from harness.stream.tailer import Tailer
 
 
 def tracked(o: Options, sid: str, item_id: str, item: dict[str, Any], sdir: Path) -> Tracked:

@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import jsonio
-from ..follow import Waker
-from ..store import open_store
-from . import checks
-from .model import Options, Tracked, lock, log, proc_start
+from harness import jsonio
+from harness.sidecar import checks
+from harness.sidecar.model import Options, Tracked, lock, log, proc_start
+from harness.store import open_store
+from harness.stream.waker import Waker
 
 BUSY_ROUNDS = 3  # reads with new data in a row before a session is polled instead of watched
 QUIET_ROUNDS = 20  # empty polls in a row before it is watched again

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import jsonio
-from ..live import LiveSession
-from ..policy import Policy
-from ..tailer import Tailer
+from harness import jsonio
+from harness.pipeline.policy import Policy
+from harness.sidecar.live import LiveSession
+from harness.stream.tailer import Tailer
 
 LOCK_WAIT_S = 5.0
 

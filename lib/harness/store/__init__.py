@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import FencedError, ItemState, Lease, Store, StoreError, UnknownItemError, UnreadableItemError
-from .files import FilesStore
+from harness.store.base import FencedError, ItemState, Lease, Store, StoreError, UnknownItemError, UnreadableItemError
+from harness.store.files import FilesStore
 
 BACKENDS = {"files": FilesStore}
 

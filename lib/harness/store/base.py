@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..queue import QueueError
+from harness.store.queue import QueueError
 
 
 class ItemState(StrEnum):

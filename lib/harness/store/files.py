@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import jsonio, queue
-from ..policy import iso
-from .base import FencedError, Lease, UnknownItemError, UnreadableItemError
+from harness import jsonio
+from harness.pipeline.policy import iso
+from harness.store import queue
+from harness.store.base import FencedError, Lease, UnknownItemError, UnreadableItemError
 
 
 def _lease(item_id: str, item: dict[str, Any]) -> Lease:

@@ -14,11 +14,12 @@ import random
 from pathlib import Path
 from typing import Any
 
-from . import facts as facts_mod
-from . import jsonio, policy, receipt, verdict
-from .circuit import Breaker, outcome
-from .gate import write_pause
-from .store import FencedError, Lease, Store, open_store
+from harness import jsonio
+from harness.pipeline import policy, receipt, verdict
+from harness.pipeline.breaker import Breaker, outcome
+from harness.pipeline.gate import write_pause
+from harness.store import FencedError, Lease, Store, open_store
+from harness.stream import facts as facts_mod
 
 
 class FinishError(Exception):

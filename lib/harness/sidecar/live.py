@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from .facts import SessionFacts, estimate_cost_usd, feed
-from .streamjson import obj, parse_line
+from harness.stream.facts import SessionFacts, estimate_cost_usd, feed
+from harness.stream.jsonl import obj, parse_line
 
 DELTA_PREFIX = b'{"type":"stream_event","event":{"type":"content_block_delta"'
 PHASES = ("starting", "requesting", "streaming", "in_tool", "idle", "exited")

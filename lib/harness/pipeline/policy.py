@@ -5,7 +5,7 @@ whether it costs an attempt are rows of the verdict table (verdicts.py); this
 module turns them into the item's next state: retries wait
 min(RETRY_CAP_S, RETRY_BASE_S * 2^(n-1)) with full jitter and end in quarantine once
 the item has used max_attempts; a pause lasts until the usage limit's reset plus
-jitter (pause.json). The circuit breaker (circuit.py) sees every verdict as well.
+jitter (pause.json). The circuit breaker (breaker.py) sees every verdict as well.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import config, verdicts
+from harness import config
+from harness.pipeline import verdicts
 
 if TYPE_CHECKING:
-    from .verdict import Verdict
+    from harness.pipeline.verdict import Verdict
 
 
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import queue, reply
-from .circuit import Breaker, describe
-from .policy import Policy, iso
-from .store import Lease, Store, open_store
+from harness.pipeline.breaker import Breaker, describe
+from harness.pipeline.policy import Policy, iso
+from harness.serve import reply
+from harness.store import Lease, Store, open_store, queue
 
 LOAD_RECHECK_S = 2.0
 
@@ -30,7 +30,7 @@ class Blocked:
     halt: bool = False  # a person must act (credentials, disk): --drain/--once exit 4
 
     def line(self) -> str:
-        """For the loop (reply.py): kind, halt (true/false), until (epoch; 0: none), reason."""
+        """For the loop (serve/reply.py): kind, halt (true/false), until (epoch; 0: none), reason."""
         return reply.line(self.kind, self.halt, f"{self.until:.3f}" if self.until else "0", self.reason)
 
 

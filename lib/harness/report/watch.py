@@ -16,14 +16,15 @@ import sys
 import time
 from typing import Any, TextIO
 
-from . import jsonio, receipt
-from .follow import Waker
-from .live import tool_summary
-from .report import Style, clip, secs, turn_id
-from .sessions import Session
-from .sidecar import proc_start
-from .streamjson import obj, parse_line
-from .tailer import Tailer
+from harness import jsonio
+from harness.pipeline import receipt
+from harness.report.session_report import Style, clip, secs, turn_id
+from harness.report.sessions import Session
+from harness.sidecar import proc_start
+from harness.sidecar.live import tool_summary
+from harness.stream.jsonl import obj, parse_line
+from harness.stream.tailer import Tailer
+from harness.stream.waker import Waker
 
 POLL_S = 0.05
 RECEIPT_WAIT_S = 5.0

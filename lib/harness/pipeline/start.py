@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import gate, jsonio, render, reply
-from .agents import agent_for, limits_for
-from .policy import Policy, iso
-from .store import Lease, open_store
+from harness import jsonio
+from harness.agents import agent_for, limits_for
+from harness.pipeline import gate, render
+from harness.pipeline.policy import Policy, iso
+from harness.serve import reply
+from harness.store import Lease, open_store
 
 ARGV_FILE = "spawn.argv"
 BRANCH_PREFIX = "harness"
@@ -33,7 +35,7 @@ class Started:
     spawn_error: str = ""
 
     def line(self) -> str:
-        """One line for the loop (reply.py)."""
+        """One line for the loop (serve/reply.py)."""
         return reply.line(self.item_id, self.attempt, f"{self.timeout_s:g}", "1" if self.spawn_error else "0",
                           self.workdir, self.branch)
 

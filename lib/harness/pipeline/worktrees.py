@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import jsonio, queue
+from harness import jsonio
+from harness.store import queue
 
 
 def _live_sessions(state_dir: Path) -> set[str]:

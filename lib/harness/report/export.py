@@ -11,10 +11,10 @@ import re
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from . import jsonio
-from .report import SYNTHETIC_MODEL, Style, current_metrics, turn_id
-from .sessions import Session
-from .streamjson import iter_events, obj
+from harness import jsonio
+from harness.report.session_report import SYNTHETIC_MODEL, Style, current_metrics, turn_id
+from harness.report.sessions import Session
+from harness.stream.jsonl import iter_events, obj
 
 MAX_PROMPT_CHARS = 20_000
 MAX_RESULT_CHARS = 4_000

@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar, cast
 
-from . import jsonio, receipt, verdicts
-from .facts import SessionFacts, scan
-from .live import read_marks, tool_durations, tool_summary
-from .sessions import Session, all_sessions
-from .streamjson import LineStats, iter_events, obj
-from .verdict import Verdict
+from harness import jsonio
+from harness.pipeline import receipt, verdicts
+from harness.pipeline.verdict import Verdict
+from harness.report.sessions import Session, all_sessions
+from harness.sidecar.live import read_marks, tool_durations, tool_summary
+from harness.stream.facts import SessionFacts, scan
+from harness.stream.jsonl import LineStats, iter_events, obj
 
 # Text taken from a session (the model's words, tool inputs and results, titles,
 # reasons) may hold characters that drive a terminal or disguise what a person

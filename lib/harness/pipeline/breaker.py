@@ -31,9 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import verdicts
-from .policy import Policy
-from .store import open_store
+from harness.pipeline import verdicts
+from harness.pipeline.policy import Policy
+from harness.store import open_store
 
 API_WAIT_PHASES = ("starting", "requesting")
 STALE_PROBE_S = 60.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import jsonio
+from harness import jsonio
 
 REASONS = ("stalled", "timed_out", "interrupted")
 FILE = "kill.json"

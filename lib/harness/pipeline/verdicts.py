@@ -43,7 +43,7 @@ class Action(StrEnum):
 
 
 class Outcome(StrEnum):
-    """How the circuit breaker counts a session (circuit.py)."""
+    """How the circuit breaker counts a session (breaker.py)."""
 
     FAILURE = "failure"  # the API itself failed
     SUCCESS = "success"  # the API answered
@@ -104,7 +104,7 @@ def row(verdict: str) -> Row:
     try:
         return TABLE[verdict]
     except KeyError:
-        raise UnknownVerdictError(f"unknown verdict {verdict!r}: lib/harness/verdicts.py has no row for it") from None
+        raise UnknownVerdictError(f"unknown verdict {verdict!r}: lib/harness/pipeline/verdicts.py has no row for it") from None
 
 
 def action(verdict: str, retryable: bool | None) -> Action:

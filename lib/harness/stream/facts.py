@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import fastscan
-from .agents import Agent, agent_for
-from .streamjson import LineStats, iter_events
+from harness.agents import Agent, agent_for
+from harness.stream import fastscan
+from harness.stream.jsonl import LineStats, iter_events
 
 
 @dataclass

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import jsonio, verdicts
-from .facts import SessionFacts
+from harness import jsonio
+from harness.pipeline import verdicts
+from harness.stream.facts import SessionFacts
 
 VERDICTS = verdicts.VERDICTS  # the table in verdicts.py
 USAGE_LIMIT_RE = re.compile(r"usage limit reached|hit your (usage )?limit|out of (extra )?usage", re.IGNORECASE)

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import jsonio
-from .facts import SessionFacts, _int, estimate_cost_usd
-from .live import read_marks, tool_durations, tool_starts
-from .verdict import Verdict
+from harness import jsonio
+from harness.pipeline.verdict import Verdict
+from harness.sidecar.live import read_marks, tool_durations, tool_starts
+from harness.stream.facts import SessionFacts, _int, estimate_cost_usd
 
 
 def _tokens(facts: SessionFacts) -> tuple[dict[str, int], str]:

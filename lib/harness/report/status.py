@@ -16,10 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import gate, jsonio, queue
-from .circuit import Breaker, describe
-from .policy import Policy
-from .report import Style, clip
+from harness import jsonio
+from harness.pipeline import gate
+from harness.pipeline.breaker import Breaker, describe
+from harness.pipeline.policy import Policy
+from harness.report.session_report import Style, clip
+from harness.store import queue
 
 STALE_FACTOR = 3.0
 STALE_MIN_S = 3.0

@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 import sys
 
-from . import config, verdicts
+from harness import config
+from harness.pipeline import verdicts
 
 DOCS = config.ROOT / "docs"
 BLOCKS = {

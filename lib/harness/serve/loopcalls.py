@@ -8,7 +8,7 @@ by US (0x1f), the separator no field holds.
     reconcile --state-dir D --loop-pid N [--cfg K=V]...       what an earlier loop left
     drain-check --state-dir D --max-wait-s S [--cfg K=V]...    what a drain waits for
 
-They run in the helper coprocess (serve.py) or, without one, as
+They run in the helper coprocess (serve/helper.py) or, without one, as
 `python -m harness <call> ...`.
 """
 
@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import jsonio, stops
+from harness import jsonio
+from harness.pipeline import stops
 
 US = "\x1f"
 
@@ -89,9 +90,9 @@ def loop_heartbeat(argv: list[str]) -> int:
 def reconcile(argv: list[str]) -> int:
     """reconcile --state-dir D --loop-pid N [--cfg K=V]...: returns the unstarted
     sessions' items to pending; prints one line per session to adopt (reconcile.Adopt)."""
-    from . import reconcile as rec
-    from .policy import Policy
-    from .store import open_store
+    from harness.pipeline import reconcile as rec
+    from harness.pipeline.policy import Policy
+    from harness.store import open_store
 
     ap = argparse.ArgumentParser(prog="reconcile")
     ap.add_argument("--state-dir", required=True)
@@ -107,8 +108,8 @@ def drain_check(argv: list[str]) -> int:
     """drain-check --state-dir DIR --max-wait-s S [--cfg KEY=VALUE]... [--now EPOCH]: what a
     draining loop waits for, or leaves behind (gate.drain_check): one line, fields apart
     by US (gate.Drain.line), then the groups of items left as JSON for the audit log."""
-    from . import gate
-    from .policy import Policy
+    from harness.pipeline import gate
+    from harness.pipeline.policy import Policy
 
     ap = argparse.ArgumentParser(prog="drain-check")
     ap.add_argument("--state-dir", required=True)

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import jsonio, reply
-from .policy import Policy
-from .store import Lease, Store, UnreadableItemError
+from harness import jsonio
+from harness.pipeline.policy import Policy
+from harness.serve import reply
+from harness.store import Lease, Store, UnreadableItemError
 
 SESSION_ID_RE = re.compile(r"ses_[A-Za-z0-9-]+")
 UNSTARTED = "the loop stopped before the session started"

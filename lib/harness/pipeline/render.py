@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from . import jsonio
+from harness import jsonio
 
 PLACEHOLDER_RE = re.compile(r"\{\{([A-Z][A-Z0-9_]*)\}\}")
 KNOWN = ("SESSION_ID", "WORK_ITEM_ID", "TITLE", "PROMPT", "ATTEMPT", "PREVIOUS_ERROR", "WORKTREE", "BRANCH")
