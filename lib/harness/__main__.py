@@ -207,12 +207,13 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     from harness.report import export, sessions, watch
     from harness.report import session_report as report
+    from harness.report.style import Style
 
     state_dir = Path(args.state_dir)
     color = False if args.no_color else None
     # session text escaped on a terminal or with --safe; never with --raw
     safe = False if getattr(args, "raw", False) else (True if getattr(args, "safe", False) else None)
-    st = report.Style(sys.stdout, color, safe)
+    st = Style(sys.stdout, color, safe)
     cmd = args.events_cmd
     if cmd == "list":
         return report.cmd_list(state_dir, st, args.json, args.limit, args.item)
@@ -240,7 +241,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         return report.cmd_timeline(s, st, args.json)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
-            return export.export(s, fh, report.Style(fh, False, safe))
+            return export.export(s, fh, Style(fh, False, safe))
     return export.export(s, sys.stdout, st)
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from harness.report import export, watch
+from harness.report import export, style, watch
 from harness.report import session_report as report
-from harness.report.session_report import Style, visible, visible_tree
 from harness.report.sessions import Session
+from harness.report.style import Style, visible, visible_tree
 
 HOSTILE = "ok \u202eevil\u202c \x1b[2J\x1b]0;title\x07 zero\u200bwidth \ufeff\x7f\x9b\r."
 
@@ -44,7 +44,7 @@ def test_visible_leaves_no_hidden_character_in_any_code_point() -> None:
 
     every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
     out = visible(every)
-    left = {ch for ch in out if unicodedata.category(ch) in report.HIDDEN_CATEGORIES} - {"\n", "\t"}
+    left = {ch for ch in out if unicodedata.category(ch) in style.HIDDEN_CATEGORIES} - {"\n", "\t"}
     assert not left
 
 

@@ -12,7 +12,7 @@ import pytest
 from harness.pipeline import breaker as circuit
 from harness.pipeline import policy, verdicts
 from harness.pipeline.verdict import VERDICTS, Verdict
-from harness.report import session_report as report
+from harness.report.style import Style
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "verdicts.md"
 
@@ -25,7 +25,7 @@ def test_every_verdict_has_a_policy_a_breaker_outcome_and_a_colour(name: str) ->
     assert d.attempts == 1 + row.charged
     assert circuit.outcome(name, started=True) in ("failure", "success", "neutral")
     ansi = {"green": "\x1b[32m", "yellow": "\x1b[33m", "red": "\x1b[31m"}[row.colour]
-    assert report.Style(io.StringIO(), True).verdict(name).startswith(ansi + name)
+    assert Style(io.StringIO(), True).verdict(name).startswith(ansi + name)
 
 
 @pytest.mark.parametrize("name", [v for v in VERDICTS if verdicts.row(v).action == verdicts.Action.RETRY])

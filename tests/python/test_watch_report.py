@@ -11,10 +11,12 @@ from typing import Any
 
 import orjson
 import pytest
+from harness.agents import agent_for
 from harness.report import export, status, watch
 from harness.report import session_report as report
-from harness.report.session_report import Style
 from harness.report.sessions import Session
+from harness.report.style import Style
+from harness.stream import events as norm
 from harness.stream.waker import Waker
 
 # --- the inotify observer --------------------------------------------------
@@ -123,13 +125,18 @@ def test_watch_numbers_turns_whether_streamed_or_not(tmp_path: Path, reference: 
         assert " · 2 turns · " in shown
 
 
+def _line_turn(line: dict[str, Any]) -> str:
+    """turn_id of a line of the stream, decoded by the agent: "" when it holds no turn."""
+    return next((report.turn_id(ev) for ev in agent_for().decode(line) if isinstance(ev, norm.Turn)), "")
+
+
 def test_turn_id_counts_distinct_model_messages() -> None:
     start = {"type": "stream_event", "event": {"type": "message_start", "message": {"id": "m1", "model": "claude-x"}}}
-    assert report.turn_id(start) == "m1"
-    assert report.turn_id({"type": "assistant", "message": {"id": "m1", "model": "claude-x"}}) == "m1"
-    assert report.turn_id({"type": "assistant", "message": {"id": "s1", "model": "<synthetic>"}}) == ""
-    assert report.turn_id({"type": "stream_event", "event": {"type": "content_block_delta"}}) == ""
-    assert report.turn_id({"type": "user", "message": {"id": "u"}}) == ""
+    assert _line_turn(start) == "m1"
+    assert _line_turn({"type": "assistant", "message": {"id": "m1", "model": "claude-x"}}) == "m1"
+    assert _line_turn({"type": "assistant", "message": {"id": "s1", "model": "<synthetic>"}}) == ""
+    assert _line_turn({"type": "stream_event", "event": {"type": "content_block_delta"}}) == ""
+    assert _line_turn({"type": "user", "message": {"id": "u"}}) == ""
 
 
 # --- summary's worktree line -----------------------------------------------------

@@ -3,8 +3,9 @@
 An agent builds the command line of a new session and of a resumed one (a fix
 round goes on the same conversation), and prices the tokens its models use. The
 harness picks it in one place (agents/__init__.py, by name); Claude Code
-(claude.py) is the first. Reading the agent's stream into facts, live state and
-reports is the next part of this seam (stream/).
+(claude.py, claude_stream.py) is the first. The agent also decodes its own stream,
+line by line, into normalized events (stream/events.py): the facts, the sidecar,
+watch, export and the reports read those only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from harness.stream.events import Event
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,19 @@ class Agent(Protocol):
 
     def price_per_mtok(self, model: str) -> tuple[float, float, float, float]:
         """USD per million tokens: input, output, cache read, cache write."""
+        ...
+
+    def decode(self, line: dict[str, Any]) -> list[Event]:
+        """The normalized events of one line of the agent's stream."""
+        ...
+
+    def label(self, line: dict[str, Any]) -> str:
+        """A line's kind as a person reads it ("system/init")."""
+        ...
+
+    def is_delta(self, line: bytes) -> bool:
+        """Whether an unparsed line is a streamed text delta, the most frequent kind:
+        the sidecar counts those without parsing them."""
         ...
 
 

@@ -9,8 +9,11 @@ conversation with `--resume <uuid>`. Tested with CLI 2.1.197 (pinned) through
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from harness.agents import claude_stream
 from harness.agents.base import Limits
+from harness.stream.events import Event
 
 NAME = "claude"
 
@@ -84,3 +87,12 @@ class Claude:
             if family in name:
                 return price
         return MODEL_PRICES_PER_MTOK[DEFAULT_PRICED_MODEL]
+
+    def decode(self, line: dict[str, Any]) -> list[Event]:
+        return claude_stream.decode(line)
+
+    def label(self, line: dict[str, Any]) -> str:
+        return claude_stream.label(line)
+
+    def is_delta(self, line: bytes) -> bool:
+        return line.startswith(claude_stream.DELTA_PREFIX)

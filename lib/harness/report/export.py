@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from harness import jsonio
-from harness.report.session_report import SYNTHETIC_MODEL, Style, current_metrics, turn_id
+from harness.report.session_report import current_metrics, session_events, turn_id
 from harness.report.sessions import Session
-from harness.stream.jsonl import iter_events, obj
+from harness.report.style import Style
+from harness.stream import events as norm
 
 MAX_PROMPT_CHARS = 20_000
 MAX_RESULT_CHARS = 4_000
@@ -46,7 +47,7 @@ def export(s: Session, out: TextIO, st: Style) -> int:
     w("\n## Prompt\n\n" + fence(_cut(prompt, MAX_PROMPT_CHARS), "text"))
     w("\n## Transcript\n")
     turns: set[str] = set()
-    for ev in iter_events(s.file("events.jsonl")):
+    for ev in session_events(s):
         _event(ev, turns, w)
     return 0
 
@@ -64,42 +65,32 @@ def _header(s: Session, m: dict[str, Any], w: Write) -> None:
         w(f"- **Branch:** {s.meta['branch']}\n")
 
 
-def _heading(ev: dict[str, Any], turns: set[str], w: Write) -> None:
+def _heading(ev: norm.Turn, turns: set[str], w: Write) -> None:
     """"### Turn N" when ev is a turn not seen yet; the CLI's own messages are no turn."""
     mid = turn_id(ev)
     if mid and mid not in turns:
         turns.add(mid)
         w(f"\n### Turn {len(turns)}\n\n")
-    elif not mid and obj(ev.get("message")).get("model") == SYNTHETIC_MODEL:
+    elif not mid and ev.synthetic:
         w("\n### From the CLI (not a turn of the model)\n\n")
 
 
-def _event(ev: dict[str, Any], turns: set[str], w: Write) -> None:
-    etype = ev.get("type")
-    msg = obj(ev.get("message"))
-    if etype == "assistant":
+def _event(ev: norm.Event, turns: set[str], w: Write) -> None:
+    if isinstance(ev, norm.Turn) and not ev.streamed:
         _heading(ev, turns, w)
-        for b in msg.get("content") or []:
-            if not isinstance(b, dict):
-                continue
-            if b.get("type") == "text":
-                w(str(b.get("text") or "").rstrip() + "\n\n")
-            elif b.get("type") == "tool_use":
-                w(f"**Tool call: {b.get('name')}** (`{b.get('id')}`)\n\n")
-                w(fence(jsonio.dumps(b.get("input"), pretty=True).decode(), "json") + "\n")
-    elif etype == "user" and isinstance(msg.get("content"), list):
-        for b in msg["content"]:
-            if isinstance(b, dict) and b.get("type") == "tool_result":
-                body = b.get("content")
-                if isinstance(body, list):
-                    body = "\n".join(str(c.get("text", "")) for c in body if isinstance(c, dict))
-                w(f"**Result{' (error)' if b.get('is_error') else ''}:**\n\n")
-                w(fence(_cut(str(body or ""), MAX_RESULT_CHARS), "text") + "\n")
-    elif etype == "system" and ev.get("subtype") == "api_retry":
-        w(f"> API retry {ev.get('attempt')}: {ev.get('error_status') or 'connection'} {ev.get('error') or ''}\n\n")
-    elif etype == "system" and ev.get("subtype") == "compact_boundary":
+    elif isinstance(ev, norm.Text):
+        w(ev.text.rstrip() + "\n\n")
+    elif isinstance(ev, norm.ToolStart):
+        w(f"**Tool call: {ev.name}** (`{ev.tool_id}`)\n\n")
+        w(fence(jsonio.dumps(ev.input, pretty=True).decode(), "json") + "\n")
+    elif isinstance(ev, norm.ToolEnd):
+        w(f"**Result{' (error)' if ev.is_error else ''}:**\n\n")
+        w(fence(_cut(ev.text, MAX_RESULT_CHARS), "text") + "\n")
+    elif isinstance(ev, norm.ApiRetry):
+        w(f"> API retry {ev.attempt}: {ev.status} {ev.error}\n\n")
+    elif isinstance(ev, norm.Compaction):
         w("> The context was compacted here.\n\n")
-    elif etype == "result":
-        w(f"\n## Result: {ev.get('subtype')}{' (error)' if ev.get('is_error') else ''}\n\n")
-        if ev.get("result"):
-            w(str(ev.get("result")).rstrip() + "\n")
+    elif isinstance(ev, norm.Result):
+        w(f"\n## Result: {ev.subtype}{' (error)' if ev.is_error else ''}\n\n")
+        if ev.text:
+            w(ev.text.rstrip() + "\n")

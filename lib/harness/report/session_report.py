@@ -4,149 +4,40 @@ summary, metrics, tools, errors, timeline, cost."""
 from __future__ import annotations
 
 import os
-import re
-import sys
 import time
-import unicodedata
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, TypeVar, cast
+from typing import Any
 
 from harness import jsonio
-from harness.pipeline import receipt, verdicts
+from harness.agents import agent_for
+from harness.pipeline import receipt
 from harness.pipeline.verdict import Verdict
 from harness.report.sessions import Session, all_sessions
-from harness.sidecar.live import read_marks, tool_durations, tool_summary
+from harness.report.style import Style, clip, iso, out_json, secs
+from harness.sidecar.live import read_marks, tool_durations
+from harness.stream import events as norm
+from harness.stream.calls import Call, ToolCalls, tool_summary
 from harness.stream.facts import SessionFacts, scan
-from harness.stream.jsonl import LineStats, iter_events, obj
-
-# Text taken from a session (the model's words, tool inputs and results, titles,
-# reasons) may hold characters that drive a terminal or disguise what a person
-# reads: C0 controls but \n and \t, DEL and C1 (category Cc), format characters
-# such as bidi overrides and zero-width ones (Cf), line and paragraph separators
-# (Zl, Zp) and lone surrogates (Cs). visible() shows each as an escape.
-HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
-_MAYBE_HIDDEN_RE = re.compile(r"[^\t\n\x20-\x7e]+")
-_T = TypeVar("_T")
+from harness.stream.jsonl import LineStats, iter_events
 
 
-def _escape(ch: str) -> str:
-    if unicodedata.category(ch) not in HIDDEN_CATEGORIES:
-        return ch
-    n = ord(ch)
-    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+def turn_id(ev: norm.Turn) -> str:
+    """The message id when ev is a turn, else "". A turn is one assistant message of
+    the model: one distinct message id, the CLI's own ("synthetic") messages (an API
+    error it reports, say) not counted. watch, the timeline and export number turns
+    by it; the result line's num_turns counts otherwise (one more after --max-turns,
+    2 for a session hung in its first request)."""
+    return "" if ev.synthetic else ev.message_id
 
 
-def visible(text: str) -> str:
-    """text with each control or format character written as an escape: ESC as
-    \\x1b, U+202E as \\u202e; newlines, tabs and printable characters unchanged."""
-    return _MAYBE_HIDDEN_RE.sub(lambda m: "".join(map(_escape, m.group())), text)
-
-
-def visible_tree(value: _T) -> _T:
-    """value (a JSON-like tree) with visible() applied to every string in it, keys included."""
-    if isinstance(value, str):
-        return cast(_T, visible(value))
-    if isinstance(value, dict):
-        return cast(_T, {visible_tree(k): visible_tree(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return cast(_T, [visible_tree(v) for v in value])
-    return value
-
-
-class Style:
-    """ANSI colour on a terminal, never with NO_COLOR or --no-color; and session
-    text made visible (see visible()) when safe: by default on a terminal."""
-
-    def __init__(self, out: TextIO, enabled: bool | None = None, safe: bool | None = None) -> None:
-        if enabled is None:
-            enabled = out.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
-        self.on = enabled
-        self.safe = out.isatty() if safe is None else safe
-
-    def text(self, t: str) -> str:
-        """Session text as it may be shown: escaped when safe, else as it is."""
-        return visible(t) if self.safe else t
-
-    def clean(self, value: _T) -> _T:
-        """A tree of session data (an event, metrics, meta) as it may be shown."""
-        return visible_tree(value) if self.safe else value
-
-    def _wrap(self, code: str, text: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if self.on else text
-
-    def bold(self, t: str) -> str:
-        return self._wrap("1", t)
-
-    def dim(self, t: str) -> str:
-        return self._wrap("2", t)
-
-    def red(self, t: str) -> str:
-        return self._wrap("31", t)
-
-    def green(self, t: str) -> str:
-        return self._wrap("32", t)
-
-    def yellow(self, t: str) -> str:
-        return self._wrap("33", t)
-
-    def cyan(self, t: str) -> str:
-        return self._wrap("36", t)
-
-    def verdict(self, v: str) -> str:
-        """A verdict in its colour from the verdict table; a live or ended session's
-        status in cyan; anything else in red."""
-        row = verdicts.TABLE.get(v)
-        if row is not None:
-            return {verdicts.Colour.GREEN: self.green, verdicts.Colour.YELLOW: self.yellow}.get(row.colour, self.red)(v)
-        return self.cyan(v) if v.startswith("live") or v == "ended" else self.red(v)
-
-
-def clip(text: Any, width: int) -> str:
-    s = " ".join(str(text if text is not None else "").split())
-    return s if len(s) <= width else s[: width - 1] + "…"
-
-
-def iso(epoch: Any) -> str:
-    if not isinstance(epoch, (int, float)) or epoch <= 0:
-        return "?"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def secs(value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return "?"
-    if value >= 3600:
-        return f"{value / 3600:.1f}h"
-    if value >= 60:
-        return f"{value / 60:.1f}m"
-    return f"{value:.1f}s"
-
-
-def out_json(value: Any) -> None:
-    sys.stdout.buffer.write(jsonio.dumps(value, pretty=True) + b"\n")
-
-
-SYNTHETIC_MODEL = "<synthetic>"
-
-
-def turn_id(ev: dict[str, Any]) -> str:
-    """The message id when ev starts or carries a turn, else "". A turn is one
-    assistant message of the model: one distinct message id, the CLI's own
-    "<synthetic>" messages (an API error it reports, say) not counted. watch, the
-    timeline and export number turns by it; the result line's num_turns counts
-    otherwise (one more after --max-turns, 2 for a session hung in its first request)."""
-    if ev.get("type") == "assistant":
-        msg = ev.get("message")
-    elif ev.get("type") == "stream_event" and obj(ev.get("event")).get("type") == "message_start":
-        msg = obj(ev.get("event")).get("message")
-    else:
-        return ""
-    if not isinstance(msg, dict) or msg.get("model") == SYNTHETIC_MODEL:
-        return ""
-    return str(msg.get("id") or "")
+def session_events(s: Session, stats: LineStats | None = None) -> Iterator[norm.Event]:
+    """The session's stream as normalized events, read by its agent."""
+    agent = agent_for()
+    for line in iter_events(s.file("events.jsonl"), stats):
+        yield from agent.decode(line)
 
 
 def current_metrics(s: Session, f: SessionFacts | None = None) -> dict[str, Any]:
@@ -309,55 +200,28 @@ def _recomputed(s: Session) -> dict[str, Any]:
 # --- tools, errors, timeline -----------------------------------------------
 
 
-@dataclass
-class Call:
-    n: int
-    tool_id: str
-    name: str
-    summary: str
-    is_error: bool | None = None
-    error: str = ""
-    seconds: float | None = None
-
-
-def _result_text(block: dict[str, Any]) -> str:
-    content = block.get("content")
-    if isinstance(content, list):
-        content = " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
-    return str(content or "")
-
-
 def calls_of(s: Session) -> list[Call]:
-    calls: dict[str, Call] = {}
-    order: list[Call] = []
-    for ev in iter_events(s.file("events.jsonl")):
-        msg = ev.get("message")
-        if not isinstance(msg, dict) or not isinstance(msg.get("content"), list):
-            continue
-        for b in msg["content"]:
-            if not isinstance(b, dict):
-                continue
-            if ev.get("type") == "assistant" and b.get("type") == "tool_use":
-                name = str(b.get("name") or "?")
-                c = Call(len(order) + 1, str(b.get("id")), name, tool_summary(name, b.get("input")))
-                calls[c.tool_id] = c
-                order.append(c)
-            elif ev.get("type") == "user" and b.get("type") == "tool_result":
-                c2 = calls.get(str(b.get("tool_use_id")))
-                if c2 is not None:
-                    c2.is_error = bool(b.get("is_error"))
-                    if c2.is_error:
-                        c2.error = _result_text(b)
-    for ref, (_, seconds) in tool_durations(read_marks(s.file("timeline.jsonl"))).items():
-        if ref in calls:
-            calls[ref].seconds = seconds
-    return order
+    """The session's tool calls, in order, with their results and (from the sidecar's
+    timeline) how long each took."""
+    walker = ToolCalls()
+    for ev in session_events(s):
+        walker.feed(ev)
+    calls = list(walker.all())
+    seconds = {ref: took for ref, (_, took) in tool_durations(read_marks(s.file("timeline.jsonl"))).items()}
+    for c in calls:
+        c.seconds = seconds.get(c.tool_id)
+    return calls
+
+
+def _call_row(c: Call) -> dict[str, Any]:
+    return {"n": c.n, "tool_id": c.tool_id, "name": c.name, "summary": c.summary, "is_error": c.is_error,
+            "error": c.text if c.is_error else "", "seconds": c.seconds}
 
 
 def cmd_tools(s: Session, st: Style, as_json: bool) -> int:
     calls = calls_of(s)
     if as_json:
-        out_json([c.__dict__ for c in calls])
+        out_json([_call_row(c) for c in calls])
         return 0
     print(f"{'#':>3} {'TOOL':<12} {'RESULT':<7} {'TIME':>6}  INPUT")
     for c in calls:
@@ -391,23 +255,12 @@ def problems_of(s: Session) -> list[Problem]:
     found: list[Problem] = []
     for c in calls_of(s):
         if c.is_error:
-            found.append(Problem("tool_error", f"{c.name} #{c.n} ({clip(c.summary, 60)}): {clip(c.error, 200)}"))
+            found.append(Problem("tool_error", f"{c.name} #{c.n} ({clip(c.summary, 60)}): {clip(c.text, 200)}"))
     stats = LineStats()
-    for ev in iter_events(s.file("events.jsonl"), stats):
-        if ev.get("type") == "system" and ev.get("subtype") == "api_retry":
-            found.append(Problem("api_retry", f"attempt {ev.get('attempt')}/{ev.get('max_retries')}: "
-                                 f"{ev.get('error_status') or 'connection'} {ev.get('error') or ''} "
-                                 f"(retry in {secs((ev.get('retry_delay_ms') or 0) / 1000)})"))
-        elif ev.get("type") == "result" and (ev.get("is_error") or ev.get("subtype") != "success"):
-            errs = ev["errors"] if isinstance(ev.get("errors"), list) else []
-            status = f" API {ev['api_error_status']}" if ev.get("api_error_status") else ""
-            text = clip(ev.get("result") or "; ".join(map(str, errs)), 200)
-            found.append(Problem("result", f"{ev.get('subtype')}{status}: {text}"))
-        elif ev.get("type") == "rate_limit_event":
-            info = ev.get("rate_limit_info") or {}
-            if isinstance(info, dict) and info.get("status") != "allowed":
-                resets = iso(info.get("resetsAt"))
-                found.append(Problem("rate_limit", f"{info.get('status')} ({info.get('rateLimitType')}), resets {resets}"))
+    for ev in session_events(s, stats):
+        problem = _stream_problem(ev)
+        if problem is not None:
+            found.append(problem)
     if stats.malformed:
         found.append(Problem("malformed", f"{stats.malformed} line(s) of events.jsonl are not JSON objects"))
     for name, kind in (("stall.json", "stall"), ("kill.json", "stopped"), ("spawn_error", "spawn")):
@@ -435,6 +288,18 @@ def problems_of(s: Session) -> list[Problem]:
     return found
 
 
+def _stream_problem(ev: norm.Event) -> Problem | None:
+    if isinstance(ev, norm.ApiRetry):
+        return Problem("api_retry", f"attempt {ev.attempt}/{ev.max_retries}: {ev.status} {ev.error} "
+                       f"(retry in {secs(ev.delay_s)})")
+    if isinstance(ev, norm.Result) and ev.failed:
+        status = f" API {ev.api_error_status}" if ev.api_error_status else ""
+        return Problem("result", f"{ev.subtype}{status}: {clip(ev.text or '; '.join(ev.errors), 200)}")
+    if isinstance(ev, norm.RateLimit) and ev.status != "allowed":
+        return Problem("rate_limit", f"{ev.status} ({ev.kind}), resets {iso(ev.resets_at)}")
+    return None
+
+
 def cmd_errors(s: Session, st: Style, as_json: bool) -> int:
     found = problems_of(s)
     if as_json:
@@ -457,62 +322,49 @@ class _Timeline:
         self.rows: list[dict[str, Any]] = []
         self.turns: dict[str, dict[str, Any]] = {}
         self.cli: dict[str, dict[str, Any]] = {}  # messages that are no turn: the CLI's own, say
+        self.row: dict[str, Any] | None = None  # the message whose blocks come now
 
-    def feed(self, ev: dict[str, Any]) -> None:
-        etype, sub = ev.get("type"), ev.get("subtype")
-        if etype == "system" and sub == "init":
-            self.rows.append({"at": self.mark_t.get(("init", "")), "what": "init",
-                              "text": f"model {ev.get('model')}, cwd {ev.get('cwd')}"})
-        elif etype == "assistant" and isinstance(ev.get("message"), dict):
-            self._assistant(ev, ev["message"])
-        elif etype == "user" and isinstance(ev.get("message"), dict):
-            self._results(ev, ev["message"])
-        elif etype == "system" and sub == "api_retry":
-            status = ev.get("error_status") or "connection"
-            self.rows.append({"at": None, "what": "  retry", "text": f"API {status}: {ev.get('error')}"})
-        elif etype == "result":
-            self.rows.append({"at": self.mark_t.get(("result", str(sub))), "what": "result", "turns": len(self.turns),
-                              "cli_num_turns": ev.get("num_turns"),
-                              "text": f"{sub}, {len(self.turns)} turns, ${ev.get('total_cost_usd') or 0:.4f}"})
+    def feed(self, ev: norm.Event) -> None:
+        if isinstance(ev, norm.Init):
+            self.rows.append({"at": self.mark_t.get(("init", "")), "what": "init", "text": f"model {ev.model}, cwd {ev.cwd}"})
+        elif isinstance(ev, norm.Turn) and not ev.streamed:
+            self.row = self._row_for(ev)
+        elif isinstance(ev, norm.Text) and self.row is not None:
+            self.row["text"] = (self.row["text"] + " " + ev.text).strip()
+        elif isinstance(ev, norm.ToolStart) and self.row is not None:
+            self.row["tools"].append(f"{ev.name}: {tool_summary(ev.input)}")
+        elif isinstance(ev, norm.ToolEnd):
+            self._result(ev)
+        elif isinstance(ev, norm.ApiRetry):
+            self.rows.append({"at": None, "what": "  retry", "text": f"API {ev.status}: {ev.error or None}"})
+        elif isinstance(ev, norm.Result):
+            self.rows.append({"at": self.mark_t.get(("result", ev.subtype)), "what": "result", "turns": len(self.turns),
+                              "cli_num_turns": ev.num_turns,
+                              "text": f"{ev.subtype}, {len(self.turns)} turns, ${ev.cost_usd or 0:.4f}"})
 
-    def _row_for(self, ev: dict[str, Any], mid: str) -> dict[str, Any]:
+    def _row_for(self, ev: norm.Turn) -> dict[str, Any]:
         tid = turn_id(ev)
         rows = self.turns if tid else self.cli
-        row = rows.get(mid)
+        row = rows.get(ev.message_id)
         if row is None:
-            cli = obj(ev.get("message")).get("model") == SYNTHETIC_MODEL
-            what = f"turn {len(self.turns) + 1}" if tid else "cli" if cli else "message"
-            row = {"at": self.turn_t.get(mid), "what": what, "id": mid, "text": "", "tools": []}
-            rows[mid] = row
+            what = f"turn {len(self.turns) + 1}" if tid else "cli" if ev.synthetic else "message"
+            row = {"at": self.turn_t.get(ev.message_id), "what": what, "id": ev.message_id, "text": "", "tools": []}
+            rows[ev.message_id] = row
             self.rows.append(row)
         return row
 
-    def _assistant(self, ev: dict[str, Any], msg: dict[str, Any]) -> None:
-        row = self._row_for(ev, str(msg.get("id") or ""))
-        for b in msg.get("content") or []:
-            if not isinstance(b, dict):
-                continue
-            if b.get("type") == "text":
-                row["text"] = (row["text"] + " " + str(b.get("text") or "")).strip()
-            elif b.get("type") == "tool_use":
-                name = str(b.get("name") or "?")
-                row["tools"].append(f"{name}: {tool_summary(name, b.get('input'))}")
-
-    def _results(self, ev: dict[str, Any], msg: dict[str, Any]) -> None:
-        for b in msg.get("content") or []:
-            if isinstance(b, dict) and b.get("type") == "tool_result":
-                ref = str(b.get("tool_use_id"))
-                at = self.mark_t.get(("tool_result", ref))
-                if at is None:
-                    at = _epoch(ev.get("timestamp")) or None
-                start = self.mark_t.get(("tool_use", ref))
-                took = f" after {secs(at - start)}" if at and start else ""
-                self.rows.append({"at": at, "what": "  result", "text": ("error" if b.get("is_error") else "ok") + took})
+    def _result(self, ev: norm.ToolEnd) -> None:
+        at = self.mark_t.get(("tool_result", ev.tool_id))
+        if at is None:
+            at = _epoch(ev.at) or None
+        start = self.mark_t.get(("tool_use", ev.tool_id))
+        took = f" after {secs(at - start)}" if at and start else ""
+        self.rows.append({"at": at, "what": "  result", "text": ("error" if ev.is_error else "ok") + took})
 
 
 def cmd_timeline(s: Session, st: Style, as_json: bool) -> int:
     tl = _Timeline(read_marks(s.file("timeline.jsonl")))
-    for ev in iter_events(s.file("events.jsonl")):
+    for ev in session_events(s):
         tl.feed(ev)
     if as_json:
         out_json(tl.rows)

@@ -20,7 +20,7 @@ from harness import jsonio
 from harness.pipeline import gate
 from harness.pipeline.breaker import Breaker, describe
 from harness.pipeline.policy import Policy
-from harness.report.session_report import Style, clip
+from harness.report.style import Style, clip
 from harness.store import queue
 
 STALE_FACTOR = 3.0

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from harness import jsonio
+from harness.agents import agent_for
 from harness.pipeline import receipt
-from harness.report.session_report import Style, clip, secs, turn_id
+from harness.report.session_report import turn_id
 from harness.report.sessions import Session
+from harness.report.style import Style, clip, secs
 from harness.sidecar import proc_start
-from harness.sidecar.live import tool_summary
-from harness.stream.jsonl import obj, parse_line
+from harness.stream import events as norm
+from harness.stream.calls import tool_summary
+from harness.stream.jsonl import parse_line
 from harness.stream.tailer import Tailer
 from harness.stream.waker import Waker
 
@@ -37,7 +41,21 @@ class Renderer:
         self.turns: set[str] = set()  # message ids of the turns seen (report.turn_id)
         self.streamed: set[str] = set()  # messages whose text arrived as deltas
         self.current = ""
-        self.names: dict[str, str] = {}
+        self.agent = agent_for()
+        self.handlers: dict[type, Callable[[Any], None]] = {
+            norm.Turn: self._turn,
+            norm.TextDelta: self._delta,
+            norm.BlockEnd: lambda _ev: self.newline(),
+            norm.Text: self._text,
+            norm.ToolStart: self._tool_start,
+            norm.ToolEnd: self._tool_end,
+            norm.Init: self._init,
+            norm.ApiRetry: self._retry,
+            norm.Compaction: lambda _ev: self.say(self.st.dim("… context compacted")),
+            norm.TaskStarted: lambda ev: self.say(self.st.dim(f"  … {ev.description or 'tool'} running")),
+            norm.Result: self._result,
+            norm.RateLimit: self._rate_limit,
+        }
 
     def write(self, text: str) -> None:
         if not text:
@@ -58,111 +76,69 @@ class Renderer:
         if self.raw:
             self.out.write(raw_line.decode("utf-8", "replace") + "\n")
             return
-        ev = parse_line(raw_line)
-        if ev is None:
+        raw = parse_line(raw_line)
+        if raw is None:
             self.say(self.st.dim(f"? a line that is not JSON ({len(raw_line)} bytes)"))
             return
-        ev = self.st.clean(ev)
-        self._turn(ev)
-        etype = ev.get("type")
-        handler = {
-            "stream_event": self._stream,
-            "assistant": self._assistant,
-            "user": self._user,
-            "system": self._system,
-            "result": self._result,
-            "rate_limit_event": self._rate_limit,
-        }.get(str(etype))
-        if handler is not None:
-            handler(ev)
+        for ev in self.agent.decode(self.st.clean(raw)):
+            handler = self.handlers.get(type(ev))
+            if handler is not None:
+                handler(ev)
 
-    def _turn(self, ev: dict[str, Any]) -> None:
-        """A header when ev starts a turn not seen yet."""
+    def _turn(self, ev: norm.Turn) -> None:
+        """A header when ev starts a turn not seen yet (report.turn_id)."""
+        if ev.streamed:
+            self.current = ev.message_id
         mid = turn_id(ev)
         if not mid or mid in self.turns:
             return
         self.turns.add(mid)
-        sub = " (subagent)" if ev.get("parent_tool_use_id") else ""
-        self.say(self.st.dim(f"── turn {len(self.turns)}{sub} ──"))
+        self.say(self.st.dim(f"── turn {len(self.turns)}{' (subagent)' if ev.subagent else ''} ──"))
 
-    def _stream(self, ev: dict[str, Any]) -> None:
-        inner = obj(ev.get("event"))
-        itype = inner.get("type")
-        if itype == "message_start":
-            self.current = str(obj(inner.get("message")).get("id") or "")
-        elif itype == "content_block_delta":
-            delta = obj(inner.get("delta"))
-            if delta.get("type") == "text_delta":
-                self.streamed.add(self.current)
-                self.write(str(delta.get("text") or ""))
-            elif delta.get("type") == "thinking_delta":
-                self.write(self.st.dim(str(delta.get("thinking") or "")))
-        elif itype == "content_block_stop":
-            self.newline()
+    def _delta(self, ev: norm.TextDelta) -> None:
+        if ev.kind == "text":
+            self.streamed.add(self.current)
+            self.write(ev.text)
+        elif ev.kind == "thinking":
+            self.write(self.st.dim(ev.text))
 
-    def _assistant(self, ev: dict[str, Any]) -> None:
-        msg = obj(ev.get("message"))
-        mid = str(msg.get("id") or "")
-        for b in msg.get("content") or []:
-            if not isinstance(b, dict):
-                continue
-            if b.get("type") == "text" and mid not in self.streamed:
-                self.say(str(b.get("text") or ""))
-            elif b.get("type") == "tool_use":
-                name = str(b.get("name") or "?")
-                self.names[str(b.get("id"))] = name
-                self.say(f"{self.st.cyan('▶ ' + name)}  {clip(tool_summary(name, b.get('input')), 100)}")
+    def _text(self, ev: norm.Text) -> None:
+        if ev.message_id not in self.streamed:
+            self.say(ev.text)
 
-    def _user(self, ev: dict[str, Any]) -> None:
-        msg = obj(ev.get("message"))
-        content = msg.get("content")
-        if not isinstance(content, list):
-            return
-        for b in content:
-            if not isinstance(b, dict) or b.get("type") != "tool_result":
-                continue
-            body = b.get("content")
-            if isinstance(body, list):
-                body = " ".join(str(c.get("text", "")) for c in body if isinstance(c, dict))
-            text = str(body or "")
-            lines = text.strip().splitlines()
-            first = clip(lines[0], 90) if lines else ""
-            more = f" (+{len(lines) - 1} lines)" if len(lines) > 1 else ""
-            if b.get("is_error"):
-                self.say(f"  {self.st.red('✗ error')} {first}{more}")
-            else:
-                self.say(f"  {self.st.green('✓')} {first}{more}")
+    def _tool_start(self, ev: norm.ToolStart) -> None:
+        self.say(f"{self.st.cyan('▶ ' + ev.name)}  {clip(tool_summary(ev.input), 100)}")
 
-    def _system(self, ev: dict[str, Any]) -> None:
-        sub = ev.get("subtype")
-        if sub == "init":
-            self.say(self.st.dim(f"● session {ev.get('session_id')} · model {ev.get('model')} · {ev.get('cwd')}"))
-        elif sub == "api_retry":
-            self.say(self.st.yellow(f"! API retry {ev.get('attempt')}/{ev.get('max_retries')}: "
-                                    f"{ev.get('error_status') or 'connection'} {ev.get('error') or ''} "
-                                    f"(next in {secs((ev.get('retry_delay_ms') or 0) / 1000)})"))
-        elif sub == "compact_boundary":
-            self.say(self.st.dim("… context compacted"))
-        elif sub == "task_started":
-            self.say(self.st.dim(f"  … {ev.get('description') or 'tool'} running"))
+    def _tool_end(self, ev: norm.ToolEnd) -> None:
+        lines = ev.text.strip().splitlines()
+        first = clip(lines[0], 90) if lines else ""
+        more = f" (+{len(lines) - 1} lines)" if len(lines) > 1 else ""
+        if ev.is_error:
+            self.say(f"  {self.st.red('✗ error')} {first}{more}")
+        else:
+            self.say(f"  {self.st.green('✓')} {first}{more}")
 
-    def _result(self, ev: dict[str, Any]) -> None:
-        cost = ev.get("total_cost_usd")
-        dur = ev.get("duration_ms")
-        text = f"■ {ev.get('subtype')}" + (" (error)" if ev.get("is_error") else "")
+    def _init(self, ev: norm.Init) -> None:
+        self.say(self.st.dim(f"● session {ev.session_id} · model {ev.model} · {ev.cwd}"))
+
+    def _retry(self, ev: norm.ApiRetry) -> None:
+        self.say(self.st.yellow(f"! API retry {ev.attempt}/{ev.max_retries}: {ev.status} {ev.error} "
+                                f"(next in {secs(ev.delay_s)})"))
+
+    def _result(self, ev: norm.Result) -> None:
+        text = f"■ {ev.subtype}" + (" (error)" if ev.is_error else "")
         text += f" · {len(self.turns)} turns"
-        if isinstance(cost, (int, float)):
-            text += f" · ${cost:.4f}"
-        if isinstance(dur, (int, float)):
-            text += f" · {secs(dur / 1000)}"
+        if ev.cost_usd is not None:
+            text += f" · ${ev.cost_usd:.4f}"
+        if ev.duration_ms is not None:
+            text += f" · {secs(ev.duration_ms / 1000)}"
         self.say(self.st.bold(text))
-        if ev.get("is_error") and ev.get("result"):
-            self.say(self.st.red(clip(ev.get("result"), 200)))
+        if ev.is_error and ev.text:
+            self.say(self.st.red(clip(ev.text, 200)))
 
-    def _rate_limit(self, ev: dict[str, Any]) -> None:
-        info = obj(ev.get("rate_limit_info"))
-        if info.get("status") != "allowed":
-            self.say(self.st.yellow(f"! rate limit {info.get('status')} ({info.get('rateLimitType')})"))
+    def _rate_limit(self, ev: norm.RateLimit) -> None:
+        if ev.status != "allowed":
+            self.say(self.st.yellow(f"! rate limit {ev.status} ({ev.kind})"))
 
 
 def _ended(s: Session) -> bool:

@@ -1,9 +1,10 @@
 """What the sidecar knows about one live session: phase, progress and liveness.
 
 Fed line by line as the session's events.jsonl grows. Text and tool-input deltas,
-by far the most frequent lines, are recognised by their first bytes and only
-counted: they prove the session alive and carry nothing else the heartbeat needs.
-Every other line is parsed and added to the session's facts.
+by far the most frequent lines, are recognised by their first bytes (the agent's
+is_delta) and only counted: they prove the session alive and carry nothing else the
+heartbeat needs. Every other line is decoded by the agent into normalized events,
+which feed the session's facts (and their walker of tool calls) and its phase.
 
 Liveness (docs/verdicts.md, "stalled"): a session is alive while lines arrive. A
 session silent for longer than its stall limit outside a tool call, or longer than
@@ -18,10 +19,14 @@ from typing import Any
 
 import orjson
 
-from harness.stream.facts import SessionFacts, estimate_cost_usd, feed
-from harness.stream.jsonl import obj, parse_line
+from harness.agents import Agent, agent_for
+from harness.stream import events as norm
+from harness.stream.calls import Call
+from harness.stream.facts import SessionFacts, apply, estimate_cost_usd
+from harness.stream.jsonl import parse_line
 
-DELTA_PREFIX = b'{"type":"stream_event","event":{"type":"content_block_delta"'
+# events of a response being streamed (the usage of the message being streamed too)
+STREAMING = (norm.TextDelta, norm.BlockEnd, norm.Streaming)
 PHASES = ("starting", "requesting", "streaming", "in_tool", "idle", "exited")
 
 
@@ -29,15 +34,6 @@ PHASES = ("starting", "requesting", "streaming", "in_tool", "idle", "exited")
 class Limits:
     stall_s: float
     tool_s: float
-
-
-@dataclass
-class ToolCall:
-    tool_id: str
-    name: str
-    started_wall: float
-    allowance_s: float
-    summary: str
 
 
 @dataclass
@@ -96,38 +92,22 @@ def tool_durations(marks: list[dict[str, Any]]) -> dict[str, tuple[str, float]]:
     return done
 
 
-def tool_summary(name: str, tool_input: Any) -> str:
-    """A one-line description of a tool call's input."""
-    if not isinstance(tool_input, dict):
-        return ""
-    for key in ("command", "file_path", "path", "pattern", "url", "description", "prompt"):
-        value = tool_input.get(key)
-        if isinstance(value, str) and value:
-            first = value.strip().splitlines()[0] if value.strip() else ""
-            return first if len(first) <= 120 else first[:119] + "…"
-    return ""
-
-
-def tool_allowance_s(name: str, tool_input: Any, limits: Limits) -> float:
-    """How long a tool call may stay silent: a Bash call's own timeout (plus the
-    stall limit for the CLI to report back) when it names one, else the tool limit."""
-    if name == "Bash" and isinstance(tool_input, dict):
-        timeout_ms = tool_input.get("timeout")
-        if isinstance(timeout_ms, (int, float)) and not isinstance(timeout_ms, bool) and timeout_ms > 0:
-            return float(timeout_ms) / 1000 + limits.stall_s
-    return limits.tool_s
+def tool_allowance_s(call: Call, limits: Limits) -> float:
+    """How long a tool call may stay silent: the call's own timeout (a Bash call's),
+    plus the stall limit for the CLI to report back, when it names one; else the tool limit."""
+    return call.timeout_s + limits.stall_s if call.timeout_s is not None else limits.tool_s
 
 
 class LiveSession:
-    def __init__(self, session_id: str, limits: Limits, replay_upto: int = 0) -> None:
+    def __init__(self, session_id: str, limits: Limits, replay_upto: int = 0, agent: Agent | None = None) -> None:
         self.session_id = session_id
+        self.agent = agent or agent_for()
         self.limits = limits
         self.facts = SessionFacts()
         self.phase = "starting"
         self.last_event_wall = 0.0
         self.last_event_mono = 0.0
         self.last_event_type = ""
-        self.tools: dict[str, ToolCall] = {}
         self.marks: list[Mark] = []
         self.replay_upto = replay_upto  # lines at or below this index are already in timeline.jsonl
         self.turn_changed = False
@@ -138,94 +118,79 @@ class LiveSession:
 
     def feed_line(self, line: bytes, wall: float, mono: float) -> None:
         self.last_event_wall, self.last_event_mono = wall, mono
-        if line.startswith(DELTA_PREFIX):
-            self.facts.events += 1
-            self.facts.stats.lines += 1
+        f = self.facts
+        f.stats.lines += 1
+        if self.agent.is_delta(line):
+            f.events += 1
             self.phase = "streaming"
             self.last_event_type = "stream_event/content_block_delta"
             return
-        self.facts.stats.lines += 1
-        ev = parse_line(line)
-        if ev is None:
-            self.facts.stats.malformed += 1
-            self.facts.events += 1
+        raw = parse_line(line)
+        if raw is None:
+            f.stats.malformed += 1
+            f.events += 1
             return
-        turns_before = len(self.facts.messages)
-        feed(self.facts, ev)
-        self._after(ev, wall, mono)
-        if len(self.facts.messages) != turns_before:
+        turns_before = len(f.messages)
+        self.last_event_type = self.agent.label(raw)
+        f.events += 1
+        evs = self.agent.decode(raw)
+        for ev in evs:
+            if isinstance(ev, norm.ToolEnd):  # marked while the walker still knows the call
+                call = self.tools.get(ev.tool_id)
+                self._mark(wall, "tool_result", ev.tool_id, is_error=ev.is_error, name=call.name if call else "?")
+            apply(f, ev)
+            self._on(ev, wall)
+        if evs and isinstance(evs[0], norm.Turn) and not evs[0].streamed and self.tools and self.phase != "streaming":
+            self.phase = "in_tool"  # a whole message while a call is outstanding
+        elif evs and isinstance(evs[-1], norm.ToolEnd):
+            self.phase = "in_tool" if self.tools else "requesting"
+        if len(f.messages) != turns_before:
             self.turn_changed = True
+
+    @property
+    def tools(self) -> dict[str, Call]:
+        """The calls outstanding, by id (the facts' walker)."""
+        return self.facts.calls.open
 
     def _mark(self, wall: float, kind: str, ref: str = "", **extra: Any) -> None:
         n = self.facts.events
         if n > self.replay_upto:
             self.marks.append(Mark(n, wall, kind, ref, extra))
 
-    def _after(self, ev: dict[str, Any], wall: float, mono: float) -> None:
-        etype = str(ev.get("type") or "")
-        sub = ev.get("subtype")
-        if etype == "stream_event":
-            inner = obj(ev.get("event"))
-            itype = str(inner.get("type") or "")
-            self.last_event_type = f"stream_event/{itype}"
-            if itype == "message_start":
-                self.retry_run = 0
-                msg = obj(inner.get("message"))
-                self._mark(wall, "turn", str(msg.get("id") or ""))
-                self.phase = "streaming"
-            elif itype == "message_stop":
-                self.phase = "in_tool" if self.tools else "idle"
-            else:
-                self.phase = "streaming"
-            return
-        self.last_event_type = f"{etype}/{sub}" if sub else etype
-        if etype == "system":
-            if sub == "init":
-                self._mark(wall, "init")
-                self.phase = "requesting"
-            elif sub in ("status", "api_retry"):
-                if sub == "api_retry":
-                    self.retry_status = str(ev.get("error_status") or "connection")
-                    self.retry_run += 1
-                    self._mark(wall, "api_retry", self.retry_status)
-                if not self.tools:
-                    self.phase = "requesting"
-        elif etype == "assistant":
+    def _on(self, ev: norm.Event, wall: float) -> None:
+        if isinstance(ev, norm.Turn):
             self.retry_run = 0
-            self._on_assistant(ev, wall)
-        elif etype == "user":
-            self._on_user(ev, wall)
-        elif etype == "result":
-            self._mark(wall, "result", str(sub or ""))
-            self.tools.clear()
+            if ev.streamed:
+                self._mark(wall, "turn", ev.message_id)
+                self.phase = "streaming"
+        elif isinstance(ev, STREAMING) or (isinstance(ev, norm.Usage) and not ev.message_id):
+            self.phase = "streaming"
+        elif isinstance(ev, norm.MessageEnd):
+            self.phase = "in_tool" if self.tools else "idle"
+        elif isinstance(ev, norm.ToolStart):
+            call = self.tools.get(ev.tool_id)
+            if call is not None:
+                call.started_at, call.allowance_s = wall, tool_allowance_s(call, self.limits)
+            self._mark(wall, "tool_use", ev.tool_id, name=ev.name)
+            if self.phase != "streaming":
+                self.phase = "in_tool"
+        elif not isinstance(ev, norm.ToolEnd):
+            self._on_session(ev, wall)
+
+    def _on_session(self, ev: norm.Event, wall: float) -> None:
+        if isinstance(ev, norm.Init):
+            self._mark(wall, "init")
+            self.phase = "requesting"
+        elif isinstance(ev, (norm.Status, norm.ApiRetry)):
+            if isinstance(ev, norm.ApiRetry):
+                self.retry_status = ev.status
+                self.retry_run += 1
+                self._mark(wall, "api_retry", self.retry_status)
+            if not self.tools:
+                self.phase = "requesting"
+        elif isinstance(ev, norm.Result):
+            self._mark(wall, "result", ev.subtype)
             self.phase = "idle"
-
-    def _on_assistant(self, ev: dict[str, Any], wall: float) -> None:
-        msg = ev.get("message")
-        if not isinstance(msg, dict):
-            return
-        for block in msg.get("content") or []:
-            if isinstance(block, dict) and block.get("type") == "tool_use":
-                tid = str(block.get("id") or "")
-                name = str(block.get("name") or "?")
-                tin = block.get("input")
-                self.tools[tid] = ToolCall(tid, name, wall, tool_allowance_s(name, tin, self.limits), tool_summary(name, tin))
-                self._mark(wall, "tool_use", tid, name=name)
-        if self.tools and self.phase != "streaming":
-            self.phase = "in_tool"
-
-    def _on_user(self, ev: dict[str, Any], wall: float) -> None:
-        msg = ev.get("message")
-        content = msg.get("content") if isinstance(msg, dict) else None
-        if not isinstance(content, list):
-            return
-        for block in content:
-            if isinstance(block, dict) and block.get("type") == "tool_result":
-                tid = str(block.get("tool_use_id") or "")
-                call = self.tools.pop(tid, None)
-                self._mark(wall, "tool_result", tid, is_error=bool(block.get("is_error")),
-                           name=call.name if call else "?")
-        self.phase = "in_tool" if self.tools else "requesting"
 
     # --- reading ---------------------------------------------------------
 
@@ -234,7 +199,7 @@ class LiveSession:
         since = self.last_event_mono or started_mono
         silent = max(0.0, now_mono - since)
         if self.tools:
-            return silent, max(t.allowance_s for t in self.tools.values()), "tool"
+            return silent, max(c.allowance_s for c in self.tools.values()), "tool"
         return silent, self.limits.stall_s, "stream"
 
     def tokens(self) -> dict[str, int]:
@@ -248,7 +213,8 @@ class LiveSession:
 
     def outstanding(self, now_wall: float) -> list[dict[str, Any]]:
         return [
-            {"id": c.tool_id, "name": c.name, "input": c.summary, "running_s": round(now_wall - c.started_wall, 1),
+            {"id": c.tool_id, "name": c.name, "input": c.summary,
+             "running_s": round(now_wall - (c.started_at if c.started_at is not None else now_wall), 1),
              "allowance_s": c.allowance_s}
             for c in self.tools.values()
         ]

@@ -1,4 +1,8 @@
-"""One pass over a session's events.jsonl, collecting what verdicts and receipts need."""
+"""One pass over a session's events.jsonl, collecting what verdicts and receipts need.
+
+The agent decodes each line into normalized events (stream/events.py); the facts
+are built from those alone.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.agents import Agent, agent_for
+from harness.stream import events as norm
 from harness.stream import fastscan
+from harness.stream.calls import ToolCalls
 from harness.stream.jsonl import LineStats, iter_events
+
+DEFAULT_AGENT = agent_for()
 
 
 @dataclass
@@ -30,7 +38,7 @@ class SessionFacts:
     messages: dict[str, MessageUsage] = field(default_factory=dict)
     tool_calls: Counter[str] = field(default_factory=Counter)
     tool_errors: Counter[str] = field(default_factory=Counter)
-    tool_names: dict[str, str] = field(default_factory=dict)  # tool id -> name
+    calls: ToolCalls = field(default_factory=lambda: ToolCalls(keep=False))  # the open ones, by id
     tool_results: set[str] = field(default_factory=set)  # tool ids whose result is in the stream
     api_retries: Counter[str] = field(default_factory=Counter)
     compactions: int = 0
@@ -44,96 +52,66 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _usage_into(mu: MessageUsage, usage: Any, with_output: bool) -> None:
-    if not isinstance(usage, dict):
-        return
-    mu.input_tokens = max(mu.input_tokens, _int(usage.get("input_tokens")))
-    mu.cache_read = max(mu.cache_read, _int(usage.get("cache_read_input_tokens")))
-    mu.cache_write = max(mu.cache_write, _int(usage.get("cache_creation_input_tokens")))
-    if with_output:
-        mu.output_tokens = max(mu.output_tokens, _int(usage.get("output_tokens")))
+def _usage_into(mu: MessageUsage, u: norm.Usage) -> None:
+    mu.input_tokens = max(mu.input_tokens, u.input)
+    mu.cache_read = max(mu.cache_read, u.cache_read)
+    mu.cache_write = max(mu.cache_write, u.cache_write)
+    mu.output_tokens = max(mu.output_tokens, u.output)
 
 
-def _on_assistant(f: SessionFacts, ev: dict[str, Any]) -> None:
-    msg = ev.get("message")
-    if not isinstance(msg, dict):
-        return
-    mid = str(msg.get("id") or "")
-    if mid and msg.get("model") != "<synthetic>":
-        mu = f.messages.setdefault(mid, MessageUsage(model=str(msg.get("model") or "")))
-        _usage_into(mu, msg.get("usage"), with_output=True)
-    for block in msg.get("content") or []:
-        if not isinstance(block, dict):
-            continue
-        if block.get("type") == "tool_use":
-            name = str(block.get("name") or "?")
-            f.tool_calls[name] += 1
-            f.tool_names[str(block.get("id"))] = name
-        elif block.get("type") == "text":
-            f.last_assistant_text = str(block.get("text") or "")
+def _on_turn(f: SessionFacts, ev: norm.Turn) -> None:
+    if ev.streamed:
+        f.current_message = ev.message_id
+    if ev.message_id and (ev.streamed or not ev.synthetic):
+        f.messages.setdefault(ev.message_id, MessageUsage(model=ev.model))
 
 
-def _on_user(f: SessionFacts, ev: dict[str, Any]) -> None:
-    msg = ev.get("message")
-    content = msg.get("content") if isinstance(msg, dict) else None
-    if not isinstance(content, list):
-        return
-    for block in content:
-        if not isinstance(block, dict) or block.get("type") != "tool_result":
-            continue
-        tid = str(block.get("tool_use_id"))
-        f.tool_results.add(tid)
-        if block.get("is_error"):
-            f.tool_errors[f.tool_names.get(tid, "?")] += 1
+def _on_usage(f: SessionFacts, ev: norm.Usage) -> None:
+    mid = ev.message_id or f.current_message
+    if mid:
+        _usage_into(f.messages.setdefault(mid, MessageUsage(model=ev.model)), ev)
 
 
-def _on_stream_event(f: SessionFacts, ev: dict[str, Any]) -> None:
-    inner = ev.get("event")
-    if not isinstance(inner, dict):
-        return
-    etype = inner.get("type")
-    if etype == "message_start":
-        msg = inner.get("message") or {}
-        f.current_message = str(msg.get("id") or "")
-        if f.current_message:
-            mu = f.messages.setdefault(f.current_message, MessageUsage(model=str(msg.get("model") or "")))
-            _usage_into(mu, msg.get("usage"), with_output=True)
-    elif etype == "message_delta" and f.current_message:
-        usage = inner.get("usage")
-        if isinstance(usage, dict):
-            mu = f.messages.setdefault(f.current_message, MessageUsage())
-            mu.output_tokens = max(mu.output_tokens, _int(usage.get("output_tokens")))
+def _on_tool_end(f: SessionFacts, ev: norm.ToolEnd) -> None:
+    call = f.calls.end(ev)
+    f.tool_results.add(ev.tool_id)
+    if ev.is_error:
+        f.tool_errors[call.name if call else "?"] += 1
 
 
-def _on_system(f: SessionFacts, ev: dict[str, Any]) -> None:
-    sub = ev.get("subtype")
-    if sub == "init":
-        f.init = ev
-    elif sub == "api_retry":
-        status = ev.get("error_status")
-        f.api_retries[str(status) if status is not None else "connection"] += 1
-    elif sub == "compact_boundary":
+def apply(f: SessionFacts, ev: norm.Event) -> None:
+    """Adds one normalized event to the facts."""
+    if isinstance(ev, norm.Usage):
+        _on_usage(f, ev)
+    elif isinstance(ev, norm.Turn):
+        _on_turn(f, ev)
+    elif isinstance(ev, norm.ToolStart):
+        f.calls.start(ev)
+        f.tool_calls[ev.name] += 1
+    elif isinstance(ev, norm.ToolEnd):
+        _on_tool_end(f, ev)
+    elif isinstance(ev, norm.Text):
+        f.last_assistant_text = ev.text
+    elif isinstance(ev, norm.Init):
+        f.init = ev.raw
+    elif isinstance(ev, norm.ApiRetry):
+        f.api_retries[ev.status] += 1
+    elif isinstance(ev, norm.Compaction):
         f.compactions += 1
+    elif isinstance(ev, norm.Result):
+        f.result = ev.raw
+        f.calls.close_all()
+    elif isinstance(ev, norm.RateLimit) and (f.rate_limit is None or ev.status == "rejected"):
+        f.rate_limit = ev.raw
 
 
-def feed(f: SessionFacts, ev: dict[str, Any]) -> None:
-    """Adds one stream-json event to the facts."""
+def feed(f: SessionFacts, line: dict[str, Any], agent: Agent | None = None) -> list[norm.Event]:
+    """Adds one line of the agent's stream to the facts; its normalized events."""
     f.events += 1
-    etype = ev.get("type")
-    if etype == "stream_event":
-        _on_stream_event(f, ev)
-    elif etype == "assistant":
-        _on_assistant(f, ev)
-    elif etype == "user":
-        _on_user(f, ev)
-    elif etype == "system":
-        _on_system(f, ev)
-    elif etype == "result":
-        f.result = ev
-    elif etype == "rate_limit_event":
-        info = ev.get("rate_limit_info")
-        if isinstance(info, dict) and (f.rate_limit is None or info.get("status") == "rejected"):
-            f.rate_limit = info
+    evs = (agent or DEFAULT_AGENT).decode(line)
+    for ev in evs:
+        apply(f, ev)
+    return evs
 
 
 def scan(path: Path) -> SessionFacts:
