@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from harness.pipeline import receipt
+from harness.pipeline import receipt, record
 from harness.pipeline.verdict import Verdict
 from harness.sidecar.live import Limits, LiveSession
 from harness.stream import facts, fastscan
@@ -116,7 +116,7 @@ def test_fuzz_the_parser_never_raises(tmp_path: Path) -> None:
     p.write_bytes(b"\n".join(chunks))
     f = facts.scan(p)
     assert f.stats.malformed > 0
-    m = receipt.build(tmp_path, f, Verdict("crashed", "fuzz"), {})
+    m = receipt.build(record.read(tmp_path, f, {}), Verdict("crashed", "fuzz"))
     assert m["malformed_lines"] == f.stats.malformed
     live = LiveSession("ses_fuzz", Limits(5, 10))
     for line in p.read_bytes().split(b"\n"):
@@ -172,7 +172,7 @@ def test_fast_scan_agrees_with_the_line_by_line_scan(tmp_path: Path, monkeypatch
     slow = facts.scan(p)
     assert fast.fast and not slow.fast
     v = Verdict("succeeded", "x")
-    mf, ms = receipt.build(tmp_path, fast, v, {}), receipt.build(tmp_path, slow, v, {})
+    mf, ms = receipt.build(record.read(tmp_path, fast, {}), v), receipt.build(record.read(tmp_path, slow, {}), v)
     for key in ("turns", "tokens", "cost_usd", "tool_calls", "tool_errors", "api_retries", "compactions"):
         assert mf[key] == ms[key], key
     assert fast.last_assistant_text[-200:] == slow.last_assistant_text[-200:]
@@ -182,7 +182,7 @@ def test_fast_scan_agrees_with_the_line_by_line_scan(tmp_path: Path, monkeypatch
         f = facts.SessionFacts()
         for ev in fastscan.events(p, workers=workers)[0]:
             facts.feed(f, ev)
-        r = receipt.build(tmp_path, f, v, {})
+        r = receipt.build(record.read(tmp_path, f, {}), v)
         r.pop("events")  # each half keeps its own last text line: a count that differs by design
         receipts.append(r)
     assert receipts[0] == receipts[1]

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from harness.agents import claude
-from harness.pipeline import receipt, verdict
+from harness.pipeline import receipt, record, verdict
 from harness.stream import facts
 
 EXPECTED = {
@@ -61,14 +61,14 @@ def _session(tmp_path: Path, reference: Path, name: str) -> Path:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_verdict_of_each_reference_run(tmp_path: Path, reference: Path, name: str) -> None:
     sdir = _session(tmp_path, reference, name)
-    v = verdict.classify(sdir, facts.scan(sdir / "events.jsonl"))
+    v = verdict.classify(record.read(sdir))
     assert v.verdict == EXPECTED[name], v.reason
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_2_1_332))
 def test_verdict_of_each_newest_cli_run(tmp_path: Path, name: str) -> None:
     sdir = _session(tmp_path, NEWEST, name)
-    v = verdict.classify(sdir, facts.scan(sdir / "events.jsonl"))
+    v = verdict.classify(record.read(sdir))
     assert v.verdict == EXPECTED_2_1_332[name], v.reason
 
 
@@ -80,7 +80,7 @@ def test_verdict_of_each_newest_cli_run(tmp_path: Path, name: str) -> None:
 def test_deterministic_refusals_are_not_retryable(tmp_path: Path, reference: Path, ref: Path | None, name: str,
                                                   reason: str) -> None:
     sdir = _session(tmp_path, ref or reference, name)
-    v = verdict.classify(sdir, facts.scan(sdir / "events.jsonl"))
+    v = verdict.classify(record.read(sdir))
     assert (v.verdict, v.retryable, v.reason) == ("failed", False, reason)
 
 
@@ -91,19 +91,19 @@ def test_a_usage_error_of_the_cli_is_its_own_verdict(tmp_path: Path) -> None:
     (tmp_path / "events.jsonl").write_bytes(b"")
     (tmp_path / "stderr.log").write_text(words + "\n")
     (tmp_path / "exit_code").write_text("1\n")
-    v = verdict.classify(tmp_path, facts.scan(tmp_path / "events.jsonl"))
+    v = verdict.classify(record.read(tmp_path))
     assert (v.verdict, v.reason) == ("usage_error", "the CLI refused its arguments: " + words)
     # a binary that is not there stays spawn_failed, retried: it may be back
     (tmp_path / "stderr.log").write_text("env: 'claude': No such file or directory\n")
     (tmp_path / "exit_code").write_text("127\n")
-    v = verdict.classify(tmp_path, facts.scan(tmp_path / "events.jsonl"))
+    v = verdict.classify(record.read(tmp_path))
     assert (v.verdict, v.retryable) == ("spawn_failed", None)
 
 
 @pytest.mark.parametrize(("ref", "name"), [(None, "err500_r2"), (NEWEST, "err500")])
 def test_an_api_error_reason_says_api_error_once(tmp_path: Path, reference: Path, ref: Path | None, name: str) -> None:
     sdir = _session(tmp_path, ref or reference, name)
-    v = verdict.classify(sdir, facts.scan(sdir / "events.jsonl"))
+    v = verdict.classify(record.read(sdir))
     assert v.reason.startswith("API error 500: Internal server error."), v.reason
     assert "API Error" not in v.reason
 
@@ -113,8 +113,8 @@ def test_err400_is_not_retryable_and_5xx_is(tmp_path: Path, reference: Path) -> 
     (tmp_path / "b").mkdir()
     a = _session(tmp_path / "a", reference, "err400")
     b = _session(tmp_path / "b", reference, "err500_r2")
-    assert verdict.classify(a, facts.scan(a / "events.jsonl")).retryable is False
-    assert verdict.classify(b, facts.scan(b / "events.jsonl")).retryable is None
+    assert verdict.classify(record.read(a)).retryable is False
+    assert verdict.classify(record.read(b)).retryable is None
 
 
 def _assistant_ids(path: Path) -> set[str]:
@@ -135,7 +135,7 @@ def test_receipt_equals_the_cli_result_line(tmp_path: Path, reference: Path, ref
     reference = ref or reference
     sdir = _session(tmp_path, reference, name)
     f = facts.scan(sdir / "events.jsonl")
-    m = receipt.build(sdir, f, verdict.classify(sdir, f), {})
+    m = receipt.build(record.read(sdir, f, {}), verdict.classify(record.read(sdir, f, {})))
     result = [orjson.loads(x) for x in (reference / f"{name}.jsonl").read_bytes().splitlines() if b'"type":"result"' in x][-1]
     mu = result["modelUsage"]
     assert m["cost_usd"] == round(result["total_cost_usd"], 6)
@@ -153,13 +153,13 @@ def test_receipt_equals_the_cli_result_line(tmp_path: Path, reference: Path, ref
 def test_receipt_counts_tools_and_retries(tmp_path: Path, reference: Path) -> None:
     sdir = _session(tmp_path, reference, "err529_r2")
     f = facts.scan(sdir / "events.jsonl")
-    m = receipt.build(sdir, f, verdict.classify(sdir, f), {})
+    m = receipt.build(record.read(sdir, f, {}), verdict.classify(record.read(sdir, f, {})))
     assert m["api_retries"] == {"529": 2}
     sdir2 = tmp_path / "ok"
     sdir2.mkdir()
     _session(sdir2, reference, "ok")
     f2 = facts.scan(sdir2 / "events.jsonl")
-    assert receipt.build(sdir2, f2, verdict.classify(sdir2, f2), {})["tool_calls"] == {"Bash": 1}
+    assert receipt.build(record.read(sdir2, f2, {}), verdict.classify(record.read(sdir2, f2, {})))["tool_calls"] == {"Bash": 1}
 
 
 def _timeline(sdir: Path, *marks: dict[str, object]) -> None:
@@ -178,14 +178,14 @@ def test_tool_time_when_the_sidecar_has_not_read_the_last_lines(tmp_path: Path, 
               {"n": 10, "t": t0, "kind": "tool_use", "ref": "toolu_fake0002", "name": "Bash"})
     os.utime(sdir / "events.jsonl", (t0 + 6.25, t0 + 6.25))
     f = facts.scan(sdir / "events.jsonl")
-    assert receipt.build(sdir, f, verdict.classify(sdir, f), {})["tool_time_s"] == {"Bash": 6.25}
+    assert receipt.build(record.read(sdir, f, {}), verdict.classify(record.read(sdir, f, {})))["tool_time_s"] == {"Bash": 6.25}
     # once the sidecar has caught up, its own time for the result counts
     _timeline(sdir, {"n": 10, "t": t0, "kind": "tool_use", "ref": "toolu_fake0002", "name": "Bash"},
               {"n": 16, "t": t0 + 6.125, "kind": "tool_result", "ref": "toolu_fake0002", "name": "?"})
-    assert receipt.build(sdir, f, verdict.classify(sdir, f), {})["tool_time_s"] == {"Bash": 6.125}
+    assert receipt.build(record.read(sdir, f, {}), verdict.classify(record.read(sdir, f, {})))["tool_time_s"] == {"Bash": 6.125}
     # a call whose start it never saw has no time to give: nothing is made up
     _timeline(sdir, {"n": 1, "t": t0 - 1, "kind": "init"})
-    assert receipt.build(sdir, f, verdict.classify(sdir, f), {})["tool_time_s"] == {}
+    assert receipt.build(record.read(sdir, f, {}), verdict.classify(record.read(sdir, f, {})))["tool_time_s"] == {}
 
 
 def test_cost_is_estimated_from_the_stream_when_there_is_no_result(tmp_path: Path, reference: Path) -> None:
@@ -193,7 +193,7 @@ def test_cost_is_estimated_from_the_stream_when_there_is_no_result(tmp_path: Pat
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     (tmp_path / "exit_code").write_text("143\n")
     f = facts.scan(tmp_path / "events.jsonl")
-    m = receipt.build(tmp_path, f, verdict.classify(tmp_path, f), {})
+    m = receipt.build(record.read(tmp_path, f, {}), verdict.classify(record.read(tmp_path, f, {})))
     assert m["verdict"] == "crashed"
     assert m["cost_estimated"] is True
     # two main-loop messages: 50 in, 1000 cache write, 2000 cache read each; 20 and 3 out (opus prices)
@@ -204,7 +204,7 @@ def test_cost_is_estimated_from_the_stream_when_there_is_no_result(tmp_path: Pat
 def test_harness_stop_wins_over_the_stream(tmp_path: Path, reference: Path) -> None:
     sdir = _session(tmp_path, reference, "sigint_hang")
     (sdir / "kill.json").write_bytes(orjson.dumps({"reason": "stalled", "detail": "silent for 30 s"}))
-    v = verdict.classify(sdir, facts.scan(sdir / "events.jsonl"))
+    v = verdict.classify(record.read(sdir))
     assert (v.verdict, v.reason) == ("stalled", "silent for 30 s")
 
 
@@ -219,7 +219,7 @@ def test_usage_limit_from_rate_limit_event(tmp_path: Path) -> None:
     ]
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
     (tmp_path / "exit_code").write_text("1\n")
-    v = verdict.classify(tmp_path, facts.scan(tmp_path / "events.jsonl"))
+    v = verdict.classify(record.read(tmp_path))
     assert (v.verdict, v.resets_at) == ("usage_limited", 1795300000.0)
 
 
@@ -227,8 +227,8 @@ def test_turns_are_assistant_messages_not_the_cli_count(tmp_path: Path, referenc
     """--max-turns 1: one message, the CLI says num_turns 2; the reason and receipt say 1."""
     sdir = _session(tmp_path, reference, "max_turns1")
     f = facts.scan(sdir / "events.jsonl")
-    v = verdict.classify(sdir, f)
-    m = receipt.build(sdir, f, v, {})
+    v = verdict.classify(record.read(sdir, f, {}))
+    m = receipt.build(record.read(sdir, f, {}), v)
     assert (v.reason, m["turns"], m["cli_num_turns"]) == ("reached the turn limit after 1 turn", 1, 2)
 
 
@@ -237,7 +237,7 @@ def test_a_stopped_session_with_tokens_gets_an_estimated_cost(tmp_path: Path, re
     modelUsage, while the stream shows the tokens of the request that was answered."""
     sdir = _session(tmp_path, reference, "sigint_hang")
     f = facts.scan(sdir / "events.jsonl")
-    m = receipt.build(sdir, f, verdict.classify(sdir, f), {})
+    m = receipt.build(record.read(sdir, f, {}), verdict.classify(record.read(sdir, f, {})))
     assert m["token_source"] == "stream" and m["tokens"]["cache_write"] > 0
     assert m["cost_estimated"] is True
     assert m["cost_usd"] == facts.estimate_cost_usd(f.messages, "") > 0

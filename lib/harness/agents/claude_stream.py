@@ -125,14 +125,44 @@ def _system(ev: dict[str, Any]) -> list[norm.Event]:
     return []
 
 
+def _billed(ev: dict[str, Any]) -> tuple[dict[str, int] | None, str]:
+    """Token totals from the result's modelUsage (every API call, as billed), else
+    from its usage; None when it has neither."""
+    model_usage = ev.get("modelUsage")
+    if isinstance(model_usage, dict) and model_usage:
+        t = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+        for mu in model_usage.values():
+            if isinstance(mu, dict):
+                t["input"] += _int(mu.get("inputTokens"))
+                t["output"] += _int(mu.get("outputTokens"))
+                t["cache_read"] += _int(mu.get("cacheReadInputTokens"))
+                t["cache_write"] += _int(mu.get("cacheCreationInputTokens"))
+        return t, "result.modelUsage"
+    usage = ev.get("usage")
+    if isinstance(usage, dict) and any(_int(usage.get(k)) for k in ("input_tokens", "output_tokens")):
+        return {
+            "input": _int(usage.get("input_tokens")),
+            "output": _int(usage.get("output_tokens")),
+            "cache_read": _int(usage.get("cache_read_input_tokens")),
+            "cache_write": _int(usage.get("cache_creation_input_tokens")),
+        }, "result.usage"
+    return None, ""
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _result(ev: dict[str, Any]) -> list[norm.Event]:
-    cost, dur = ev.get("total_cost_usd"), ev.get("duration_ms")
     errors = ev.get("errors")
+    billed, source = _billed(ev)
+    denials = ev.get("permission_denials")
     return [norm.Result(str(ev.get("subtype") or ""), bool(ev.get("is_error")), str(ev.get("result") or ""),
-                     float(cost) if isinstance(cost, (int, float)) else None,
-                     float(dur) if isinstance(dur, (int, float)) else None, ev.get("num_turns"),
-                     tuple(str(e) for e in errors) if isinstance(errors, list) else (),
-                     ev.get("api_error_status"), ev)]
+                        _num(ev.get("total_cost_usd")), _num(ev.get("duration_ms")), ev.get("num_turns"),
+                        tuple(str(e) for e in errors) if isinstance(errors, list) else (),
+                        ev.get("api_error_status"), str(ev.get("terminal_reason") or ""),
+                        _num(ev.get("duration_api_ms")), len(denials) if isinstance(denials, list) else 0,
+                        billed, source, ev)]
 
 
 def _rate_limit(ev: dict[str, Any]) -> list[norm.Event]:

@@ -9,41 +9,21 @@ session again, with the same verdict.
 
 from __future__ import annotations
 
-import os
 import random
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness import jsonio
-from harness.pipeline import policy, receipt, verdict
+from harness.pipeline import policy, receipt, record, verdict
 from harness.pipeline.breaker import Breaker, outcome
 from harness.pipeline.gate import write_pause
+from harness.pipeline.record import SessionRecord
 from harness.store import FencedError, Lease, Store, open_store
-from harness.stream import facts as facts_mod
 
 
 class FinishError(Exception):
     """The item could not be moved out of running/ (full disk, permissions)."""
-
-
-def _merge_meta(sdir: Path, **fields: Any) -> dict[str, Any]:
-    meta = jsonio.read_dict(sdir / "meta.json") or {}
-    meta.update(fields)
-    jsonio.write_json(sdir / "meta.json", meta)
-    return meta
-
-
-def _ended_epoch(sdir: Path, now: float) -> float:
-    """When the agent exited: exit_code's mtime (a session that ended while no loop ran), else now."""
-    try:
-        return min(now, os.stat(sdir / "exit_code").st_mtime)
-    except FileNotFoundError:
-        return now
-
-
-def _stall_phase(sdir: Path) -> str | None:
-    stall = jsonio.read_dict(sdir / "stall.json")
-    return str(stall.get("phase")) if stall else None
 
 
 def _fenced(store: Store, out: dict[str, Any], sid: str, item_id: str, verdict_name: str,
@@ -55,52 +35,50 @@ def _fenced(store: Store, out: dict[str, Any], sid: str, item_id: str, verdict_n
     return out
 
 
+def _ended(rec: SessionRecord, now: float) -> dict[str, Any]:
+    """meta.json with when the agent exited: exit_code's mtime (a session that ended
+    while no loop ran), else now; kept when an earlier finalize recorded it."""
+    if "ended_epoch" in rec.meta:
+        return rec.meta
+    ended = min(now, rec.exit_mtime) if rec.exit_mtime is not None else now
+    return {**rec.meta, "ended_epoch": round(ended, 6), "ended_at": policy.iso(ended)}
+
+
 def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: random.Random) -> dict[str, Any]:
-    meta = jsonio.read_dict(sdir / "meta.json") or {}
-    sid = str(meta.get("session_id") or sdir.name)
-    item_id = str(meta.get("item_id") or "")
-    if "ended_epoch" not in meta:
-        ended = _ended_epoch(sdir, now)
-        meta = _merge_meta(sdir, ended_epoch=round(ended, 6), ended_at=policy.iso(ended))
-    f = facts_mod.scan(sdir / "events.jsonl")
-    v = verdict.classify(sdir, f)
-    metrics = receipt.build(sdir, f, v, meta)
+    """Reads the session once, decides purely, then writes: the receipt and meta.json,
+    the breaker and the pause, the item's move (the commit point), the audit lines."""
+    rec = record.read(sdir)
+    rec = replace(rec, meta=_ended(rec, now))
+    v = verdict.classify(rec)
+    metrics = receipt.build(rec, v)
     receipt.write(sdir, metrics)
-    _merge_meta(sdir, verdict=v.verdict, reason=v.reason, exit_code=v.exit_code)
+    jsonio.write_json(sdir / "meta.json", {**rec.meta, "verdict": v.verdict, "reason": v.reason, "exit_code": v.exit_code})
+    sid, item_id = rec.session_id, rec.item_id
     out: dict[str, Any] = v.as_dict()
     out.update(session=sid, item=item_id, receipt=receipt.line(metrics), cost_usd=metrics["cost_usd"])
 
     store = open_store(state_dir)
-    held = store.lease_of(item_id) if item_id else None
-    if held is None or held.session_id not in ("", sid) or held.item is None:
-        store.audit("session.orphaned", session=sid, item=item_id, verdict=v.verdict,
-                    reason="the item is no longer in running/ under this session")
-        out.update(to=None, orphaned=True)
+    lease = _lease(store, rec, v, out)
+    if lease is None:
         return out
-    # the session presents its own token (meta.json, from its claim); a session
-    # started before tokens presents the lease's
-    token = meta.get("lease_token")
-    lease = Lease(item_id, held.session_id, token if isinstance(token, int) else held.token)
-    if lease.token != held.token:
-        return _fenced(store, out, sid, item_id, v.verdict, f"its token {lease.token} is not the lease's {held.token}")
-    item = held.item
+    item = lease.item
 
-    result = outcome(v.verdict, f.init is not None, _stall_phase(sdir))
+    result = outcome(v.verdict, rec.facts.init is not None, rec.stall_phase)
     c = Breaker(state_dir, pol).record(sid, result, v.verdict, v.reason, now)
     out["circuit"] = c.get("state")
 
     attempts = int(item.get("attempts") or 0)
     max_attempts = int(item.get("max_attempts") or pol.MAX_ATTEMPTS)
-    d = policy.decide(v, attempts, max_attempts, pol, now, rng, canceled=(sdir / "cancel").exists())
+    d = policy.decide(v, attempts, max_attempts, pol, now, rng, canceled=rec.canceled)
     if d.pause_until is not None:
         write_pause(state_dir, d.pause_until, v.reason, by="usage_limited", session=sid)
-    record = {
-        "session_id": sid, "attempt": meta.get("attempt"), "verdict": v.verdict, "reason": d.reason,
-        "exit_code": v.exit_code, "started_at": meta.get("started_at"), "ended_at": meta.get("ended_at"),
+    history = {
+        "session_id": sid, "attempt": rec.meta.get("attempt"), "verdict": v.verdict, "reason": d.reason,
+        "exit_code": v.exit_code, "started_at": rec.meta.get("started_at"), "ended_at": rec.meta.get("ended_at"),
         "cost_usd": metrics["cost_usd"],
     }
     try:
-        store.finish(lease, d.to_state, record, d.attempts, d.not_before)
+        store.finish(lease.lease, d.to_state, history, d.attempts, d.not_before)
     except FencedError as exc:  # another session took the item since: this one's result is not its outcome
         return _fenced(store, out, sid, item_id, v.verdict, str(exc))
     except OSError as exc:
@@ -114,3 +92,29 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
                  delay_s=d.delay_s)
     out.update(to=d.to_state, action=d.action, attempts=d.attempts, not_before=d.not_before, reason=d.reason)
     return out
+
+
+@dataclass
+class _Held:
+    lease: Lease
+    item: dict[str, Any]
+
+
+def _lease(store: Store, rec: SessionRecord, v: verdict.Verdict, out: dict[str, Any]) -> _Held | None:
+    """The session's lease on its item, when the item is still its own; else the
+    result is recorded as orphaned (or fenced) and None."""
+    sid, item_id = rec.session_id, rec.item_id
+    held = store.lease_of(item_id) if item_id else None
+    if held is None or held.session_id not in ("", sid) or held.item is None:
+        store.audit("session.orphaned", session=sid, item=item_id, verdict=v.verdict,
+                    reason="the item is no longer in running/ under this session")
+        out.update(to=None, orphaned=True)
+        return None
+    # the session presents its own token (meta.json, from its claim); a session
+    # started before tokens presents the lease's
+    token = rec.meta.get("lease_token")
+    lease = Lease(item_id, held.session_id, token if isinstance(token, int) else held.token)
+    if lease.token != held.token:
+        _fenced(store, out, sid, item_id, v.verdict, f"its token {lease.token} is not the lease's {held.token}")
+        return None
+    return _Held(lease, held.item)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from harness import jsonio
 from harness.pipeline import verdicts
+from harness.pipeline.record import SessionRecord
+from harness.stream.events import Result
 from harness.stream.facts import SessionFacts
 
 VERDICTS = verdicts.VERDICTS  # the table in verdicts.py
@@ -51,25 +51,6 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
 
 
-def read_exit_code(session_dir: Path) -> int | None:
-    try:
-        text = (session_dir / "exit_code").read_text().strip()
-    except (FileNotFoundError, UnicodeDecodeError):
-        return None
-    return int(text) if re.fullmatch(r"-?\d+", text) else None
-
-
-def _tail(path: Path, limit_bytes: int = 4096) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - limit_bytes))
-            return fh.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
-
-
 def _turns(facts: SessionFacts) -> str:
     """'N turns': a turn is one assistant message of the model (docs/file-formats.md)."""
     n = len(facts.messages)
@@ -78,7 +59,7 @@ def _turns(facts: SessionFacts) -> str:
 
 def _from_kill(kill: dict[str, Any], facts: SessionFacts, code: int | None) -> Verdict | None:
     res = facts.result
-    if res and res.get("subtype") == "success" and not res.get("is_error") and code == 0:
+    if res and not res.failed and code == 0:
         return None  # it finished on its own before the stop took effect
     reason = str(kill.get("reason") or "interrupted")
     detail = str(kill.get("detail") or "")
@@ -88,10 +69,9 @@ def _from_kill(kill: dict[str, Any], facts: SessionFacts, code: int | None) -> V
 
 def _usage_limit(facts: SessionFacts, text: str) -> Verdict | None:
     rl = facts.rate_limit
-    if rl and rl.get("status") == "rejected":
-        resets = rl.get("resetsAt")
-        kind = rl.get("rateLimitType") or "usage"
-        at = float(resets) if isinstance(resets, (int, float)) else None
+    if rl and rl.status == "rejected":
+        kind = rl.kind or "usage"
+        at = rl.resets_at
         return Verdict("usage_limited", _clip(f"{kind} limit reached" + (f"; resets at {int(at)}" if at else "")), resets_at=at)
     if USAGE_LIMIT_RE.search(text):
         m = RESET_EPOCH_RE.search(text)
@@ -100,20 +80,20 @@ def _usage_limit(facts: SessionFacts, text: str) -> Verdict | None:
     return None
 
 
-def _from_result(res: dict[str, Any], facts: SessionFacts, code: int | None) -> Verdict:
-    subtype = res.get("subtype")
-    text = str(res.get("result") or "")
-    if subtype == "success" and not res.get("is_error"):
+def _from_result(res: Result, facts: SessionFacts, code: int | None) -> Verdict:
+    subtype = res.subtype
+    text = res.text
+    if not res.failed:
         return Verdict("succeeded", _clip(f"completed in {_turns(facts)}"), exit_code=code)
     if subtype == "error_max_turns":
         return Verdict("max_turns", f"reached the turn limit after {_turns(facts)}", exit_code=code)
     if subtype == "error_max_budget_usd":
-        return Verdict("budget_exceeded", f"spent ${res.get('total_cost_usd', 0):.4f}, over the budget", exit_code=code)
+        return Verdict("budget_exceeded", f"spent ${res.cost_usd or 0:.4f}, over the budget", exit_code=code)
     limited = _usage_limit(facts, text)
     if limited:
         limited.exit_code = code
         return limited
-    status = res.get("api_error_status")
+    status = res.api_error_status
     if status in (401, 403):
         return Verdict("auth_error", _clip(f"credentials rejected ({status}): {text}"), exit_code=code)
     if isinstance(status, int):
@@ -121,35 +101,27 @@ def _from_result(res: dict[str, Any], facts: SessionFacts, code: int | None) -> 
         if status in (408, 409, 429) or status >= 500:
             return Verdict("api_error", _clip(f"API error {status}: {words}"), exit_code=code)
         return Verdict("failed", _clip(f"API rejected the request ({status}): {words}"), retryable=False, exit_code=code)
-    if PROMPT_REFUSED_RE.match(text) or res.get("terminal_reason") in PROMPT_REFUSED_TERMINAL_REASONS:
+    if PROMPT_REFUSED_RE.match(text) or res.terminal_reason in PROMPT_REFUSED_TERMINAL_REASONS:
         return Verdict("failed", _clip(f"the CLI refused the prompt: {text}"), retryable=False, exit_code=code)
     if text.startswith("API Error"):
         return Verdict("api_error", _clip(text), exit_code=code)
-    errors = res.get("errors")
-    if isinstance(errors, list) and errors:
-        text = "; ".join(str(e) for e in errors)
+    if res.errors:
+        text = "; ".join(res.errors)
     return Verdict("failed", _clip(f"{subtype}: {text}" if text else str(subtype)), exit_code=code)
 
 
-def classify(session_dir: Path, facts: SessionFacts) -> Verdict:
-    code = read_exit_code(session_dir)
-    try:
-        kill = jsonio.read_json(session_dir / "kill.json")
-    except (FileNotFoundError, ValueError):
-        kill = None
-    if isinstance(kill, dict):
-        stopped = _from_kill(kill, facts, code)
+def classify(rec: SessionRecord) -> Verdict:
+    """The session's verdict: a pure function of its record."""
+    code, facts = rec.exit_code, rec.facts
+    if rec.kill is not None:
+        stopped = _from_kill(rec.kill, facts, code)
         if stopped:
             return stopped
-    try:
-        spawn_error = (session_dir / "spawn_error").read_text().strip()
-    except FileNotFoundError:
-        spawn_error = ""
-    if spawn_error:
-        return Verdict("spawn_failed", _clip(spawn_error), exit_code=code)
+    if rec.spawn_error:
+        return Verdict("spawn_failed", _clip(rec.spawn_error), exit_code=code)
     if facts.result:
         return _from_result(facts.result, facts, code)
-    stderr = _tail(session_dir / "stderr.log")
+    stderr = rec.stderr_tail
     limited = _usage_limit(facts, stderr)
     if limited:
         limited.exit_code = code

@@ -13,15 +13,15 @@ from typing import Any
 
 from harness import jsonio
 from harness.agents import agent_for
-from harness.pipeline import receipt
+from harness.pipeline import receipt, record
 from harness.pipeline.verdict import Verdict
 from harness.report.sessions import Session, all_sessions
 from harness.report.style import Style, clip, iso, out_json, secs
-from harness.sidecar.live import read_marks, tool_durations
 from harness.stream import events as norm
 from harness.stream.calls import Call, ToolCalls, tool_summary
 from harness.stream.facts import SessionFacts, scan
 from harness.stream.jsonl import LineStats, iter_events
+from harness.stream.timeline import read_marks, tool_durations
 
 
 def turn_id(ev: norm.Turn) -> str:
@@ -50,7 +50,7 @@ def current_metrics(s: Session, f: SessionFacts | None = None) -> dict[str, Any]
     meta = dict(s.meta)
     meta.setdefault("ended_epoch", time.time())
     state = "ended" if s.file("exit_code").exists() else "running"
-    m = receipt.build(s.dir, f, Verdict(state, "not finalized yet"), meta)
+    m = receipt.build(record.read(s.dir, f, meta), Verdict(state, "not finalized yet"))
     m["wall_s"] = round(time.time() - s.started, 3) if s.started and state == "running" else m.get("wall_s")
     return m
 
@@ -194,7 +194,7 @@ def _recomputed(s: Session) -> dict[str, Any]:
     f = scan(s.file("events.jsonl"))
     old = s.metrics() or {}
     v = Verdict(str(old.get("verdict") or "unknown"), str(old.get("reason") or "recomputed"), exit_code=old.get("exit_code"))
-    return receipt.build(s.dir, f, v, dict(s.meta))
+    return receipt.build(record.read(s.dir, f, dict(s.meta)), v)
 
 
 # --- tools, errors, timeline -----------------------------------------------

@@ -12,9 +12,10 @@ from typing import Any
 from harness import jsonio
 from harness.pipeline import stops
 from harness.pipeline.breaker import Breaker
-from harness.sidecar.live import Limits, LiveSession, read_marks
+from harness.sidecar.live import Limits, LiveSession
 from harness.sidecar.model import Options, Tracked, _num, audit, log, wake_loop
 from harness.stream.tailer import Tailer
+from harness.stream.timeline import read_marks
 
 
 def tracked(o: Options, sid: str, item_id: str, item: dict[str, Any], sdir: Path) -> Tracked:

@@ -14,10 +14,7 @@ the outstanding tool's allowance inside one, is stalled.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import orjson
 
 from harness.agents import Agent, agent_for
 from harness.stream import events as norm
@@ -52,44 +49,6 @@ class Mark:
             out["ref"] = self.ref
         out.update(self.extra)
         return out
-
-
-def read_marks(path: Path) -> list[dict[str, Any]]:
-    """The marks in a timeline.jsonl; unreadable lines are skipped."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    marks = []
-    for raw in data.splitlines():
-        try:
-            mark = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(mark, dict):
-            marks.append(mark)
-    return marks
-
-
-def tool_starts(marks: list[dict[str, Any]]) -> dict[str, tuple[str, float]]:
-    """tool id -> (tool name, when its tool_use was seen)."""
-    return {
-        str(m.get("ref") or ""): (str(m.get("name") or "?"), float(m["t"]))
-        for m in marks
-        if m.get("kind") == "tool_use" and isinstance(m.get("t"), (int, float))
-    }
-
-
-def tool_durations(marks: list[dict[str, Any]]) -> dict[str, tuple[str, float]]:
-    """tool id -> (tool name, seconds from its tool_use to its tool_result)."""
-    started = tool_starts(marks)
-    done: dict[str, tuple[str, float]] = {}
-    for mark in marks:
-        t, ref = mark.get("t"), str(mark.get("ref") or "")
-        if mark.get("kind") == "tool_result" and isinstance(t, (int, float)) and ref in started:
-            name, t0 = started.pop(ref)
-            done[ref] = (name, round(max(0.0, float(t) - t0), 3))
-    return done
 
 
 def tool_allowance_s(call: Call, limits: Limits) -> float:
@@ -203,13 +162,7 @@ class LiveSession:
         return silent, self.limits.stall_s, "stream"
 
     def tokens(self) -> dict[str, int]:
-        t = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
-        for mu in self.facts.messages.values():
-            t["input"] += mu.input_tokens
-            t["output"] += mu.output_tokens
-            t["cache_read"] += mu.cache_read
-            t["cache_write"] += mu.cache_write
-        return t
+        return self.facts.streamed_tokens()
 
     def outstanding(self, now_wall: float) -> list[dict[str, Any]]:
         return [
@@ -222,7 +175,7 @@ class LiveSession:
     def heartbeat(self, now_wall: float, now_mono: float, started_mono: float, extra: dict[str, Any]) -> dict[str, Any]:
         silent, limit, kind = self.silence(now_mono, started_mono)
         f = self.facts
-        model = str((f.init or {}).get("model") or "")
+        model = f.model
         hb: dict[str, Any] = {
             "session_id": self.session_id,
             "written_at": round(now_wall, 3),
@@ -247,9 +200,9 @@ class LiveSession:
         return hb
 
     def cost_so_far(self, model: str) -> float:
-        reported = (self.facts.result or {}).get("total_cost_usd")
-        if isinstance(reported, (int, float)):
-            return round(float(reported), 6)
+        reported = self.facts.result.cost_usd if self.facts.result else None
+        if reported is not None:
+            return round(reported, 6)
         return estimate_cost_usd(self.facts.messages, model)
 
     def take_marks(self) -> list[Mark]:

@@ -14,8 +14,8 @@ Streaming:  any other sign of a response being streamed
 Text:       a whole text block of a message
 ToolStart:  a tool call (its id, name and input); ToolEnd: its result
 Init, ApiRetry, RateLimit, Compaction, Status, TaskStarted, Result: as named;
-Init and Result keep the agent's own record (`raw`) for the agent's verdict rules
-and the receipt.
+Init and Result keep the agent's own record (`raw`) too, for a reader that needs
+more than the harness does.
 """
 
 from __future__ import annotations
@@ -136,6 +136,11 @@ class Result:
     num_turns: Any = None
     errors: tuple[str, ...] = ()
     api_error_status: Any = None
+    terminal_reason: str = ""
+    duration_api_ms: float | None = None
+    permission_denials: int = 0
+    billed: dict[str, int] | None = None  # tokens as billed: input, output, cache_read, cache_write
+    billed_source: str = ""  # where the agent's result line gave them
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property

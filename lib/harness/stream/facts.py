@@ -32,8 +32,8 @@ class MessageUsage:
 @dataclass
 class SessionFacts:
     stats: LineStats = field(default_factory=LineStats)
-    init: dict[str, Any] | None = None
-    result: dict[str, Any] | None = None
+    init: norm.Init | None = None
+    result: norm.Result | None = None
     events: int = 0
     messages: dict[str, MessageUsage] = field(default_factory=dict)
     tool_calls: Counter[str] = field(default_factory=Counter)
@@ -42,10 +42,25 @@ class SessionFacts:
     tool_results: set[str] = field(default_factory=set)  # tool ids whose result is in the stream
     api_retries: Counter[str] = field(default_factory=Counter)
     compactions: int = 0
-    rate_limit: dict[str, Any] | None = None
+    rate_limit: norm.RateLimit | None = None
     last_assistant_text: str = ""
     current_message: str = ""
     fast: bool = False  # read by fastscan: deltas were skipped, not counted
+
+    def streamed_tokens(self) -> dict[str, int]:
+        """Token totals over the streamed per-message usage."""
+        t = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+        for mu in self.messages.values():
+            t["input"] += mu.input_tokens
+            t["output"] += mu.output_tokens
+            t["cache_read"] += mu.cache_read
+            t["cache_write"] += mu.cache_write
+        return t
+
+    @property
+    def model(self) -> str:
+        """The model the session ran on, as its start named it; "" before that."""
+        return self.init.model if self.init else ""
 
 
 def _int(value: Any) -> int:
@@ -93,16 +108,16 @@ def apply(f: SessionFacts, ev: norm.Event) -> None:
     elif isinstance(ev, norm.Text):
         f.last_assistant_text = ev.text
     elif isinstance(ev, norm.Init):
-        f.init = ev.raw
+        f.init = ev
     elif isinstance(ev, norm.ApiRetry):
         f.api_retries[ev.status] += 1
     elif isinstance(ev, norm.Compaction):
         f.compactions += 1
     elif isinstance(ev, norm.Result):
-        f.result = ev.raw
+        f.result = ev
         f.calls.close_all()
     elif isinstance(ev, norm.RateLimit) and (f.rate_limit is None or ev.status == "rejected"):
-        f.rate_limit = ev.raw
+        f.rate_limit = ev
 
 
 def feed(f: SessionFacts, line: dict[str, Any], agent: Agent | None = None) -> list[norm.Event]:

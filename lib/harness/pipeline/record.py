@@ -1,0 +1,102 @@
+"""A finished session read once, into one record.
+
+Finalize reads a session directory here and nowhere else: meta.json, the exit
+status, the harness's own stop record (kill.json) and stall record (stall.json), a
+spawn error, the tail of stderr, the stream's facts (one pass over events.jsonl),
+the sidecar's timeline marks, and the cancel flag. The verdict (verdict.py), the
+receipt (receipt.py) and the policy (policy.py) are pure functions of the record.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import jsonio
+from harness.stream import facts as facts_mod
+from harness.stream.facts import SessionFacts
+from harness.stream.timeline import read_marks
+
+STDERR_TAIL_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    dir: Path
+    meta: dict[str, Any]
+    facts: SessionFacts
+    exit_code: int | None = None
+    exit_mtime: float | None = None  # when the wrapper recorded the exit status
+    kill: dict[str, Any] | None = None  # kill.json: the harness stopped it
+    stall: dict[str, Any] | None = None  # stall.json: the sidecar found it stalled
+    spawn_error: str = ""
+    stderr_tail: str = ""
+    marks: list[dict[str, Any]] = field(default_factory=list)  # timeline.jsonl
+    events_mtime: float | None = None  # the stream's last write
+    canceled: bool = False
+
+    @property
+    def session_id(self) -> str:
+        return str(self.meta.get("session_id") or self.dir.name)
+
+    @property
+    def item_id(self) -> str:
+        return str(self.meta.get("item_id") or "")
+
+    @property
+    def stall_phase(self) -> str | None:
+        return str(self.stall.get("phase")) if self.stall else None
+
+
+def _exit_code(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return int(text) if re.fullmatch(r"-?\d+", text) else None
+
+
+def _tail(path: Path, limit_bytes: int = STDERR_TAIL_BYTES) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - limit_bytes))
+            return fh.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return ""
+
+
+def read(sdir: Path, facts: SessionFacts | None = None, meta: dict[str, Any] | None = None) -> SessionRecord:
+    """The session in sdir; facts and meta when the caller has them already."""
+    return SessionRecord(
+        dir=sdir,
+        meta=meta if meta is not None else (jsonio.read_dict(sdir / "meta.json") or {}),
+        facts=facts if facts is not None else facts_mod.scan(sdir / "events.jsonl"),
+        exit_code=_exit_code(sdir / "exit_code"),
+        exit_mtime=_mtime(sdir / "exit_code"),
+        kill=jsonio.read_dict(sdir / "kill.json"),
+        stall=jsonio.read_dict(sdir / "stall.json"),
+        spawn_error=_text(sdir / "spawn_error"),
+        stderr_tail=_tail(sdir / "stderr.log"),
+        marks=read_marks(sdir / "timeline.jsonl"),
+        events_mtime=_mtime(sdir / "events.jsonl"),
+        canceled=(sdir / "cancel").exists(),
+    )
