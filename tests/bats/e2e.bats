@@ -233,11 +233,11 @@ refused_once() { # <item>
   PYTHONPATH="$HARNESS_ROOT/lib" "$HARNESS_ROOT/.venv/bin/python" - "$dir" <<'PY'
 import sys
 from pathlib import Path
-from harness import facts
+from harness.stream import facts
 d = Path(sys.argv[1])
 f = facts.scan(d / "events.jsonl")
-reported = f.result["total_cost_usd"]
-model = next(iter(f.result["modelUsage"]))
+reported = f.result.cost_usd
+model = next(iter(f.result.raw["modelUsage"]))
 estimate = facts.estimate_cost_usd(f.messages, "")
 assert reported > 0 and abs(estimate - reported) < 1e-9, f"{model}: estimated {estimate}, the CLI says {reported}"
 PY
