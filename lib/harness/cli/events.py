@@ -1,0 +1,83 @@
+"""parse-session-events.sh's verbs: list, cost, watch, summary, metrics, tools,
+errors, timeline, export."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from harness.cli.common import Subparsers, with_state
+from harness.store import queue
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from harness.report import export, sessions, watch
+    from harness.report import session_report as report
+    from harness.report.style import Style
+
+    state_dir = Path(args.state_dir)
+    color = False if args.no_color else None
+    # session text escaped on a terminal or with --safe; never with --raw
+    safe = False if getattr(args, "raw", False) else (True if getattr(args, "safe", False) else None)
+    st = Style(sys.stdout, color, safe)
+    cmd = args.events_cmd
+    if cmd == "list":
+        return report.cmd_list(state_dir, st, args.json, args.limit, args.item)
+    if cmd == "cost":
+        try:
+            since = report.parse_since(args.since, time.time()) if args.since else None
+        except ValueError as exc:
+            raise queue.QueueError(str(exc)) from None
+        return report.cmd_cost(state_dir, st, args.json, since)
+    try:
+        s = sessions.resolve(state_dir, args.id)
+    except sessions.SessionLookupError as exc:
+        raise queue.QueueError(str(exc)) from None
+    if cmd == "watch":
+        return watch.watch(s, st, args.raw)
+    if cmd == "summary":
+        return report.cmd_summary(s, st)
+    if cmd == "metrics":
+        return report.cmd_metrics(s, st, args.json, args.recompute)
+    if cmd == "tools":
+        return report.cmd_tools(s, st, args.json)
+    if cmd == "errors":
+        return report.cmd_errors(s, st, args.json)
+    if cmd == "timeline":
+        return report.cmd_timeline(s, st, args.json)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            return export.export(s, fh, Style(fh, False, safe))
+    return export.export(s, sys.stdout, st)
+
+
+
+def add_parsers(sub: Subparsers) -> None:
+    """parse-session-events.sh's verbs."""
+    p = with_state(sub, "events")
+    p.add_argument("--no-color", action="store_true")
+    ev = p.add_subparsers(dest="events_cmd", required=True)
+    e = ev.add_parser("list")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--limit", type=int, default=0)
+    e.add_argument("--item")
+    e = ev.add_parser("cost")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--since")
+    for name in ("watch", "summary", "metrics", "tools", "errors", "timeline", "export"):
+        e = ev.add_parser(name)
+        e.add_argument("id")
+        if name in ("metrics", "tools", "errors", "timeline"):
+            e.add_argument("--json", action="store_true")
+        if name == "metrics":
+            e.add_argument("--recompute", action="store_true")
+        shown = e.add_mutually_exclusive_group()
+        shown.add_argument("--raw", action="store_true",
+                           help="session text as it is" + (": the lines themselves" if name == "watch" else ""))
+        shown.add_argument("--safe", action="store_true", help="control and format characters escaped, on a terminal or not")
+        if name == "export":
+            e.add_argument("-o", "--output")
+    p.set_defaults(fn=cmd_events)
+

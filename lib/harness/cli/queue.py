@@ -1,0 +1,104 @@
+"""queue.sh's verbs: add, list, show, cancel, retry, ready."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from harness import jsonio
+from harness.cli.common import Subparsers, cell, store_of, with_state
+from harness.store import queue
+
+
+def cmd_queue_add(args: argparse.Namespace) -> int:
+    if args.file in (None, "-"):
+        data, label = sys.stdin.buffer.read(), args.label or "stdin"
+    else:
+        try:
+            data, label = Path(args.file).read_bytes(), args.file
+        except OSError as exc:
+            raise queue.QueueError(f"cannot read {args.file}: {exc.strerror}") from None
+    ids = store_of(args).add(queue.parse_items(data, label))
+    for item_id in ids:
+        print(item_id)
+    return 0
+
+
+def _age(created: str | None, now: float) -> str:
+    try:
+        secs = now - jsonio.parse_iso(str(created)).timestamp()
+    except ValueError:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{int(secs // size)}{unit}"
+    return f"{int(max(secs, 0))}s"
+
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    states = args.state or list(queue.STATES)
+    for s in states:
+        if s not in queue.STATES:
+            raise queue.QueueError(f"unknown state {s!r} (known: {', '.join(queue.STATES)})")
+    rows = store_of(args).items(states)
+    if args.json:
+        sys.stdout.buffer.write(jsonio.dumps(rows, pretty=True) + b"\n")
+        return 0
+    now = time.time()
+    print(f"{'ID':<30} {'STATE':<11} {'PRIORITY':<8} {'TRIES':>5} {'AGE':>5}  {'LAST':<15} TITLE")
+    for r in rows:
+        state, title = r["state"], r.get("title", "")
+        if r.get("blocked"):
+            state, title = "blocked", f"{r['blocked']} | {title}"
+        elif r.get("waiting_for"):
+            state, title = "waiting", f"waits for {', '.join(r['waiting_for'])} | {title}"
+        print(
+            f"{cell(r['id'], 30):<30} {state:<11} {cell(r.get('priority', ''), 8):<8} "
+            f"{r.get('attempts', 0):>5} {_age(r.get('created_at'), now):>5}  "
+            f"{cell(r.get('last_verdict') or '-', 15):<15} {cell(title, 80)}"
+        )
+    return 0
+
+
+def cmd_queue_show(args: argparse.Namespace) -> int:
+    state, item = store_of(args).get(args.id)
+    item["state"] = state
+    sys.stdout.buffer.write(jsonio.dumps(item, pretty=True) + b"\n")
+    return 0
+
+
+def cmd_queue_cancel(args: argparse.Namespace) -> int:
+    print(store_of(args).cancel(args.id))
+    return 0
+
+
+def cmd_queue_retry(args: argparse.Namespace) -> int:
+    print(store_of(args).retry(args.id))
+    return 0
+
+
+def cmd_queue_ready(args: argparse.Namespace) -> int:
+    for item_id in queue.ready(queue.Queue(Path(args.state_dir)), time.time()):
+        print(item_id)
+    return 0
+
+
+
+def add_parsers(sub: Subparsers) -> None:
+    p = with_state(sub, "queue-add")
+    p.add_argument("--file")
+    p.add_argument("--label", help="how errors name the input (default: the file, or stdin)")
+    p.set_defaults(fn=cmd_queue_add)
+    p = with_state(sub, "queue-list")
+    p.add_argument("--state", action="append")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_queue_list)
+    for name, fn in (("queue-show", cmd_queue_show), ("queue-cancel", cmd_queue_cancel), ("queue-retry", cmd_queue_retry)):
+        p = with_state(sub, name)
+        p.add_argument("id")
+        p.set_defaults(fn=fn)
+    p = with_state(sub, "queue-ready")
+    p.set_defaults(fn=cmd_queue_ready)
+
