@@ -10,7 +10,7 @@ Only those are parsed. On a machine with more than one core the file is split in
 two and the second half is scanned by a forked child at the same time.
 
 Used for files of FAST_MIN_BYTES and more whose first line is compact JSON;
-anything else is read line by line (streamjson.iter_events).
+anything else is read line by line (jsonl.iter_events).
 """
 
 from __future__ import annotations
