@@ -130,7 +130,7 @@ loop_on_signal() { # <signal>
 
 loop_begin_stop() { # <why>
   LOOP_STOPPING=graceful
-  log_clock
+  clock_now
   LOOP_STOP_AT=$NOW_US
   LOOP_SIGNAL=$1
 }
@@ -139,8 +139,8 @@ loop_begin_stop() { # <why>
 loop_tick() {
   local sid grace
   if [[ "$LOOP_STOPPING" == graceful ]]; then
-    log_clock
-    log_us "${CFG[SHUTDOWN_GRACE_S]}" grace
+    clock_now
+    clock_us "${CFG[SHUTDOWN_GRACE_S]}" grace
     ((NOW_US - LOOP_STOP_AT < grace)) || LOOP_STOPPING=now
   fi
   for sid in "${!S_ITEM[@]}"; do
@@ -158,8 +158,8 @@ loop_can_claim() {
   [[ $LOOP_MAX == 0 || $LOOP_STARTED -lt $LOOP_MAX ]] || return 1
   ((${#S_ITEM[@]} < CFG[JOBS])) || return 1
   resilience_may_ask || return 1
-  log_clock
-  log_us "${CFG[SPAWN_DELAY_S]}" delay
+  clock_now
+  clock_us "${CFG[SPAWN_DELAY_S]}" delay
   ((NOW_US >= LOOP_CLAIM_AT && NOW_US - LOOP_SPAWN_AT >= delay))
 }
 
@@ -173,14 +173,14 @@ loop_claim_all() {
     case $rc in
       0)
         LOOP_STARTED=$((LOOP_STARTED + 1))
-        log_clock
+        clock_now
         LOOP_SPAWN_AT=$NOW_US
         ;;
       "$EXIT_NOTHING_READY")
         LOOP_IDLE_WHY=nothing
         # Nothing is ready: ask again after IDLE_POLL_S, or as soon as a session ends.
-        log_clock
-        log_us "${CFG[IDLE_POLL_S]}" LOOP_CLAIM_AT
+        clock_now
+        clock_us "${CFG[IDLE_POLL_S]}" LOOP_CLAIM_AT
         LOOP_CLAIM_AT=$((NOW_US + LOOP_CLAIM_AT))
         break
         ;;
@@ -235,7 +235,7 @@ loop_drain_check() {
     IFS=$'\x1f' read -r until at LOOP_LEFT LOOP_LEFT_SUMMARY
     IFS= read -r LOOP_LEFT_GROUPS
   } <<<"$PY_OUT"
-  [[ "$until" == - ]] || log_us "$until" LOOP_DRAIN_UNTIL
+  [[ "$until" == - ]] || clock_us "$until" LOOP_DRAIN_UNTIL
   LOOP_DRAIN_AT=$at
 }
 
@@ -244,11 +244,11 @@ loop_drain_check() {
 # a signal still wakes it at once.
 loop_drain_wait() {
   local poll
-  log_clock
+  clock_now
   if ((LOOP_DRAIN_UNTIL > NOW_US)); then
     LOOP_CLAIM_AT=$LOOP_DRAIN_UNTIL
   else # due already (a clock step between the claim and the check): once more, not at once
-    log_us "${CFG[POLL_INTERVAL_S]}" poll
+    clock_us "${CFG[POLL_INTERVAL_S]}" poll
     LOOP_CLAIM_AT=$((NOW_US + poll))
   fi
   [[ "$LOOP_DRAIN_SAID" != "$LOOP_DRAIN_AT" ]] || return 0
@@ -271,12 +271,12 @@ loop_drain_report() {
 # when the next claim or block recheck is due sooner.
 loop_idle_sleep() {
   local sleep_us at secs
-  log_us "${CFG[IDLE_POLL_S]}" sleep_us
-  log_clock
+  clock_us "${CFG[IDLE_POLL_S]}" sleep_us
+  clock_now
   for at in "$LOOP_CLAIM_AT" "$RES_RECHECK_AT"; do
     if ((at > NOW_US && at - NOW_US < sleep_us)); then sleep_us=$((at - NOW_US)); fi
   done
-  log_secs "$sleep_us" secs
+  clock_secs "$sleep_us" secs
   wake_sleep "$secs"
 }
 
@@ -309,7 +309,7 @@ loop_run() {
 loop_agent_version() {
   local out="" limit=${CFG[AGENT_VERSION_TIMEOUT_S]} us
   LOOP_AGENT_VERSION=unknown
-  log_us "$limit" us
+  clock_us "$limit" us
   ((us > 0)) && command -v timeout >/dev/null || return 0
   # subst-ok (next 1 line): at start, before the traps
   out=$(timeout -k 1 "$limit" "$SPAWN_BIN" --version </dev/null 2>/dev/null 8>&- 9>&-) || return 0

@@ -1,6 +1,10 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # exit codes are read by the scripts that source this
 # Logging, errors and the audit log (state/events.jsonl). Sourced, not executed.
+# The clock is lib/clock.sh, sourced here: every user of this module needs it.
+
+# shellcheck source=lib/clock.sh
+source "${BASH_SOURCE[0]%/*}/clock.sh"
 
 # Exit codes shared by every entry point (docs/verdicts.md and README.md list them).
 readonly EXIT_OK=0
@@ -37,50 +41,8 @@ warn() { # <message>
 info() { # <message>
   local now
   [[ "${HARNESS_QUIET:-0}" == 1 ]] && return 0
-  log_now now
+  clock_iso now
   printf '%s %s\n' "$now" "$1" >&2
-}
-
-# log_now [var]: UTC time as ISO 8601 with milliseconds, without forking; into var
-# or printed. The loop uses the var form: a command substitution is where bash 5.2
-# can mishandle a trapped signal (see lib/wake.sh), so its steady path has none.
-log_now() { # [var]
-  local t=${EPOCHREALTIME:-} s ms out
-  if [[ -z "$t" ]]; then
-    out=$(date -u +%Y-%m-%dT%H:%M:%S.000Z) # subst-ok: only a bash without EPOCHREALTIME
-  else
-    s=${t%[.,]*}
-    ms=${t#*[.,]}
-    TZ=UTC printf -v out '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "$s" "${ms:0:3}"
-  fi
-  if [[ -n "${1:-}" ]]; then printf -v "$1" '%s' "$out"; else printf '%s\n' "$out"; fi
-}
-
-# log_clock: NOW_US, the time in whole microseconds since the epoch (no fork; the
-# loop compares times as integers, never through awk or date).
-log_clock() {
-  local t=${EPOCHREALTIME:-} f
-  [[ -n "$t" ]] || t=$(date +%s.%N) # subst-ok: only a bash without EPOCHREALTIME
-  t=${t/,/.}
-  f="${t#*.}000000"
-  NOW_US=$((10#${t%.*} * 1000000 + 10#${f:0:6}))
-}
-
-# log_us <seconds> <var>: a non-negative decimal ("1.5", "30") in whole microseconds.
-log_us() { # <seconds> <var>
-  local s=$1 frac=000000
-  [[ "$s" =~ ^[0-9]+([.][0-9]*)?$ ]] || s=0
-  [[ "$s" == *.* ]] && frac="${s#*.}000000"
-  printf -v "$2" '%d' "$((10#${s%%.*} * 1000000 + 10#${frac:0:6}))"
-}
-
-# log_secs <microseconds> [var]: them as seconds with six decimals, into var or printed.
-log_secs() { # <microseconds> [var]
-  if [[ -n "${2:-}" ]]; then
-    printf -v "$2" '%d.%06d' "$(($1 / 1000000))" "$(($1 % 1000000))"
-  else
-    printf '%d.%06d\n' "$(($1 / 1000000))" "$(($1 % 1000000))"
-  fi
 }
 
 # log_audit <event> [--arg k v | --argjson k v]...: appends one JSON line to the

@@ -45,9 +45,9 @@ resilience_blocked() { # <reply-line>
   RES_BLOCK_KEY=$key
   RES_BLOCK="$kind:$reason"
   [[ "$halt" == true ]] && RES_BLOCK_HALT=1 || RES_BLOCK_HALT=0
-  log_clock
-  log_us "$until" until
-  log_us "${CFG[IDLE_POLL_S]}" idle
+  clock_now
+  clock_us "$until" until
+  clock_us "${CFG[IDLE_POLL_S]}" idle
   if ((until > NOW_US && until - NOW_US < idle)); then RES_RECHECK_AT=$until; else RES_RECHECK_AT=$((NOW_US + idle)); fi
 }
 
@@ -62,6 +62,6 @@ resilience_unblocked() {
 # resilience_may_ask: false while a block's recheck time has not come.
 resilience_may_ask() {
   [[ -z "$RES_BLOCK" ]] && return 0
-  log_clock
+  clock_now
   ((NOW_US >= RES_RECHECK_AT))
 }

@@ -3,7 +3,7 @@
 # One session's life inside the loop: start (claim, worktree, prompt, spawn),
 # poll, stop in steps, finalize (verdict, policy, queue move, receipt).
 # Sourced, not executed. The loop keeps live sessions in the S_* maps below;
-# times are whole microseconds (log_clock), compared without forking.
+# times are whole microseconds (clock_now), compared without forking.
 
 declare -gA S_ITEM=() S_WRAPPER=() S_WSTART=() S_DEADLINE=() S_STOP_STAGE=() S_STOP_AT=() S_BRANCH=()
 
@@ -67,8 +67,8 @@ session_start() { # <worker>
 # (0: none), from the start time (default now).
 session__deadline() { # <session> <timeout-s> <started-epoch>
   local limit start
-  log_us "$2" limit
-  if [[ -n "$3" ]]; then log_us "$3" start; else log_clock; start=$NOW_US; fi
+  clock_us "$2" limit
+  if [[ -n "$3" ]]; then clock_us "$3" start; else clock_now; start=$NOW_US; fi
   if ((limit > 0 && start > 0)); then S_DEADLINE[$1]=$((start + limit)); else S_DEADLINE[$1]=0; fi
 }
 
@@ -78,7 +78,7 @@ session_stop() { # <session> <reason> <detail>
   local sid=$1 dir first by
   [[ "${S_STOP_STAGE[$sid]:-0}" == 0 ]] || return 0
   dir="${CFG[STATE_DIR]}/sessions/$sid"
-  log_clock
+  clock_now
   S_STOP_STAGE[$sid]=1
   S_STOP_AT[$sid]=$NOW_US
   # kill.json is created, never replaced (lib/harness/pipeline/stops.py): when the sidecar
@@ -101,7 +101,7 @@ session_stop() { # <session> <reason> <detail>
 # a stall; an earlier loop began it) is carried on here, from SIGINT: this is the
 # one place that signals a session.
 session__take_over() { # <session>
-  log_clock
+  clock_now
   S_STOP_STAGE[$1]=1
   S_STOP_AT[$1]=$NOW_US
   session__signal "$1" INT
@@ -124,7 +124,7 @@ session_poll() { # <session>
   dir="${CFG[STATE_DIR]}/sessions/$sid"
   [[ -e "$dir/exit_code" ]] && return 0
   session_alive "$sid" || return 0
-  log_clock
+  clock_now
   stage=${S_STOP_STAGE[$sid]:-0}
   if [[ $stage == 0 ]]; then
     if [[ -e "$dir/kill.json" ]]; then
@@ -136,7 +136,7 @@ session_poll() { # <session>
     fi
     return 1
   fi
-  log_us "${CFG[KILL_GRACE_S]}" grace
+  clock_us "${CFG[KILL_GRACE_S]}" grace
   if ((NOW_US - S_STOP_AT[$sid] > grace)); then
     if [[ $stage == 1 ]]; then session__signal "$sid" TERM; else session__signal "$sid" KILL; fi
     S_STOP_STAGE[$sid]=$((stage + 1))

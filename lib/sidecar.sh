@@ -22,7 +22,7 @@ sidecar_start() {
   SIDECAR_PID=$!
   SIDECAR_START=""
   spawn_proc_start "$SIDECAR_PID" SIDECAR_START || true
-  log_clock
+  clock_now
   SIDECAR_LAST_START=$NOW_US
   log_audit sidecar.started --argjson pid "$SIDECAR_PID"
 }
@@ -36,7 +36,7 @@ sidecar_alive() {
 # sidecar_check: restarts a sidecar that died (at most once every SIDECAR_RESTART_MIN_S).
 sidecar_check() {
   sidecar_alive && return 0
-  log_clock
+  clock_now
   ((NOW_US - SIDECAR_LAST_START >= SIDECAR_RESTART_MIN_S * 1000000)) || return 0
   local rc=""
   if [[ -n "$SIDECAR_PID" ]]; then
@@ -67,12 +67,12 @@ sidecar_stop() {
 # sidecar_loop_heartbeat <state>: state/loop.heartbeat.json, at most every HEARTBEAT_S.
 sidecar_loop_heartbeat() { # <state>
   local every written now file="${CFG[STATE_DIR]}/loop.heartbeat.json"
-  log_clock
-  log_us "${CFG[HEARTBEAT_S]}" every
+  clock_now
+  clock_us "${CFG[HEARTBEAT_S]}" every
   ((NOW_US - LOOP_HB_AT >= every)) || [[ "$1" != running ]] || return 0
   LOOP_HB_AT=$NOW_US
-  log_secs "$NOW_US" written
-  log_now now
+  clock_secs "$NOW_US" written
+  clock_iso now
   if ! py_again loop-heartbeat --state-dir "${CFG[STATE_DIR]}" --argjson pid "$$" --arg state "$1" \
     --argjson written_at "$written" --arg at "$now" --argjson sessions "${#S_ITEM[@]}" --argjson jobs "${CFG[JOBS]}" \
     --arg mode "$LOOP_MODE" --argjson sidecar_pid "${SIDECAR_PID:-null}" --arg stopping "$LOOP_STOPPING" \

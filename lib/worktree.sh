@@ -42,7 +42,7 @@ worktree__remove() { # <dir>: its output on stdout, errors included
 worktree_prune_aged() {
   local days=${CFG[WORKTREE_MAX_AGE_DAYS]} out
   [[ "$days" != 0 ]] || return 0
-  log_clock
+  clock_now
   ((NOW_US >= WT_PRUNE_AT)) || return 0
   WT_PRUNE_AT=$((NOW_US + 3600 * 1000000))
   if ! py_call worktrees prune --state-dir "${CFG[STATE_DIR]}" --repo "${CFG[REPO_DIR]}" --older-than-days "$days"; then

@@ -13,7 +13,7 @@ set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/log.sh
-source "$ROOT/lib/log.sh" # log_us, log_clock: times as integer microseconds
+source "$ROOT/lib/log.sh" # clock_us, clock_now: times as integer microseconds
 RUNS=20 ITEMS=6 KILLS=2 SEED=$$ JSON="" SESSION_S=0.2
 while (($#)); do
   case "$1" in
@@ -40,11 +40,11 @@ export HARNESS_RETRY_BASE_S=0 HARNESS_KILL_GRACE_S=1 MOCK_CLAUDE_DELAY_S=$SESSIO
 # that item's session runs), or when the loop has gone.
 kill_moment() { # <state> <pid> <seconds>
   local end wait_us
-  log_us "$3" wait_us
-  log_clock
+  clock_us "$3" wait_us
+  clock_now
   end=$((NOW_US + wait_us))
   while :; do
-    log_clock
+    clock_now
     ((NOW_US < end)) || return 0
     kill -0 "$2" 2>/dev/null || return 0
     [[ -n "$(find "$1/queue/pending" -name '*.json' -print -quit 2>/dev/null)" ]] || return 0
