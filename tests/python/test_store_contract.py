@@ -5,6 +5,7 @@ a server, a fixture branch in `store` below."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,3 +171,13 @@ def test_hosts_name_this_host(store: Store) -> None:
 def test_an_unknown_backend_is_refused(tmp_path: Path) -> None:
     with pytest.raises(store_mod.StoreError, match="unknown store backend 'nope'"):
         store_mod.open_store(tmp_path, "nope")
+
+
+def test_live_changes_names_directories_a_claim_changes(store: Store) -> None:
+    """The sidecar watches these (inotify) to see a new lease at once, not at its next poll."""
+    store.add([("t", {"id": "a", "prompt": "p"})])
+    paths = store.live_changes()
+    assert paths and all(p.is_dir() for p in paths)
+    before = {p: sorted(os.listdir(p)) for p in paths}
+    assert store.claim("ses_1", "w", 1_800_000_000.0) is not None
+    assert any(sorted(os.listdir(p)) != before[p] for p in paths)

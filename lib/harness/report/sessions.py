@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import jsonio
+from harness.store import StoreError, open_store
 
 SAFE_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -82,19 +83,20 @@ def _mtime(path: Path) -> float:
 
 
 def _item_session(state_dir: Path, ref: str) -> str | None:
-    """The latest session of work item ref, from its queue file."""
-    for state in ("running", "pending", "succeeded", "quarantined", "canceled"):
-        item = jsonio.read_dict(state_dir / "queue" / state / f"{ref}.json")
-        if item is None:
-            continue
-        lease = item.get("lease") or {}
-        if isinstance(lease, dict) and lease.get("session_id"):
-            return str(lease["session_id"])
-        history = item.get("history") or []
-        for record in reversed(history if isinstance(history, list) else []):
-            if isinstance(record, dict) and record.get("session_id"):
-                return str(record["session_id"])
+    """The latest session of work item ref, from the store: its lease's, else its history's last."""
+    try:
+        _, item = open_store(state_dir).get(ref)
+    except (StoreError, ValueError, OSError):
+        return None  # no such item (or one that cannot be read): ref is no item id
+    if not isinstance(item, dict):
         return None
+    lease = item.get("lease") or {}
+    if isinstance(lease, dict) and lease.get("session_id"):
+        return str(lease["session_id"])
+    history = item.get("history") or []
+    for record in reversed(history if isinstance(history, list) else []):
+        if isinstance(record, dict) and record.get("session_id"):
+            return str(record["session_id"])
     return None
 
 

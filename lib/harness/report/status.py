@@ -21,7 +21,7 @@ from harness.pipeline import gate
 from harness.pipeline.breaker import Breaker, describe
 from harness.pipeline.policy import Policy
 from harness.report.style import Style, clip
-from harness.store import queue
+from harness.store import open_store, queue
 
 STALE_FACTOR = 3.0
 STALE_MIN_S = 3.0
@@ -101,9 +101,11 @@ def agents(state_dir: Path, now: float, heartbeat_s: float) -> list[dict[str, An
 
 
 def queue_counts(state_dir: Path) -> dict[str, int]:
-    q = queue.Queue(state_dir)
-    counts = {s: len(q.ids(s)) for s in queue.STATES}
-    rows = queue.list_items(q, ["pending"])
+    store = open_store(state_dir)
+    counts = dict.fromkeys(queue.STATES, 0)
+    for state in store.states().values():
+        counts[state] = counts.get(state, 0) + 1
+    rows = store.items(["pending"])
     counts["blocked"] = sum(1 for r in rows if r.get("blocked"))
     counts["waiting"] = sum(1 for r in rows if not r.get("blocked") and r.get("waiting_for"))
     return counts

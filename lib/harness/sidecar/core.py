@@ -213,7 +213,8 @@ class Sidecar:
     def run(self) -> int:
         log(f"sidecar {os.getpid()} started for {self.o.state_dir} ({self.waker.mode}"
             f"{'; ' + self.waker.error if self.waker.error else ''})")
-        self.waker.watch("@running", str(self.o.state_dir / "queue" / "running"))
+        for n, path in enumerate(self.store.live_changes()):
+            self.waker.watch(f"@live{n}", str(path))
         try:
             while not self.stop_requested:
                 self.round()

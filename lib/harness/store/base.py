@@ -88,6 +88,7 @@ class Store(Protocol):
 
     # --- live sessions ---------------------------------------------------
     def live(self) -> dict[str, tuple[str, dict[str, Any]]]: ...
+    def live_changes(self) -> list[Path]: ...  # directories whose changes may change live() (inotify)
 
     # --- audit, pause, breaker, hosts ------------------------------------
     def audit(self, event: str, **fields: Any) -> None: ...

@@ -103,6 +103,10 @@ class FilesStore:
 
     # --- live sessions ---------------------------------------------------
 
+    def live_changes(self) -> list[Path]:
+        """queue/running/: a lease taken or given up is a file created or removed there."""
+        return [self.q.dir("running")]
+
     def live(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """session id -> (item id, item) for every leased (running) item."""
         out: dict[str, tuple[str, dict[str, Any]]] = {}
