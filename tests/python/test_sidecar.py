@@ -163,7 +163,8 @@ def test_a_long_silent_tool_call_is_not_a_stall_but_silence_after_it_is(rig: Rig
     assert not (rig.dir / "kill.json").exists()
     assert rig.heartbeat()["outstanding_tool"]["name"] == "Bash"
     rig.append({"type": "user", "message": {"content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}})
-    wait_until(lambda: (rig.dir / "stall.json").exists(), what="a stall after the tool returned")
+    # the sidecar writes the evidence (stall.json), then the stop's record (kill.json)
+    wait_until(lambda: (rig.dir / "kill.json").exists(), what="a stall after the tool returned")
     assert jsonio.read_json(rig.dir / "stall.json")["limit_kind"] == "stream"
     assert jsonio.read_json(rig.dir / "kill.json")["reason"] == "stalled"
     assert agent.poll() is None  # stopping it is the loop's part
