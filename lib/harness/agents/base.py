@@ -52,6 +52,24 @@ class Agent(Protocol):
         """A line's kind as a person reads it ("system/init")."""
         ...
 
+    # --- the words of the agent's own messages that a verdict reads ------
+
+    def usage_limit(self, text: str) -> tuple[bool, float | None]:
+        """Whether text says the account's usage limit is reached; when it resets (epoch), if it says."""
+        ...
+
+    def api_error(self, text: str) -> tuple[bool, str]:
+        """Whether text is the agent's report of an API error; its words without the agent's prefix."""
+        ...
+
+    def prompt_refused(self, text: str, terminal_reason: str, stderr: str) -> bool:
+        """Whether the agent refused the prompt itself (too long, too big) before any request."""
+        ...
+
+    def argv_refused(self, stderr: str) -> str:
+        """The agent's refusal of its own command line (an unknown option), or ""."""
+        ...
+
     def is_delta(self, line: bytes) -> bool:
         """Whether an unparsed line is a streamed text delta, the most frequent kind:
         the sidecar counts those without parsing them."""

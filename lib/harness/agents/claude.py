@@ -8,6 +8,7 @@ conversation with `--resume <uuid>`. Tested with CLI 2.1.197 (pinned) through
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,23 @@ FAMILY_PRICES_PER_MTOK: dict[str, tuple[float, float, float, float]] = {
     "haiku": (1.0, 5.0, 0.1, 1.25),
 }
 DEFAULT_PRICED_MODEL = "claude-opus-5-5"
+
+# The words of the CLI's own messages that a verdict reads (agents/base.py, Agent):
+USAGE_LIMIT_RE = re.compile(r"usage limit reached|hit your (usage )?limit|out of (extra )?usage", re.IGNORECASE)
+RESET_EPOCH_RE = re.compile(r"\|(\d{10})\b")
+# "API Error: 500 Internal server error..." -> "Internal server error...": the reason
+# says "API error 500: " itself.
+API_ERROR_PREFIX_RE = re.compile(r"^API Error:\s*(?:\d{3}\b\s*)?")
+# The CLI refused the prompt before any request: 2.1.332 says "Prompt is too long"
+# with terminal_reason blocking_limit and no API status; stdin over 10 MB is
+# "Error: piped stdin input exceeds 10MB" on stderr.
+PROMPT_REFUSED_RE = re.compile(r"^prompt is too long\b", re.IGNORECASE)
+PROMPT_REFUSED_TERMINAL_REASONS = ("blocking_limit", "prompt_too_long")
+STDERR_PROMPT_REFUSED = "input exceeds"
+# The CLI's argument parser (commander) refusing its command line: "error: unknown
+# option '--x'", "error: option '--permission-mode <mode>' argument 'x' is invalid..."
+USAGE_ERROR_RE = re.compile(r"^error: (?:unknown option|option |missing required argument|too many arguments|"
+                            r"required option|unknown command)", re.MULTILINE)
 
 
 def _number(value: float) -> str:
@@ -96,3 +114,21 @@ class Claude:
 
     def is_delta(self, line: bytes) -> bool:
         return line.startswith(claude_stream.DELTA_PREFIX)
+
+    def usage_limit(self, text: str) -> tuple[bool, float | None]:
+        m = USAGE_LIMIT_RE.search(text)
+        if not m:
+            return False, None
+        at = RESET_EPOCH_RE.search(text)
+        return True, float(at.group(1)) if at else None
+
+    def api_error(self, text: str) -> tuple[bool, str]:
+        return text.startswith("API Error"), API_ERROR_PREFIX_RE.sub("", text) or text
+
+    def prompt_refused(self, text: str, terminal_reason: str, stderr: str) -> bool:
+        return (bool(PROMPT_REFUSED_RE.match(text)) or terminal_reason in PROMPT_REFUSED_TERMINAL_REASONS
+                or STDERR_PROMPT_REFUSED in stderr)
+
+    def argv_refused(self, stderr: str) -> str:
+        m = USAGE_ERROR_RE.search(stderr)
+        return stderr[m.start():].splitlines()[0] if m else ""

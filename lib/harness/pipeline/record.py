@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import jsonio
+from harness.agents import Agent, agent_for
 from harness.stream import facts as facts_mod
 from harness.stream.facts import SessionFacts
 from harness.stream.timeline import read_marks
@@ -45,6 +46,11 @@ class SessionRecord:
     @property
     def item_id(self) -> str:
         return str(self.meta.get("item_id") or "")
+
+    @property
+    def agent(self) -> Agent:
+        """The agent that ran the session (meta.json's "agent"; Claude Code before agents were named)."""
+        return agent_for(str(self.meta.get("agent") or "claude"))
 
     @property
     def stall_phase(self) -> str | None:

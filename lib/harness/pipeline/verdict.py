@@ -8,29 +8,16 @@ stderr.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.agents import Agent
 from harness.pipeline import verdicts
 from harness.pipeline.record import SessionRecord
 from harness.stream.events import Result
 from harness.stream.facts import SessionFacts
 
 VERDICTS = verdicts.VERDICTS  # the table in verdicts.py
-USAGE_LIMIT_RE = re.compile(r"usage limit reached|hit your (usage )?limit|out of (extra )?usage", re.IGNORECASE)
-RESET_EPOCH_RE = re.compile(r"\|(\d{10})\b")
-# "API Error: 500 Internal server error..." -> "Internal server error...": the reason
-# says "API error 500: " itself.
-API_ERROR_PREFIX_RE = re.compile(r"^API Error:\s*(?:\d{3}\b\s*)?")
-# The CLI refused the prompt before any request: 2.1.332 says "Prompt is too long"
-# with terminal_reason blocking_limit and no API status.
-PROMPT_REFUSED_RE = re.compile(r"^prompt is too long\b", re.IGNORECASE)
-PROMPT_REFUSED_TERMINAL_REASONS = ("blocking_limit", "prompt_too_long")
-# The CLI's argument parser (commander) refusing its command line: "error: unknown
-# option '--x'", "error: option '--permission-mode <mode>' argument 'x' is invalid..."
-USAGE_ERROR_RE = re.compile(r"^error: (?:unknown option|option |missing required argument|too many arguments|"
-                            r"required option|unknown command)", re.MULTILINE)
 MAX_REASON_CHARS = 400
 
 
@@ -67,20 +54,19 @@ def _from_kill(kill: dict[str, Any], facts: SessionFacts, code: int | None) -> V
     return Verdict(verdict, _clip(detail or f"stopped by the harness ({reason})"), exit_code=code)
 
 
-def _usage_limit(facts: SessionFacts, text: str) -> Verdict | None:
+def _usage_limit(facts: SessionFacts, text: str, agent: Agent) -> Verdict | None:
     rl = facts.rate_limit
     if rl and rl.status == "rejected":
         kind = rl.kind or "usage"
         at = rl.resets_at
         return Verdict("usage_limited", _clip(f"{kind} limit reached" + (f"; resets at {int(at)}" if at else "")), resets_at=at)
-    if USAGE_LIMIT_RE.search(text):
-        m = RESET_EPOCH_RE.search(text)
-        at = float(m.group(1)) if m else None
+    limited, at = agent.usage_limit(text)
+    if limited:
         return Verdict("usage_limited", _clip(text), resets_at=at)
     return None
 
 
-def _from_result(res: Result, facts: SessionFacts, code: int | None) -> Verdict:
+def _from_result(res: Result, facts: SessionFacts, code: int | None, agent: Agent) -> Verdict:
     subtype = res.subtype
     text = res.text
     if not res.failed:
@@ -89,21 +75,21 @@ def _from_result(res: Result, facts: SessionFacts, code: int | None) -> Verdict:
         return Verdict("max_turns", f"reached the turn limit after {_turns(facts)}", exit_code=code)
     if subtype == "error_max_budget_usd":
         return Verdict("budget_exceeded", f"spent ${res.cost_usd or 0:.4f}, over the budget", exit_code=code)
-    limited = _usage_limit(facts, text)
+    limited = _usage_limit(facts, text, agent)
     if limited:
         limited.exit_code = code
         return limited
     status = res.api_error_status
+    reported, words = agent.api_error(text)
     if status in (401, 403):
         return Verdict("auth_error", _clip(f"credentials rejected ({status}): {text}"), exit_code=code)
     if isinstance(status, int):
-        words = API_ERROR_PREFIX_RE.sub("", text) or text
         if status in (408, 409, 429) or status >= 500:
             return Verdict("api_error", _clip(f"API error {status}: {words}"), exit_code=code)
         return Verdict("failed", _clip(f"API rejected the request ({status}): {words}"), retryable=False, exit_code=code)
-    if PROMPT_REFUSED_RE.match(text) or res.terminal_reason in PROMPT_REFUSED_TERMINAL_REASONS:
+    if agent.prompt_refused(text, res.terminal_reason, ""):
         return Verdict("failed", _clip(f"the CLI refused the prompt: {text}"), retryable=False, exit_code=code)
-    if text.startswith("API Error"):
+    if reported:
         return Verdict("api_error", _clip(text), exit_code=code)
     if res.errors:
         text = "; ".join(res.errors)
@@ -112,7 +98,7 @@ def _from_result(res: Result, facts: SessionFacts, code: int | None) -> Verdict:
 
 def classify(rec: SessionRecord) -> Verdict:
     """The session's verdict: a pure function of its record."""
-    code, facts = rec.exit_code, rec.facts
+    code, facts, agent = rec.exit_code, rec.facts, rec.agent
     if rec.kill is not None:
         stopped = _from_kill(rec.kill, facts, code)
         if stopped:
@@ -120,18 +106,17 @@ def classify(rec: SessionRecord) -> Verdict:
     if rec.spawn_error:
         return Verdict("spawn_failed", _clip(rec.spawn_error), exit_code=code)
     if facts.result:
-        return _from_result(facts.result, facts, code)
+        return _from_result(facts.result, facts, code, agent)
     stderr = rec.stderr_tail
-    limited = _usage_limit(facts, stderr)
+    limited = _usage_limit(facts, stderr, agent)
     if limited:
         limited.exit_code = code
         return limited
     last_err = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-    if "input exceeds" in stderr:
+    if agent.prompt_refused("", "", stderr):
         return Verdict("failed", _clip(f"the CLI refused the prompt: {last_err}"), retryable=False, exit_code=code)
-    usage = USAGE_ERROR_RE.search(stderr) if facts.init is None else None
-    if usage and code not in (None, 0) and code < 128:
-        words = stderr[usage.start():].splitlines()[0]
+    words = agent.argv_refused(stderr) if facts.init is None else ""
+    if words and code not in (None, 0) and code < 128:
         return Verdict("usage_error", _clip(f"the CLI refused its arguments: {words}"), exit_code=code)
     if code is None:
         return Verdict("crashed", "the agent ended without recording an exit status (killed with its wrapper?)")
