@@ -1,4 +1,4 @@
-"""The store seam: the one place a backend is picked (STORE; "files" today).
+"""The store seam: the one place a backend is picked, by name ("files" today).
 
     from harness.store import open_store
     store = open_store(state_dir)        # a Store (store/base.py)

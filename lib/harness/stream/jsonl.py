@@ -1,4 +1,4 @@
-"""Reading Claude Code's stream-json output: one JSON object per line.
+"""Reading a JSON-lines file (an agent's stream): one JSON object per line.
 
 Nothing here raises on bad input: malformed lines, a partial last line, NUL bytes
 and invalid UTF-8 are counted and skipped.
