@@ -7,6 +7,7 @@ import random
 import shutil
 from pathlib import Path
 
+import pytest
 from harness import jsonio
 from harness.pipeline import finalize as finish
 from harness.pipeline import policy
@@ -94,3 +95,26 @@ def test_reconcile_requeues_a_session_that_never_started_and_adopts_one_that_did
     assert store.get(never.item_id)[0] == "pending"
     # the late wrapper of the session that never started finds its place taken
     assert (tmp_path / "sessions" / "ses_never" / "wrapper.pid").read_text().startswith("abandoned by loop 4242")
+
+
+def test_a_finalize_repeated_after_a_crash_keeps_when_the_session_ended(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no exit_code (the wrapper died too), the end is "now" at the first finalize;
+    a crash before the receipt is written must not move it to the second finalize's now."""
+    from harness.pipeline import receipt
+
+    store, lease = _claimed(tmp_path, "ses_a")
+    sdir = _session(tmp_path, "ses_a", "a", lease.token)
+    (sdir / "exit_code").unlink()
+
+    def crash(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(receipt, "write", crash)
+    with pytest.raises(OSError):
+        finish.finalize(sdir, tmp_path, policy.Policy(), NOW, random.Random(1))
+    monkeypatch.undo()
+    finish.finalize(sdir, tmp_path, policy.Policy(), NOW + 3600, random.Random(1))
+    assert jsonio.read_json(sdir / "meta.json")["ended_epoch"] == NOW
+    assert jsonio.read_json(sdir / "metrics.json")["wall_s"] == 5.0
+    assert store.get("a")[0] == "succeeded"

@@ -211,3 +211,33 @@ def test_reference_streams_read_line_by_line_never_lose_a_line(reference: Path, 
         got = t.read() + t.flush()
         t.close()
         assert len(got) == stats.lines and n == stats.lines - stats.malformed
+
+
+def _fed(*lines: dict[str, object]) -> LiveSession:
+    live = LiveSession("ses_x", Limits(stall_s=3, tool_s=99))
+    for line in lines:
+        live.feed_line(orjson.dumps(line), 1.0, 1.0)
+    return live
+
+
+def test_a_message_to_the_model_means_it_is_asked_next() -> None:
+    """A user line of any content (not only tool results) after the model stopped: requesting."""
+    stop = {"type": "stream_event", "event": {"type": "message_stop"}}
+    text = {"type": "user", "message": {"content": [{"type": "text", "text": "go on"}]}}
+    assert _fed(stop).phase == "idle"
+    assert _fed(stop, text).phase == "requesting"
+
+
+def test_a_second_result_of_a_call_is_its_tool_s_error_too(tmp_path: Path) -> None:
+    use = {"type": "assistant", "message": {"id": "m1", "content": [
+        {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "x"}}]}}
+    err = {"type": "user", "message": {"content": [{"type": "tool_result", "tool_use_id": "t1", "is_error": True}]}}
+    (tmp_path / "events.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in (use, err, err)))
+    assert dict(facts.scan(tmp_path / "events.jsonl").tool_errors) == {"Bash": 2}
+
+
+def test_the_full_scan_counts_whole_deltas_and_a_cut_last_line_as_malformed(tmp_path: Path) -> None:
+    delta = b'{"type":"stream_event","event":{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}}'
+    (tmp_path / "events.jsonl").write_bytes(delta + b"\n" + delta + b"\n" + delta[:40])
+    f = facts.scan(tmp_path / "events.jsonl")
+    assert (f.events, f.stats.lines, f.stats.malformed, f.stats.partial_tail) == (2, 3, 1, True)

@@ -91,7 +91,7 @@ def _assistant(ev: dict[str, Any]) -> list[norm.Event]:
         if not isinstance(block, dict):
             continue
         if block.get("type") == "tool_use":
-            out.append(norm.ToolStart(str(block.get("id")), str(block.get("name") or "?"), block.get("input"), mid))
+            out.append(norm.ToolStart(str(block.get("id") or ""), str(block.get("name") or "?"), block.get("input"), mid))
         elif block.get("type") == "text":
             out.append(norm.Text(mid, str(block.get("text") or "")))
     return out
@@ -102,8 +102,9 @@ def _user(ev: dict[str, Any]) -> list[norm.Event]:
     if not isinstance(content, list):
         return []
     at = str(ev.get("timestamp") or "")
-    return [norm.ToolEnd(str(b.get("tool_use_id")), bool(b.get("is_error")), result_text(b), at)
-            for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+    out: list[norm.Event] = [norm.ToolEnd(str(b.get("tool_use_id") or ""), bool(b.get("is_error")), result_text(b), at)
+                             for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+    return [*out, norm.Prompt()]
 
 
 def _system(ev: dict[str, Any]) -> list[norm.Event]:
@@ -158,10 +159,10 @@ def _result(ev: dict[str, Any]) -> list[norm.Event]:
     billed, source = _billed(ev)
     denials = ev.get("permission_denials")
     return [norm.Result(str(ev.get("subtype") or ""), bool(ev.get("is_error")), str(ev.get("result") or ""),
-                        _num(ev.get("total_cost_usd")), _num(ev.get("duration_ms")), ev.get("num_turns"),
+                        _num(ev.get("total_cost_usd")), ev.get("duration_ms"), ev.get("num_turns"),
                         tuple(str(e) for e in errors) if isinstance(errors, list) else (),
                         ev.get("api_error_status"), str(ev.get("terminal_reason") or ""),
-                        _num(ev.get("duration_api_ms")), len(denials) if isinstance(denials, list) else 0,
+                        ev.get("duration_api_ms"), len(denials) if isinstance(denials, list) else 0,
                         billed, source, ev)]
 
 

@@ -1,10 +1,12 @@
 """The end of a session: verdict, receipt, policy, breaker, pause, queue move, audit.
 
-The order makes a crash at any point safe to repeat: the receipt and meta.json
-first, then the breaker and the pause (both idempotent per session), then the
-item's one rename out of running/ (the commit point), then the audit lines. A
-loop killed before the rename finds the item still in running/ and finalizes the
-session again, with the same verdict.
+The session is read once (record.py); the verdict, the receipt and the item's
+fate are pure functions of that record. The writes come in an order that makes a
+crash at any point safe to repeat: when the session ended, in meta.json, before
+anything else; then the receipt and meta.json's verdict; then the breaker and the
+pause (both idempotent per session); then the item's one rename out of running/
+(the commit point); then the audit lines. A loop killed before the rename finds
+the item still in running/ and finalizes the session again, with the same verdict.
 """
 
 from __future__ import annotations
@@ -37,18 +39,19 @@ def _fenced(store: Store, out: dict[str, Any], sid: str, item_id: str, verdict_n
 
 def _ended(rec: SessionRecord, now: float) -> dict[str, Any]:
     """meta.json with when the agent exited: exit_code's mtime (a session that ended
-    while no loop ran), else now; kept when an earlier finalize recorded it."""
-    if "ended_epoch" in rec.meta:
-        return rec.meta
+    while no loop ran), else now."""
     ended = min(now, rec.exit_mtime) if rec.exit_mtime is not None else now
     return {**rec.meta, "ended_epoch": round(ended, 6), "ended_at": policy.iso(ended)}
 
 
 def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: random.Random) -> dict[str, Any]:
-    """Reads the session once, decides purely, then writes: the receipt and meta.json,
-    the breaker and the pause, the item's move (the commit point), the audit lines."""
+    """Reads the session once, decides purely, then writes: when it ended (once), the
+    receipt and meta.json, the breaker and the pause, the item's move (the commit
+    point), the audit lines."""
     rec = record.read(sdir)
-    rec = replace(rec, meta=_ended(rec, now))
+    if "ended_epoch" not in rec.meta:  # kept first: a finalize repeated after a crash finds the same end
+        rec = replace(rec, meta=_ended(rec, now))
+        jsonio.write_json(sdir / "meta.json", rec.meta)
     v = verdict.classify(rec)
     metrics = receipt.build(rec, v)
     receipt.write(sdir, metrics)

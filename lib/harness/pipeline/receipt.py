@@ -76,8 +76,8 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
         "started_at": meta.get("started_at"),
         "ended_at": meta.get("ended_at"),
         "wall_s": wall_s,
-        "duration_ms": _whole(res.duration_ms) if res else None,
-        "duration_api_ms": _whole(res.duration_api_ms) if res else None,
+        "duration_ms": res.duration_ms if res else None,
+        "duration_api_ms": res.duration_api_ms if res else None,
         "turns": len(facts.messages),
         "cli_num_turns": res.num_turns if res else None,
         "tokens": tokens,
@@ -94,11 +94,6 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
         "scan": "fast" if facts.fast else "full",
         "malformed_lines": facts.stats.malformed,
     }
-
-
-def _whole(value: float | None) -> float | int | None:
-    """A count of milliseconds as the agent wrote it (an integer stays one)."""
-    return int(value) if value is not None and value == int(value) else value
 
 
 def line(m: dict[str, Any]) -> str:

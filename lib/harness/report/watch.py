@@ -130,7 +130,7 @@ class Renderer:
         text += f" · {len(self.turns)} turns"
         if ev.cost_usd is not None:
             text += f" · ${ev.cost_usd:.4f}"
-        if ev.duration_ms is not None:
+        if isinstance(ev.duration_ms, (int, float)):
             text += f" · {secs(ev.duration_ms / 1000)}"
         self.say(self.st.bold(text))
         if ev.is_error and ev.text:

@@ -101,8 +101,6 @@ class LiveSession:
             self._on(ev, wall)
         if evs and isinstance(evs[0], norm.Turn) and not evs[0].streamed and self.tools and self.phase != "streaming":
             self.phase = "in_tool"  # a whole message while a call is outstanding
-        elif evs and isinstance(evs[-1], norm.ToolEnd):
-            self.phase = "in_tool" if self.tools else "requesting"
         if len(f.messages) != turns_before:
             self.turn_changed = True
 
@@ -133,6 +131,8 @@ class LiveSession:
             self._mark(wall, "tool_use", ev.tool_id, name=ev.name)
             if self.phase != "streaming":
                 self.phase = "in_tool"
+        elif isinstance(ev, norm.Prompt):
+            self.phase = "in_tool" if self.tools else "requesting"
         elif not isinstance(ev, norm.ToolEnd):
             self._on_session(ev, wall)
 

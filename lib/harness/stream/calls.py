@@ -58,23 +58,34 @@ class ToolCalls:
         self.keep = keep  # keep ended calls (reports); the live side keeps open ones only
         self.open: dict[str, Call] = {}
         self.done: list[Call] = []
+        self.ended: dict[str, Call] = {}  # ended calls by id, when kept
+        self.names: dict[str, str] = {}  # every call's tool name by id, kept or not
         self.started = 0
 
     def start(self, ev: ToolStart, at: float | None = None) -> Call:
         self.started += 1
         call = Call(self.started, ev.tool_id, ev.name, tool_summary(ev.input), timeout_s(ev.name, ev.input), at)
         self.open[ev.tool_id] = call
+        self.names[ev.tool_id] = ev.name
         return call
 
     def end(self, ev: ToolEnd) -> Call | None:
-        """The call this result ends; None when its start was not seen."""
+        """The call this result ends (a second result for it: the last one stands);
+        None when its start was not seen or not kept."""
         call = self.open.pop(ev.tool_id, None)
         if call is None:
-            return None
-        call.is_error, call.text, call.ended = ev.is_error, ev.text, True
-        if self.keep:
+            call = self.ended.get(ev.tool_id)
+            if call is None:
+                return None
+        elif self.keep:
             self.done.append(call)
+            self.ended[ev.tool_id] = call
+        call.is_error, call.text, call.ended = ev.is_error, ev.text, True
         return call
+
+    def name_of(self, tool_id: str) -> str:
+        """The tool a call id named, "?" when its start was not seen."""
+        return self.names.get(tool_id, "?")
 
     def close_all(self) -> None:
         """The session's result line: no call is outstanding any more."""
@@ -82,6 +93,7 @@ class ToolCalls:
             call.ended = True
             if self.keep:
                 self.done.append(call)
+                self.ended[call.tool_id] = call
         self.open.clear()
 
     def feed(self, ev: object, at: float | None = None) -> Call | None:

@@ -13,6 +13,8 @@ BlockEnd:   a streamed content block ended; MessageEnd: a streamed message ended
 Streaming:  any other sign of a response being streamed
 Text:       a whole text block of a message
 ToolStart:  a tool call (its id, name and input); ToolEnd: its result
+Prompt:     a message to the model ended (tool results, or the harness's input): the
+            model is asked next
 Init, ApiRetry, RateLimit, Compaction, Status, TaskStarted, Result: as named;
 Init and Result keep the agent's own record (`raw`) too, for a reader that needs
 more than the harness does.
@@ -87,6 +89,11 @@ class ToolEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class Prompt:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class Init:
     session_id: str = ""
     model: str = ""
@@ -132,12 +139,12 @@ class Result:
     is_error: bool
     text: str = ""
     cost_usd: float | None = None
-    duration_ms: float | None = None
+    duration_ms: Any = None  # as the agent wrote it
     num_turns: Any = None
     errors: tuple[str, ...] = ()
     api_error_status: Any = None
     terminal_reason: str = ""
-    duration_api_ms: float | None = None
+    duration_api_ms: Any = None
     permission_denials: int = 0
     billed: dict[str, int] | None = None  # tokens as billed: input, output, cache_read, cache_write
     billed_source: str = ""  # where the agent's result line gave them
@@ -148,5 +155,5 @@ class Result:
         return self.is_error or self.subtype != "success"
 
 
-Event = (Turn | Usage | TextDelta | BlockEnd | MessageEnd | Streaming | Text | ToolStart | ToolEnd | Init | ApiRetry
-         | RateLimit | Compaction | Status | TaskStarted | Result)
+Event = (Turn | Usage | TextDelta | BlockEnd | MessageEnd | Streaming | Text | ToolStart | ToolEnd | Prompt | Init
+         | ApiRetry | RateLimit | Compaction | Status | TaskStarted | Result)

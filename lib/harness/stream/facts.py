@@ -7,6 +7,7 @@ are built from those alone.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from harness.agents import Agent, agent_for
 from harness.stream import events as norm
 from harness.stream import fastscan
 from harness.stream.calls import ToolCalls
-from harness.stream.jsonl import LineStats, iter_events
+from harness.stream.jsonl import LineStats, iter_lines, parse_line
 
 DEFAULT_AGENT = agent_for()
 
@@ -88,36 +89,63 @@ def _on_usage(f: SessionFacts, ev: norm.Usage) -> None:
 
 
 def _on_tool_end(f: SessionFacts, ev: norm.ToolEnd) -> None:
-    call = f.calls.end(ev)
+    f.calls.end(ev)
     f.tool_results.add(ev.tool_id)
     if ev.is_error:
-        f.tool_errors[call.name if call else "?"] += 1
+        f.tool_errors[f.calls.name_of(ev.tool_id)] += 1
+
+
+def _on_tool_start(f: SessionFacts, ev: norm.ToolStart) -> None:
+    f.calls.start(ev)
+    f.tool_calls[ev.name] += 1
+
+
+def _on_text(f: SessionFacts, ev: norm.Text) -> None:
+    f.last_assistant_text = ev.text
+
+
+def _on_init(f: SessionFacts, ev: norm.Init) -> None:
+    f.init = ev
+
+
+def _on_retry(f: SessionFacts, ev: norm.ApiRetry) -> None:
+    f.api_retries[ev.status] += 1
+
+
+def _on_compaction(f: SessionFacts, ev: norm.Compaction) -> None:
+    f.compactions += 1
+
+
+def _on_result(f: SessionFacts, ev: norm.Result) -> None:
+    f.result = ev
+    f.calls.close_all()
+
+
+def _on_rate_limit(f: SessionFacts, ev: norm.RateLimit) -> None:
+    if f.rate_limit is None or ev.status == "rejected":
+        f.rate_limit = ev
+
+
+# what each kind of event adds; the others (deltas, block ends...) add nothing
+APPLY: dict[type, Callable[[SessionFacts, Any], None]] = {
+    norm.Usage: _on_usage,
+    norm.Turn: _on_turn,
+    norm.ToolStart: _on_tool_start,
+    norm.ToolEnd: _on_tool_end,
+    norm.Text: _on_text,
+    norm.Init: _on_init,
+    norm.ApiRetry: _on_retry,
+    norm.Compaction: _on_compaction,
+    norm.Result: _on_result,
+    norm.RateLimit: _on_rate_limit,
+}
 
 
 def apply(f: SessionFacts, ev: norm.Event) -> None:
     """Adds one normalized event to the facts."""
-    if isinstance(ev, norm.Usage):
-        _on_usage(f, ev)
-    elif isinstance(ev, norm.Turn):
-        _on_turn(f, ev)
-    elif isinstance(ev, norm.ToolStart):
-        f.calls.start(ev)
-        f.tool_calls[ev.name] += 1
-    elif isinstance(ev, norm.ToolEnd):
-        _on_tool_end(f, ev)
-    elif isinstance(ev, norm.Text):
-        f.last_assistant_text = ev.text
-    elif isinstance(ev, norm.Init):
-        f.init = ev
-    elif isinstance(ev, norm.ApiRetry):
-        f.api_retries[ev.status] += 1
-    elif isinstance(ev, norm.Compaction):
-        f.compactions += 1
-    elif isinstance(ev, norm.Result):
-        f.result = ev
-        f.calls.close_all()
-    elif isinstance(ev, norm.RateLimit) and (f.rate_limit is None or ev.status == "rejected"):
-        f.rate_limit = ev
+    add = APPLY.get(type(ev))
+    if add is not None:
+        add(f, ev)
 
 
 def feed(f: SessionFacts, line: dict[str, Any], agent: Agent | None = None) -> list[norm.Event]:
@@ -142,9 +170,30 @@ def scan(path: Path) -> SessionFacts:
             feed(f, ev)
         f.events = len(evs)
         return f
-    for ev in iter_events(path, f.stats):
-        feed(f, ev)
+    _scan_lines(f, path, DEFAULT_AGENT)
     return f
+
+
+def _scan_lines(f: SessionFacts, path: Path, agent: Agent) -> None:
+    """Every line; a delta (the agent's is_delta), which adds nothing but its count, is
+    counted unparsed when it is whole (ends its object: the unterminated tail is parsed)."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below; a missing file is no events
+    except FileNotFoundError:
+        return
+    with fh:
+        for line in iter_lines(fh, f.stats):
+            if not line.strip():
+                continue
+            f.stats.lines += 1
+            if agent.is_delta(line) and not f.stats.partial_tail and line.rstrip().endswith(b"}"):
+                f.events += 1
+                continue
+            ev = parse_line(line)
+            if ev is None:
+                f.stats.malformed += 1
+                continue
+            feed(f, ev, agent)
 
 
 def estimate_cost_usd(messages: dict[str, MessageUsage], default_model: str, agent: Agent | None = None) -> float:
