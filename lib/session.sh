@@ -5,7 +5,7 @@
 # Sourced, not executed. The loop keeps live sessions in the S_* maps below;
 # times are whole microseconds (clock_now), compared without forking.
 
-declare -gA S_ITEM=() S_WRAPPER=() S_WSTART=() S_DEADLINE=() S_STOP_STAGE=() S_STOP_AT=() S_BRANCH=()
+declare -gA S_ITEM=() S_WRAPPER=() S_WSTART=() S_DEADLINE=() S_STOP_STAGE=() S_STOP_AT=() S_BRANCH=() S_VERIFY=()
 
 session_alive() { # <session>
   local pid=${S_WRAPPER[$1]:-}
@@ -107,14 +107,22 @@ session__take_over() { # <session>
   session__signal "$1" INT
 }
 
-# session__signal <session> <signal>: to the agent's process group, said in the audit log.
+# session__signal <session> <signal>: to the process group of what the session runs
+# now: its verify command once that has begun (verify.pid), else the agent; said in
+# the audit log.
 session__signal() { # <session> <signal>
-  local pid=""
-  read -r pid 2>/dev/null <"${CFG[STATE_DIR]}/sessions/$1/agent.pid" || return 0
+  local dir="${CFG[STATE_DIR]}/sessions/$1" pid="" what=agent
+  [[ ! -e "$dir/exit_code" ]] || return 0
+  if [[ -e "$dir/verify.pid" ]]; then
+    what=verify
+    read -r pid 2>/dev/null <"$dir/verify.pid" || return 0
+  else
+    read -r pid 2>/dev/null <"$dir/agent.pid" || return 0
+  fi
   [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-  [[ ! -e "${CFG[STATE_DIR]}/sessions/$1/exit_code" ]] || return 0
   kill -s "$2" -- "-$pid" 2>/dev/null || return 0
-  log_audit session.signal --arg session "$1" --arg item "${S_ITEM[$1]:-}" --arg signal "$2" --arg by loop
+  log_audit session.signal --arg session "$1" --arg item "${S_ITEM[$1]:-}" --arg signal "$2" --arg by loop \
+    --arg target "$what"
 }
 
 # session_poll <session>: 0 when the session has ended, 1 while it runs. Acts on
@@ -131,6 +139,8 @@ session_poll() { # <session>
       session__take_over "$sid"
     elif [[ -e "$dir/cancel" ]]; then
       session_stop "$sid" interrupted "canceled by operator"
+    elif [[ -e "$dir/verify.pid" ]]; then
+      session__verifying "$sid"
     elif ((S_DEADLINE[$sid] > 0 && NOW_US > S_DEADLINE[$sid])); then
       session_stop "$sid" timed_out "ran past its wall-clock limit"
     fi
@@ -143,6 +153,16 @@ session_poll() { # <session>
     S_STOP_AT[$sid]=$NOW_US
   fi
   return 1
+}
+
+# session__verifying <session>: the agent has exited and its verify command runs
+# (the wall-clock limit was the agent's; the command has its own, VERIFY_TIMEOUT_S).
+# Said once in the audit log.
+session__verifying() { # <session>
+  [[ -z "${S_VERIFY[$1]:-}" ]] || return 0
+  S_VERIFY[$1]=1
+  log_audit verify.started --arg session "$1" --arg item "${S_ITEM[$1]:-}"
+  info "$1 ${S_ITEM[$1]:-}: verifying"
 }
 
 # session_finalize <session>: the helpers' finalize does the verdict, the receipt,
@@ -177,5 +197,6 @@ session_finalize() { # <session>
 }
 
 session__forget() { # <session>
-  unset "S_ITEM[$1]" "S_WRAPPER[$1]" "S_WSTART[$1]" "S_DEADLINE[$1]" "S_STOP_STAGE[$1]" "S_STOP_AT[$1]" "S_BRANCH[$1]"
+  unset "S_ITEM[$1]" "S_WRAPPER[$1]" "S_WSTART[$1]" "S_DEADLINE[$1]" "S_STOP_STAGE[$1]" "S_STOP_AT[$1]" "S_BRANCH[$1]" \
+    "S_VERIFY[$1]"
 }

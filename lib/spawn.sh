@@ -58,9 +58,33 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
   wait "$pid" 2>/dev/null
   rc=$?
   rm -rf -- "$SPAWN_RUNTIME"
+  if [[ $rc == 0 && -s "$dir/verify.argv" && ! -e "$dir/kill.json" ]]; then
+    spawn_verify "$dir"
+  fi
   spawn__record "$dir" exit_code "$rc"
   wake_loop "${dir%/sessions/*}"
   return 0
+}
+
+# spawn_verify <session-dir>: the agent exited 0; the verify command (verify.argv,
+# written by the helpers' start: timeout(1) around `bash -c CMD`) runs in the
+# worktree, in a process group of its own that a stop signals (verify.pid), with
+# its output in verify.log and its exit status in verify_exit. The exit status of
+# the session (exit_code) is written after it: until then the session is live, in
+# its "verifying" phase.
+spawn_verify() { # <session-dir>
+  local dir=$1 pid rc
+  local -a argv
+  mapfile -d '' argv <"$dir/verify.argv"
+  set -m
+  env --default-signal=INT,QUIT,TERM,PIPE TMPDIR="$SPAWN_TMP" "${argv[@]}" </dev/null >"$dir/verify.log" 2>&1 &
+  pid=$!
+  set +m
+  spawn__record "$dir" verify.pid "$pid"
+  wake_loop "${dir%/sessions/*}"
+  wait "$pid" 2>/dev/null
+  rc=$?
+  spawn__record "$dir" verify_exit "$rc"
 }
 
 # spawn_private_dirs <session-dir>: the agent's temporary files stay in state/: TMPDIR

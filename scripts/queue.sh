@@ -5,6 +5,9 @@
 #   add --prompt TEXT | --prompt-file FILE [--id ID] [--title T] [--priority P]
 #       [--depends-on ID]... [--max-turns N] [--max-budget-usd X] [--timeout S]
 #       [--stall-timeout S] [--tool-timeout S] [--model M] [--allowed-tools T] [--max-attempts N]
+#       [--verify CMD] [--verify-timeout S]
+#                              --verify: a shell command run in the worktree after a
+#                              succeeded session (over VERIFY_CMD); exit 0 verifies it
 #   add --file FILE            one JSON item, a JSON array, or JSON lines ('-': stdin)
 #   list [--state S]... [--json]
 #   show <id>                  the whole item, prompt included, as JSON
@@ -38,15 +41,15 @@ queue_cmd_add() { # <args...>
       --prompt) prompt=${2-}; have_prompt=1; shift ;;
       --prompt-file) prompt_file=${2:?--prompt-file needs a path}; shift ;;
       --depends-on) deps+=("${2:?--depends-on needs an id}"); shift ;;
-      --id | --title | --priority | --model | --allowed-tools)
+      --id | --title | --priority | --model | --allowed-tools | --verify)
         [[ $# -ge 2 ]] || usage_error "$1 needs a value"
         key=${1#--}
         jq_args+=(--arg "${key//-/_}" "$2"); shift ;;
-      --max-turns | --max-budget-usd | --timeout | --stall-timeout | --tool-timeout | --max-attempts)
+      --max-turns | --max-budget-usd | --timeout | --stall-timeout | --tool-timeout | --max-attempts | --verify-timeout)
         [[ "${2:-}" =~ ^[0-9]+([.][0-9]+)?$ ]] || usage_error "$1 needs a number"
         key=${1#--}
         key=${key//-/_}
-        [[ $key == timeout || $key == stall_timeout || $key == tool_timeout ]] && key="${key}_s"
+        [[ $key == timeout || $key == stall_timeout || $key == tool_timeout || $key == verify_timeout ]] && key="${key}_s"
         jq_args+=(--argjson "$key" "$2"); shift ;;
       *) usage_error "add: unknown argument: $1 (see --help)" ;;
     esac

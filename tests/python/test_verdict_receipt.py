@@ -263,3 +263,33 @@ def test_price_lookup_by_prefix_family_and_default() -> None:
     assert price_for("claude-haiku-4-5-20251001") == (1.0, 5.0, 0.1, 1.25)
     assert price_for("claude-sonnet-9") == claude.FAMILY_PRICES_PER_MTOK["sonnet"]
     assert price_for("something-else") == claude.MODEL_PRICES_PER_MTOK[claude.DEFAULT_PRICED_MODEL]
+
+
+@pytest.mark.parametrize(("verify_exit", "log", "verdict_reason"), [
+    ("0\n", "all 12 passed\n", ("succeeded", "verified by `make test`")),
+    ("2\n", "ok a\nFAIL b: expected 1, got 2\n\n",
+     ("verify_failed", "verify `make test` exited 2: ok a | FAIL b: expected 1, got 2")),
+    ("124\n", "slow\n", ("verify_failed", "verify `make test` ran past its 60s limit and was stopped (exit 124): slow")),
+    (None, "", ("verify_failed", "verify `make test` did not finish")),
+])
+def test_a_succeeded_session_is_only_as_good_as_its_verify(tmp_path: Path, reference: Path, verify_exit: str | None,
+                                                            log: str, verdict_reason: tuple[str, str]) -> None:
+    sdir = _session(tmp_path, reference, "ok")
+    meta = {"verify": {"cmd": "make test", "timeout_s": 60}}
+    (sdir / "verify.log").write_text(log)
+    if verify_exit is not None:
+        (sdir / "verify.pid").write_text("1\n")
+        (sdir / "verify_exit").write_text(verify_exit)
+    v = verdict.classify(record.read(sdir, meta=meta))
+    assert v.verdict == verdict_reason[0] and verdict_reason[1] in v.reason, v.reason
+    m = receipt.build(record.read(sdir, meta=meta), v)
+    assert m["verify"]["cmd"] == "make test"
+    assert m["verify"]["exit_code"] == (int(verify_exit) if verify_exit else None)
+
+
+def test_a_session_stopped_while_it_verified_has_the_stop_s_verdict(tmp_path: Path, reference: Path) -> None:
+    sdir = _session(tmp_path, reference, "ok")
+    (sdir / "verify_exit").write_text("130\n")
+    (sdir / "kill.json").write_text('{"reason": "interrupted", "detail": "canceled by operator"}')
+    v = verdict.classify(record.read(sdir, meta={"verify": {"cmd": "make test", "timeout_s": 60}}))
+    assert (v.verdict, v.reason) == ("interrupted", "canceled by operator")

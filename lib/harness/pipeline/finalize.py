@@ -88,6 +88,10 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
         jsonio.audit(state_dir, "item.finish_failed", item=item_id, session=sid, to=d.to_state, error=str(exc))
         raise FinishError(f"cannot move item {item_id} to {d.to_state}: {exc.strerror or exc}; "
                           "it stays in running/ for the next start to finalize") from exc
+    verified = metrics.get("verify")
+    if verified and (verified.get("log") or v.verdict == "verify_failed"):
+        jsonio.audit(state_dir, "verify.passed" if v.verdict == "succeeded" else "verify.failed", session=sid,
+                     item=item_id, exit_code=verified.get("exit_code"), seconds=verified.get("seconds"))
     jsonio.audit(state_dir, "session.ended", session=sid, item=item_id, verdict=v.verdict, reason=v.reason,
                  exit_code=v.exit_code, cost_usd=metrics["cost_usd"], circuit=result)
     jsonio.audit(state_dir, f"item.{d.to_state}", item=item_id, session=sid, **{"from": "running"}, to=d.to_state,

@@ -55,6 +55,9 @@ class Policy:
     REPO_DIR: str = config.default("REPO_DIR")
     BASE_REF: str = config.default("BASE_REF")
     SESSION_TIMEOUT_S: float = config.default("SESSION_TIMEOUT_S")
+    KILL_GRACE_S: float = config.default("KILL_GRACE_S")
+    VERIFY_CMD: str = config.default("VERIFY_CMD")
+    VERIFY_TIMEOUT_S: float = config.default("VERIFY_TIMEOUT_S")
 
     @classmethod
     def from_pairs(cls, pairs: list[str] | None) -> Policy:

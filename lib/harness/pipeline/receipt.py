@@ -93,7 +93,19 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
         "events": None if facts.fast else facts.events,
         "scan": "fast" if facts.fast else "full",
         "malformed_lines": facts.stats.malformed,
+        "verify": _verify(rec),
     }
+
+
+def _verify(rec: SessionRecord) -> dict[str, Any] | None:
+    """The verify command, its exit status and how long it ran; None without one."""
+    if rec.verify is None:
+        return None
+    seconds = None
+    if rec.verify_began is not None and rec.verify_ended is not None:
+        seconds = round(max(0.0, rec.verify_ended - rec.verify_began), 3)
+    return {"cmd": rec.verify.get("cmd"), "exit_code": rec.verify_exit, "seconds": seconds,
+            "log": "verify.log" if rec.verify_began is not None else None}
 
 
 def line(m: dict[str, Any]) -> str:

@@ -3,7 +3,8 @@
 Finalize reads a session directory here and nowhere else: meta.json, the exit
 status, the harness's own stop record (kill.json) and stall record (stall.json), a
 spawn error, the tail of stderr, the stream's facts (one pass over events.jsonl),
-the sidecar's timeline marks, and the cancel flag. The verdict (verdict.py), the
+the sidecar's timeline marks, the cancel flag, and the verify command's exit
+status and the end of its output. The verdict (verdict.py), the
 receipt (receipt.py) and the policy (policy.py) are pure functions of the record.
 """
 
@@ -22,6 +23,7 @@ from harness.stream.facts import SessionFacts
 from harness.stream.timeline import read_marks
 
 STDERR_TAIL_BYTES = 4096
+VERIFY_TAIL_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,16 @@ class SessionRecord:
     marks: list[dict[str, Any]] = field(default_factory=list)  # timeline.jsonl
     events_mtime: float | None = None  # the stream's last write
     canceled: bool = False
+    verify_exit: int | None = None  # the verify command's exit status (verify_exit)
+    verify_began: float | None = None  # when it began (verify.pid's mtime)
+    verify_ended: float | None = None  # when it ended (verify_exit's mtime)
+    verify_tail: str = ""  # the end of its output (verify.log)
+
+    @property
+    def verify(self) -> dict[str, Any] | None:
+        """The verify command the session was started with (meta.json): cmd, timeout_s."""
+        v = self.meta.get("verify")
+        return v if isinstance(v, dict) and v.get("cmd") else None
 
     @property
     def session_id(self) -> str:
@@ -105,4 +117,8 @@ def read(sdir: Path, facts: SessionFacts | None = None, meta: dict[str, Any] | N
         marks=read_marks(sdir / "timeline.jsonl"),
         events_mtime=_mtime(sdir / "events.jsonl"),
         canceled=(sdir / "cancel").exists(),
+        verify_exit=_exit_code(sdir / "verify_exit"),
+        verify_began=_mtime(sdir / "verify.pid"),
+        verify_ended=_mtime(sdir / "verify_exit"),
+        verify_tail=_tail(sdir / "verify.log", VERIFY_TAIL_BYTES),
     )

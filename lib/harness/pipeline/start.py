@@ -22,6 +22,7 @@ from harness.serve import reply
 from harness.store import Lease, open_store
 
 ARGV_FILE = "spawn.argv"
+VERIFY_ARGV_FILE = "verify.argv"
 BRANCH_PREFIX = "harness"
 
 
@@ -45,6 +46,34 @@ def argv_for(item: dict[str, Any], p: Policy, uuid: str, bootstrap: Path) -> lis
     limits = limits_for(item, p.MAX_TURNS, p.MAX_BUDGET_USD, p.MODEL, p.ALLOWED_TOOLS, p.PERMISSION_MODE,
                         p.SKIP_PERMISSIONS == "true")
     return agent_for().argv(p.CLAUDE_BIN, uuid, bootstrap, limits)
+
+
+@dataclass(frozen=True)
+class Verify:
+    """The command that proves a succeeded session's work, run by the session's
+    wrapper in the worktree (lib/spawn.sh), in a process group of its own."""
+
+    cmd: str
+    timeout_s: float
+
+    def argv(self, kill_grace_s: float) -> list[str]:
+        """timeout(1) stops the whole group: TERM at the limit, KILL kill_grace_s later;
+        it exits 124 when the limit was reached."""
+        return ["timeout", f"--kill-after={max(1.0, kill_grace_s):g}", f"{self.timeout_s:g}", "bash", "-c", self.cmd]
+
+
+def verify_for(item: dict[str, Any], p: Policy) -> Verify | None:
+    """The item's verify command over VERIFY_CMD; None when neither names one."""
+    cmd = item.get("verify") or p.VERIFY_CMD
+    if not isinstance(cmd, str) or not cmd.strip():
+        return None
+    timeout = item.get("verify_timeout_s")
+    return Verify(cmd, float(timeout if isinstance(timeout, (int, float)) else p.VERIFY_TIMEOUT_S))
+
+
+def _write_argv(path: Path, argv: list[str]) -> None:
+    """argv NUL-separated, for the loop's mapfile (never a string to split)."""
+    jsonio.write_atomic(path, b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in argv))
 
 
 def _git(repo: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -111,7 +140,11 @@ def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now:
         return Started(item_id, attempt, "", "", timeout_s, spawn_error=error)
     argv = argv_for(item, p, uuid, sdir / "prompt.md")
     meta.update(cwd=workdir, branch=branch, argv=argv)
-    jsonio.write_atomic(sdir / ARGV_FILE, b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in argv))
+    _write_argv(sdir / ARGV_FILE, argv)
+    verify = verify_for(item, p)
+    if verify is not None:
+        meta["verify"] = {"cmd": verify.cmd, "timeout_s": verify.timeout_s}
+        _write_argv(sdir / VERIFY_ARGV_FILE, verify.argv(p.KILL_GRACE_S))
     jsonio.write_json(sdir / "meta.json", meta)
     return Started(item_id, attempt, workdir, branch, timeout_s)
 

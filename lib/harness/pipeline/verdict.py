@@ -19,6 +19,7 @@ from harness.stream.facts import SessionFacts
 
 VERDICTS = verdicts.VERDICTS  # the table in verdicts.py
 MAX_REASON_CHARS = 400
+VERIFY_REASON_LINES = 5
 
 
 @dataclass
@@ -96,6 +97,38 @@ def _from_result(res: Result, facts: SessionFacts, code: int | None, agent: Agen
     return Verdict("failed", _clip(f"{subtype}: {text}" if text else str(subtype)), exit_code=code)
 
 
+def verify_output(tail: str, lines: int = VERIFY_REASON_LINES) -> str:
+    """The last lines of the verify command's output, for a reason or a fix prompt."""
+    kept = [line.rstrip() for line in tail.splitlines() if line.strip()][-lines:]
+    return " | ".join(kept)
+
+
+def _verified(rec: SessionRecord, v: Verdict) -> Verdict:
+    """A succeeded session's verify: exit 0 keeps it succeeded; anything else (or no
+    exit status: the command never finished) is verify_failed, with the exit status
+    and the end of the command's output as the reason."""
+    cmd = str((rec.verify or {}).get("cmd") or "")
+    shown = " ".join(cmd.split())
+    shown = shown if len(shown) <= 80 else shown[:79] + "…"
+    code = rec.verify_exit
+    if code == 0:
+        return Verdict("succeeded", _clip(f"{v.reason}; verified by `{shown}`"), exit_code=v.exit_code)
+    if rec.kill is not None:  # stopped while it verified: the stop's verdict
+        stopped = _from_kill(rec.kill, rec.facts, None)
+        if stopped is not None:
+            stopped.exit_code = v.exit_code
+            return stopped
+    output = verify_output(rec.verify_tail)
+    if code is None:
+        why = "did not finish (the session's wrapper was killed?)"
+    elif code in (124, 137):
+        why = f"ran past its {float((rec.verify or {}).get('timeout_s') or 0):g}s limit and was stopped (exit {code})"
+    else:
+        why = f"exited {code}"
+    return Verdict("verify_failed", _clip(f"verify `{shown}` {why}" + (f": {output}" if output else "")),
+                   exit_code=v.exit_code)
+
+
 def classify(rec: SessionRecord) -> Verdict:
     """The session's verdict: a pure function of its record."""
     code, facts, agent = rec.exit_code, rec.facts, rec.agent
@@ -106,7 +139,8 @@ def classify(rec: SessionRecord) -> Verdict:
     if rec.spawn_error:
         return Verdict("spawn_failed", _clip(rec.spawn_error), exit_code=code)
     if facts.result:
-        return _from_result(facts.result, facts, code, agent)
+        v = _from_result(facts.result, facts, code, agent)
+        return _verified(rec, v) if v.verdict == "succeeded" and rec.verify else v
     stderr = rec.stderr_tail
     limited = _usage_limit(facts, stderr, agent)
     if limited:

@@ -41,6 +41,7 @@ class Renderer:
         self.turns: set[str] = set()  # message ids of the turns seen (report.turn_id)
         self.streamed: set[str] = set()  # messages whose text arrived as deltas
         self.current = ""
+        self.verify_said = self.verify_done = False
         self.agent = agent_for()
         self.handlers: dict[type, Callable[[Any], None]] = {
             norm.Turn: self._turn,
@@ -136,6 +137,26 @@ class Renderer:
         if ev.is_error and ev.text:
             self.say(self.st.red(clip(ev.text, 200)))
 
+    def verify(self, s: Session, ended: bool) -> None:
+        """The verify command, once it has begun (its line), and once it has ended (how)."""
+        began = self.verify_said or s.file("verify.pid").exists()
+        if began and not self.verify_said:
+            cmd = str((s.meta.get("verify") or {}).get("cmd") or "")
+            self.say(self.st.dim(f"… verifying: {clip(self.st.text(cmd), 100)}"))
+            self.verify_said = True
+        if not (ended and began) or self.verify_done:
+            return
+        self.verify_done = True
+        try:
+            code = int(s.file("verify_exit").read_text().strip())
+        except (OSError, ValueError):
+            self.say(self.st.red("✗ verify did not finish"))
+            return
+        if code == 0:
+            self.say(self.st.green("✓ verified"))
+        else:
+            self.say(self.st.red(f"✗ verify failed (exit {code}); its output: {s.file('verify.log')}"))
+
     def _rate_limit(self, ev: norm.RateLimit) -> None:
         if ev.status != "allowed":
             self.say(self.st.yellow(f"! rate limit {ev.status} ({ev.kind})"))
@@ -166,12 +187,14 @@ def _follow(s: Session, r: Renderer, tailer: Tailer, out: TextIO) -> None:
             if _ended(s):
                 for line in tailer.read() + tailer.flush():
                     r.line(line)
+                r.verify(s, ended=True)
                 return
+            r.verify(s, ended=False)
             if waker is None:
                 # live: from now on, woken by changes; the file is read once more
                 # first, so that a write before the watch began is not waited for
                 waker = Waker()
-                watched = waker.watch("session", str(s.dir), ("events.jsonl", "exit_code"))
+                watched = waker.watch("session", str(s.dir), ("events.jsonl", "exit_code", "verify.pid"))
                 continue
             waker.wait(1.0 if watched else POLL_S)
     finally:

@@ -83,10 +83,21 @@ def check_storm(o: Options, t: Tracked, now_wall: float) -> None:
     log(f"{t.sid}: {t.live.retry_run} API retries in a row (status {t.live.retry_status}); circuit {c.get('state')}")
 
 
+def verifying(t: Tracked) -> bool:
+    """The agent has ended and its wrapper runs the verify command (verify.pid): the
+    stream is silent by then, and the command has its own time limit, so no stall."""
+    if t.live.phase == "verifying":
+        return True
+    if t.live.facts.result is not None and (t.dir / "verify.pid").exists():
+        t.live.phase = "verifying"
+        return True
+    return False
+
+
 def check_stall(o: Options, t: Tracked, now_wall: float, now_mono: float) -> None:
     """A session silent past its limit: the evidence (stall.json) and the stop's record
     (kill.json); the loop, woken, sends the signals."""
-    if t.stopping is not None:
+    if t.stopping is not None or verifying(t):
         return
     if (t.dir / "kill.json").exists():
         t.stopping = str((stops.read(t.dir) or {}).get("reason") or "?")

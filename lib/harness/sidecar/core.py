@@ -78,7 +78,7 @@ class Sidecar:
     def track(self, sid: str, item_id: str, item: dict[str, Any], sdir: Path) -> None:
         t = checks.tracked(self.o, sid, item_id, item, sdir)
         self.sessions[sid] = t
-        t.watched = self.waker.watch(sid, str(sdir), ("events.jsonl", "exit_code"))
+        t.watched = self.waker.watch(sid, str(sdir), ("events.jsonl", "exit_code", "verify.pid"))
         self.pump(t)  # what arrived before the watch existed
         log(f"following {sid} ({item_id}); stall limit {t.live.limits.stall_s:g}s, tool limit "
             f"{t.live.limits.tool_s:g}s, {'inotify' if t.watched else 'polling'}")
@@ -120,7 +120,7 @@ class Sidecar:
         else:
             t.busy, t.quiet = 0, t.quiet + 1
             if not t.watched and t.quiet >= QUIET_ROUNDS and self.waker.mode == "inotify":
-                t.watched = self.waker.watch(t.sid, str(t.dir), ("events.jsonl", "exit_code"))
+                t.watched = self.waker.watch(t.sid, str(t.dir), ("events.jsonl", "exit_code", "verify.pid"))
                 if t.watched:
                     self.pump(t)
 

@@ -24,7 +24,7 @@ from harness.stream.jsonl import parse_line
 
 # events of a response being streamed (the usage of the message being streamed too)
 STREAMING = (norm.TextDelta, norm.BlockEnd, norm.Streaming)
-PHASES = ("starting", "requesting", "streaming", "in_tool", "idle", "exited")
+PHASES = ("starting", "requesting", "streaming", "in_tool", "idle", "verifying", "exited")
 
 
 @dataclass

@@ -28,6 +28,7 @@ TERMINAL_STATES = ("succeeded", "quarantined", "canceled")
 # The Claude Code CLI refuses piped stdin above 10 MiB ("piped stdin input exceeds 10MB").
 MAX_PROMPT_BYTES = 10 * 1024 * 1024
 MAX_TITLE_CHARS = 1000
+MAX_VERIFY_CHARS = 64 * 1024
 INPUT_FIELDS = (
     "id",
     "title",
@@ -43,6 +44,8 @@ INPUT_FIELDS = (
     "model",
     "allowed_tools",
     "max_attempts",
+    "verify",
+    "verify_timeout_s",
 )
 HARNESS_FIELDS = ("attempts", "state", "history", "not_before", "lease", "updated_at", "last_verdict", "last_reason")
 
@@ -174,11 +177,15 @@ def _limits(raw: dict[str, Any]) -> dict[str, Any]:
     for key in ("max_turns", "max_attempts"):
         if raw.get(key) is not None:
             out[key] = _pos_int(key, raw[key])
-    for key in ("max_budget_usd", "timeout_s", "stall_timeout_s", "tool_timeout_s"):
+    for key in ("max_budget_usd", "timeout_s", "stall_timeout_s", "tool_timeout_s", "verify_timeout_s"):
         if raw.get(key) is not None:
             out[key] = _pos_num(key, raw[key])
     if raw.get("model") not in (None, ""):
         out["model"] = _text("model", raw["model"], 200)
+    if raw.get("verify") not in (None, ""):
+        out["verify"] = _text("verify", raw["verify"], MAX_VERIFY_CHARS)
+        if "\0" in out["verify"]:
+            raise QueueError("verify must not hold a NUL byte")
     tools = raw.get("allowed_tools")
     if tools not in (None, "", []):
         if isinstance(tools, list):
