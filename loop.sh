@@ -89,7 +89,7 @@ loop_state_init() {
 # reconcile (lib/harness/pipeline/reconcile.py) requeues the unstarted ones and names the
 # sessions to adopt, one line each; whether each still runs is asked here.
 loop_reconcile() {
-  local line sid item wpid wstart started timeout branch rc
+  local line sid item wpid wstart started timeout rc
   local -a lines=()
   py_call reconcile --state-dir "${CFG[STATE_DIR]}" --loop-pid "$$" "${RES_POLICY_ARGS[@]}" && rc=0 || rc=$?
   if ((rc != 0)); then
@@ -98,12 +98,11 @@ loop_reconcile() {
   fi
   [[ -z "$PY_OUT" ]] || mapfile -t lines <<<"$PY_OUT"
   for line in "${lines[@]}"; do
-    IFS=$'\x1f' read -r sid item wpid wstart started timeout branch <<<"$line"
+    IFS=$'\x1f' read -r sid item wpid wstart started timeout _ <<<"$line"
     S_ITEM[$sid]=$item
     S_STOP_STAGE[$sid]=0
     S_WRAPPER[$sid]=$wpid
     S_WSTART[$sid]=$wstart
-    S_BRANCH[$sid]=$branch
     session__deadline "$sid" "${timeout:-0}" "${started:-0}"
     if [[ ! -e "${CFG[STATE_DIR]}/sessions/$sid/exit_code" ]] && session_alive "$sid"; then
       log_audit session.adopted --arg session "$sid" --arg item "$item"

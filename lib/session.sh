@@ -5,7 +5,7 @@
 # Sourced, not executed. The loop keeps live sessions in the S_* maps below;
 # times are whole microseconds (clock_now), compared without forking.
 
-declare -gA S_ITEM=() S_WRAPPER=() S_WSTART=() S_DEADLINE=() S_STOP_STAGE=() S_STOP_AT=() S_BRANCH=() S_VERIFY=()
+declare -gA S_ITEM=() S_WRAPPER=() S_WSTART=() S_DEADLINE=() S_STOP_STAGE=() S_STOP_AT=() S_VERIFY=()
 
 session_alive() { # <session>
   local pid=${S_WRAPPER[$1]:-}
@@ -45,7 +45,6 @@ session_start() { # <worker>
   IFS=$'\x1f' read -r item_id attempt timeout failed workdir branch <<<"$out"
   S_ITEM[$sid]=$item_id
   S_STOP_STAGE[$sid]=0
-  S_BRANCH[$sid]=$branch
   if [[ "$failed" == 1 ]]; then
     out=""
     LC_ALL=C read -r -N 300 out <"$dir/spawn_error" || true
@@ -170,7 +169,7 @@ session__verifying() { # <session>
 # then the worktree is released. When the item cannot leave running/ (a full disk),
 # the loop stops claiming and exits 1; the next start finalizes it again.
 session_finalize() { # <session>
-  local sid=$1 dir item_id out rc verdict reason to receipt
+  local sid=$1 dir item_id out rc verdict reason to release receipt
   dir="${CFG[STATE_DIR]}/sessions/$sid"
   item_id=${S_ITEM[$sid]}
   py_call finalize --state-dir "${CFG[STATE_DIR]}" --session-dir "$dir" "${RES_POLICY_ARGS[@]}" && rc=0 || rc=$?
@@ -184,19 +183,19 @@ session_finalize() { # <session>
     return 0
   fi
   {
-    IFS=$'\x1f' read -r verdict reason to
+    IFS=$'\x1f' read -r verdict reason to release
     IFS= read -r receipt
   } <<<"$out"
   if [[ -z "$to" ]]; then
     warn "session $sid ended ($verdict) but item $item_id is no longer in running/ under it"
   fi
-  worktree_release "$sid" "$verdict" "${S_BRANCH[$sid]:-}"
+  [[ -z "$release" ]] || worktree_release "$sid" "$release"
   [[ -n "$receipt" ]] && printf '%s\n' "$receipt"
   info "$sid $item_id: $verdict ($reason) -> ${to:-nowhere}"
   session__forget "$sid"
 }
 
 session__forget() { # <session>
-  unset "S_ITEM[$1]" "S_WRAPPER[$1]" "S_WSTART[$1]" "S_DEADLINE[$1]" "S_STOP_STAGE[$1]" "S_STOP_AT[$1]" "S_BRANCH[$1]" \
+  unset "S_ITEM[$1]" "S_WRAPPER[$1]" "S_WSTART[$1]" "S_DEADLINE[$1]" "S_STOP_STAGE[$1]" "S_STOP_AT[$1]" \
     "S_VERIFY[$1]"
 }

@@ -21,15 +21,16 @@ worktree_check_repo() {
   fi
 }
 
-# worktree_release <session> <verdict> <branch>: a succeeded session's worktree is
-# removed (its branch stays); any other is kept for inspection. Plain directories
-# are always kept: they hold the only copy of the work.
-worktree_release() { # <session> <verdict> <branch>
-  local dir="${CFG[STATE_DIR]}/worktrees/$1" out
-  [[ -n "${CFG[REPO_DIR]}" && -n "$3" && "$2" == succeeded && -d "$dir" ]] || return 0
-  if ! log_capture out worktree__remove "$dir"; then
+# worktree_release <session> <dir>: removes the git worktree the helpers' finalize
+# named (a succeeded item's: its branch stays). Every other is kept, for a person or
+# for the item's fix round; plain directories are never named (they hold the only
+# copy of the work).
+worktree_release() { # <session> <dir>
+  local out
+  [[ -n "${CFG[REPO_DIR]}" && -d "$2" ]] || return 0
+  if ! log_capture out worktree__remove "$2"; then
     log_audit worktree.remove_failed --arg session "$1" --arg error "${out//$'\n'/ }"
-    warn "could not remove worktree $dir: ${out//$'\n'/ }"
+    warn "could not remove worktree $2: ${out//$'\n'/ }"
   fi
 }
 

@@ -94,3 +94,53 @@ gone() { ! pgrep -f "$1" >/dev/null; }
   audit_has '.event == "session.signal" and .target == "verify" and .signal == "INT"'
   wait_for 5 gone 'sleep 303'
 }
+
+@test "a verify_failed item gets a fix round: the same conversation resumed, in the same worktree and branch, with the failure" {
+  git_repo "$T/repo"
+  q add --id x --prompt p --verify 'test -e fixed || { echo "no ./fixed in $(basename "$PWD")"; exit 1; }' >/dev/null
+  MOCK_CLAUDE_MODE=fixer run loop --drain --set REPO_DIR="$T/repo"
+  assert_success
+  [ "$(item_state x) $(item_field x .last_verdict)" = "succeeded succeeded" ]
+  [ "$(item_field x '[.history[] | "\(.verdict):\(.fix_round)"] | join(" ")')" = "verify_failed:null succeeded:1" ]
+  [ "$(item_field x '"\(.fix_rounds) \(.attempts) \(has("fix"))"')" = "1 1 false" ]
+  local first second uuid
+  first=$(sed -n 1p "$MOCK_CLAUDE_LOG")
+  second=$(sed -n 2p "$MOCK_CLAUDE_LOG")
+  uuid=$(jq -r '.argv as $a | $a[($a | index("--session-id")) + 1]' <<<"$first")
+  [ "$(jq -r '.argv as $a | $a[($a | index("--resume")) + 1]' <<<"$second")" = "$uuid" ]
+  [ "$(jq -r '.argv | index("--session-id")' <<<"$second")" = null ]
+  [ "$(jq -r .cwd <<<"$first")" = "$(jq -r .cwd <<<"$second")" ]
+  # the fix round's prompt holds the command's failure
+  local dir
+  dir=$(session_of x)
+  grep -qF "no ./fixed in ses_${uuid}" "$dir/input.txt"
+  grep -qF 'Exit status: 1' "$dir/input.txt"
+  grep -qF 'This is fix round 1 of 2.' "$dir/input.txt"
+  [ "$(jq -r '"\(.fix_round) \(.claude_session_id)"' "$dir/meta.json")" = "1 $uuid" ]
+  # one branch, both rounds on it; the succeeded item's worktree is removed, the branch stays
+  [ "$(git -C "$T/repo" branch --list 'harness/*' | wc -l)" = 1 ]
+  [ ! -d "$(jq -r .cwd <<<"$first")" ]
+  audit_has '.event == "item.pending" and .item == "x" and .action == "fix" and .fix_round == 1'
+}
+
+@test "a fix that never works: quarantined after FIX_ROUNDS, every round's verdict and verify.log kept; no attempt charged" {
+  q add --id n --prompt p --verify 'echo "still broken"; exit 1' >/dev/null
+  run loop --drain --set FIX_ROUNDS=2
+  assert_success
+  [ "$(item_state n) $(item_field n .last_verdict)" = "quarantined verify_failed" ]
+  [ "$(item_field n '[.history[] | "\(.verdict):\(.fix_round)"] | join(" ")')" = "verify_failed:null verify_failed:1 verify_failed:2" ]
+  item_field n .last_reason | grep -qF 'still failing after 2 fix rounds: verify `echo "still broken"; exit 1` exited 1: still broken'
+  [ "$(item_field n '"\(.attempts) \(has("fix"))"')" = "0 false" ]
+  local sid
+  for sid in $(item_field n '.history[].session_id'); do
+    [ "$(cat "$STATE/sessions/$sid/verify.log")" = "still broken" ]
+  done
+}
+
+@test "FIX_ROUNDS=0: a verify_failed item is quarantined at once" {
+  q add --id z --prompt p --verify 'exit 1' >/dev/null
+  run loop --drain --set FIX_ROUNDS=0
+  assert_success
+  [ "$(item_state z) $(item_field z '.history | length')" = "quarantined 1" ]
+  item_field z .last_reason | grep -qF 'still failing after no fix round'
+}

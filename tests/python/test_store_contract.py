@@ -104,6 +104,21 @@ def test_finish_moves_the_item_and_keeps_its_history(store: Store) -> None:
     assert store.live() == {}
 
 
+def test_finish_keeps_the_harness_s_fields_and_a_fix_round_goes_first(store: Store) -> None:
+    add(store, {"id": "a", "priority": "low"})
+    lease = store.claim("ses_1", "w", NOW)
+    assert lease is not None and lease.item_id == "a"
+    fix = {"round": 1, "session": "ses_1"}
+    store.finish(lease, "pending", {"session": "ses_1", "verdict": "verify_failed"}, 0, None, {"fix": fix, "fix_rounds": 1})
+    assert store.get("a")[1]["fix"] == fix
+    add(store, {"id": "b", "priority": "critical"})
+    lease = store.claim("ses_2", "w", NOW)
+    assert lease is not None and lease.item_id == "a"  # its fix round, before new work of any priority
+    item = store.finish(lease, "succeeded", {"session": "ses_2", "verdict": "succeeded"}, 1, None, {"fix": None})
+    assert "fix" not in item and item["fix_rounds"] == 1
+    assert "fix" not in store.get("a")[1]
+
+
 def test_a_stale_lease_is_fenced_and_changes_nothing(store: Store) -> None:
     add(store, {"id": "a"})
     first = store.claim("ses_1", "w", NOW)

@@ -37,8 +37,8 @@ def cmd_finalize(args: argparse.Namespace) -> int:
         print(f"harness: {exc}", file=sys.stderr)
         return EXIT_FINISH
     # for the loop (serve/reply.py): verdict, reason, the state the item went to (empty:
-    # orphaned or fenced); then the receipt's line
-    print(reply.line(out.get("verdict"), out.get("reason"), out.get("to")))
+    # orphaned or fenced), the worktree to remove (empty: kept); then the receipt's line
+    print(reply.line(out.get("verdict"), out.get("reason"), out.get("to"), out.get("release")))
     print(out.get("receipt") or "")
     return 0
 

@@ -23,6 +23,8 @@ from harness.pipeline.gate import write_pause
 from harness.pipeline.record import SessionRecord
 from harness.store import FencedError, Lease, Store, open_store
 
+FIX_OUTPUT_CHARS = 4000  # of the verify command's output, for the fix round's prompt
+
 
 class FinishError(Exception):
     """The item could not be moved out of running/ (full disk, permissions)."""
@@ -70,9 +72,7 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
     c = Breaker(state_dir, pol).record(sid, result, v.verdict, v.reason, now)
     out["circuit"] = c.get("state")
 
-    attempts = int(item.get("attempts") or 0)
-    max_attempts = int(item.get("max_attempts") or pol.MAX_ATTEMPTS)
-    d = policy.decide(v, attempts, max_attempts, pol, now, rng, canceled=rec.canceled)
+    d = _decide(rec, v, item, pol, now, rng)
     if d.pause_until is not None:
         write_pause(state_dir, d.pause_until, v.reason, by="usage_limited", session=sid)
     history = {
@@ -80,14 +80,59 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
         "exit_code": v.exit_code, "started_at": rec.meta.get("started_at"), "ended_at": rec.meta.get("ended_at"),
         "cost_usd": metrics["cost_usd"],
     }
+    if rec.meta.get("fix_round"):
+        history["fix_round"] = rec.meta["fix_round"]
     try:
-        store.finish(lease.lease, d.to_state, history, d.attempts, d.not_before)
+        store.finish(lease.lease, d.to_state, history, d.attempts, d.not_before, _item_updates(rec, d))
     except FencedError as exc:  # another session took the item since: this one's result is not its outcome
         return _fenced(store, out, sid, item_id, v.verdict, str(exc))
     except OSError as exc:
         jsonio.audit(state_dir, "item.finish_failed", item=item_id, session=sid, to=d.to_state, error=str(exc))
         raise FinishError(f"cannot move item {item_id} to {d.to_state}: {exc.strerror or exc}; "
                           "it stays in running/ for the next start to finalize") from exc
+    _audit_end(state_dir, rec, v, d, metrics, result)
+    out.update(to=d.to_state, action=d.action, attempts=d.attempts, not_before=d.not_before, reason=d.reason,
+               release=_released_worktree(rec, v, d, pol))
+    return out
+
+
+def _decide(rec: SessionRecord, v: verdict.Verdict, item: dict[str, Any], pol: policy.Policy, now: float,
+            rng: random.Random) -> policy.Decision:
+    attempts = int(item.get("attempts") or 0)
+    max_attempts = int(item.get("max_attempts") or pol.MAX_ATTEMPTS)
+    return policy.decide(v, attempts, max_attempts, pol, now, rng, canceled=rec.canceled,
+                         fix_rounds=int(item.get("fix_rounds") or 0))
+
+
+def _item_updates(rec: SessionRecord, d: policy.Decision) -> dict[str, Any]:
+    """What the item keeps for its fix round: the conversation to resume, where, and
+    the failure; a terminal state drops it; a retry keeps it (the round is run again)."""
+    if d.action == "fix":
+        verify = rec.verify or {}
+        fix = {
+            "round": d.extra["fix_round"], "session": rec.session_id,
+            "agent_session_id": rec.meta.get("claude_session_id"), "workdir": rec.meta.get("cwd"),
+            "branch": rec.meta.get("branch"), "cmd": verify.get("cmd"), "exit_code": rec.verify_exit,
+            "output": rec.verify_tail[-FIX_OUTPUT_CHARS:],
+        }
+        return {"fix": fix, "fix_rounds": d.extra["fix_round"]}
+    if d.to_state in ("succeeded", "quarantined", "canceled"):
+        return {"fix": None}
+    return {}
+
+
+def _released_worktree(rec: SessionRecord, v: verdict.Verdict, d: policy.Decision, pol: policy.Policy) -> str:
+    """The git worktree the loop removes: a succeeded item's (its branch stays); any
+    other is kept, for a person or for the item's fix round."""
+    cwd, branch = str(rec.meta.get("cwd") or ""), str(rec.meta.get("branch") or "")
+    if pol.REPO_DIR and branch and cwd and v.verdict == "succeeded" and d.to_state == "succeeded":
+        return cwd
+    return ""
+
+
+def _audit_end(state_dir: Path, rec: SessionRecord, v: verdict.Verdict, d: policy.Decision, metrics: dict[str, Any],
+               result: str) -> None:
+    sid, item_id = rec.session_id, rec.item_id
     verified = metrics.get("verify")
     if verified and (verified.get("log") or v.verdict == "verify_failed"):
         jsonio.audit(state_dir, "verify.passed" if v.verdict == "succeeded" else "verify.failed", session=sid,
@@ -96,9 +141,7 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
                  exit_code=v.exit_code, cost_usd=metrics["cost_usd"], circuit=result)
     jsonio.audit(state_dir, f"item.{d.to_state}", item=item_id, session=sid, **{"from": "running"}, to=d.to_state,
                  verdict=v.verdict, reason=d.reason, action=d.action, attempts=d.attempts, not_before=d.not_before,
-                 delay_s=d.delay_s)
-    out.update(to=d.to_state, action=d.action, attempts=d.attempts, not_before=d.not_before, reason=d.reason)
-    return out
+                 delay_s=d.delay_s, fix_round=d.extra.get("fix_round"))
 
 
 @dataclass

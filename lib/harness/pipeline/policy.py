@@ -46,6 +46,7 @@ class Policy:
     # what a session is spawned with (start.py)
     CLAUDE_BIN: str = config.default("CLAUDE_BIN")
     BOOTSTRAP: str = config.default("BOOTSTRAP")
+    FIX_PROMPT: str = config.default("FIX_PROMPT")
     MAX_TURNS: int = config.default("MAX_TURNS")
     MAX_BUDGET_USD: float = config.default("MAX_BUDGET_USD")
     MODEL: str = config.default("MODEL")
@@ -58,6 +59,7 @@ class Policy:
     KILL_GRACE_S: float = config.default("KILL_GRACE_S")
     VERIFY_CMD: str = config.default("VERIFY_CMD")
     VERIFY_TIMEOUT_S: float = config.default("VERIFY_TIMEOUT_S")
+    FIX_ROUNDS: int = config.default("FIX_ROUNDS")
 
     @classmethod
     def from_pairs(cls, pairs: list[str] | None) -> Policy:
@@ -103,12 +105,19 @@ def iso(epoch: float) -> str:
 
 
 def decide(
-    v: Verdict, attempts: int, max_attempts: int, policy: Policy, now: float, rng: random.Random, canceled: bool = False
+    v: Verdict, attempts: int, max_attempts: int, policy: Policy, now: float, rng: random.Random, canceled: bool = False,
+    fix_rounds: int = 0,
 ) -> Decision:
-    """The item's next state after a session with verdict v; attempts is what it had used before."""
+    """The item's next state after a session with verdict v; attempts is what it had
+    used before, fix_rounds the fix rounds it had been given."""
     action = action_for(v.verdict, v.retryable)
     if canceled and v.verdict == "interrupted":
         return Decision("cancel", "canceled", attempts, v.reason)
+    if action == "fix":
+        if fix_rounds >= policy.FIX_ROUNDS:
+            rounds = "no fix round" if policy.FIX_ROUNDS == 0 else f"{fix_rounds} fix round{'s' * (fix_rounds != 1)}"
+            return Decision("quarantine", "quarantined", attempts, f"still failing after {rounds}: {v.reason}")
+        return Decision("fix", "pending", attempts, v.reason, extra={"fix_round": fix_rounds + 1})
     if action == "succeed":
         return Decision(action, "succeeded", attempts + 1, v.reason)
     if action == "quarantine":

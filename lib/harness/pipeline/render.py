@@ -14,15 +14,19 @@ from harness import jsonio
 
 PLACEHOLDER_RE = re.compile(r"\{\{([A-Z][A-Z0-9_]*)\}\}")
 KNOWN = ("SESSION_ID", "WORK_ITEM_ID", "TITLE", "PROMPT", "ATTEMPT", "PREVIOUS_ERROR", "WORKTREE", "BRANCH")
+# a fix round's prompt (bootstrap/fix.md) knows these too
+FIX_KNOWN = ("VERIFY_CMD", "VERIFY_EXIT", "VERIFY_OUTPUT", "FIX_ROUND", "FIX_ROUNDS")
 
 
 def render(template: str, values: dict[str, str]) -> str:
     return PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
-def prepare(item: dict[str, Any], template_path: Path, out_dir: Path, extra: dict[str, str]) -> None:
+def prepare(item: dict[str, Any], template_path: Path, out_dir: Path, extra: dict[str, str],
+            fix_template: Path | None = None) -> None:
     """Writes out_dir/prompt.md (the rendered bootstrap) and out_dir/input.txt (the
-    item's prompt, byte for byte, for the agent's stdin)."""
+    item's prompt, byte for byte, for the agent's stdin; for a fix round, the fix
+    template rendered with the failure: extra holds its VERIFY_* and FIX_* values)."""
     history = item.get("history") or []
     previous = ""
     if history:
@@ -38,4 +42,7 @@ def prepare(item: dict[str, Any], template_path: Path, out_dir: Path, extra: dic
     values.update(extra)
     template = template_path.read_text(encoding="utf-8")
     jsonio.write_atomic(out_dir / "prompt.md", render(template, values).encode("utf-8", "surrogatepass"))
-    jsonio.write_atomic(out_dir / "input.txt", str(item.get("prompt", "")).encode("utf-8", "surrogatepass"))
+    stdin = str(item.get("prompt", ""))
+    if fix_template is not None:
+        stdin = render(fix_template.read_text(encoding="utf-8"), values)
+    jsonio.write_atomic(out_dir / "input.txt", stdin.encode("utf-8", "surrogatepass"))

@@ -41,11 +41,15 @@ class Started:
                           self.workdir, self.branch)
 
 
-def argv_for(item: dict[str, Any], p: Policy, uuid: str, bootstrap: Path) -> list[str]:
-    """The agent's command line (agents/); the item's limits win over the configuration's."""
+def argv_for(item: dict[str, Any], p: Policy, uuid: str, bootstrap: Path, resume: bool = False) -> list[str]:
+    """The agent's command line (agents/): a new session uuid, or a resume of the
+    conversation uuid (a fix round); the item's limits win over the configuration's."""
     limits = limits_for(item, p.MAX_TURNS, p.MAX_BUDGET_USD, p.MODEL, p.ALLOWED_TOOLS, p.PERMISSION_MODE,
                         p.SKIP_PERMISSIONS == "true")
-    return agent_for().argv(p.CLAUDE_BIN, uuid, bootstrap, limits)
+    agent = agent_for()
+    if resume:
+        return agent.resume_argv(p.CLAUDE_BIN, uuid, bootstrap, limits)
+    return agent.argv(p.CLAUDE_BIN, uuid, bootstrap, limits)
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,51 @@ def make_worktree(state_dir: Path, sid: str, item_id: str, attempt: int, p: Poli
     return str(workdir), branch, ""
 
 
+def fix_worktree(fix: dict[str, Any], p: Policy) -> tuple[str, str, str]:
+    """(workdir, branch, error) of a fix round: the worktree of the session it resumes,
+    made again at the same path from its branch when it is gone (the agent finds its
+    conversation by that path)."""
+    workdir, branch = str(fix.get("workdir") or ""), str(fix.get("branch") or "")
+    if workdir and Path(workdir).is_dir():
+        return workdir, branch, ""
+    if not (p.REPO_DIR and branch and workdir):
+        return workdir, branch, f"the fix round's working directory {workdir or '?'} is gone"
+    done = _git(p.REPO_DIR, "worktree", "add", "-q", workdir, branch)
+    if done.returncode != 0:
+        return workdir, branch, "git worktree add failed: " + " ".join((done.stderr or done.stdout).split())
+    return workdir, branch, ""
+
+
+def _fix_values(fix: dict[str, Any], p: Policy) -> dict[str, str]:
+    return {
+        "VERIFY_CMD": str(fix.get("cmd") or ""), "VERIFY_EXIT": str(fix.get("exit_code")),
+        "VERIFY_OUTPUT": str(fix.get("output") or "(no output)").rstrip(), "FIX_ROUND": str(fix.get("round") or 1),
+        "FIX_ROUNDS": str(p.FIX_ROUNDS),
+    }
+
+
+def _prepare(state_dir: Path, sdir: Path, sid: str, item: dict[str, Any], attempt: int, p: Policy,
+             fix: dict[str, Any] | None) -> tuple[str, str, str]:
+    """(workdir, branch, error): the worktree (the resumed session's for a fix round)
+    and the rendered prompt."""
+    item_id = str(item["id"])
+    try:
+        workdir, branch, error = fix_worktree(fix, p) if fix else make_worktree(state_dir, sid, item_id, attempt, p)
+    except OSError as exc:
+        workdir, branch, error = "", "", f"cannot create the session's directory: {exc}"
+    if error:
+        return workdir, branch, error
+    values = {"SESSION_ID": sid, "WORKTREE": workdir, "BRANCH": branch or "none", **(_fix_values(fix, p) if fix else {})}
+    try:
+        render.prepare(item, Path(p.BOOTSTRAP), sdir, values, Path(p.FIX_PROMPT) if fix else None)
+    except (OSError, UnicodeDecodeError) as exc:
+        return workdir, branch, f"rendering the prompt failed: {exc}"
+    return workdir, branch, ""
+
+
 def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now: float) -> Started | gate.Blocked | None:
+    """Claim, then the session directory, its worktree, its prompt, its argv (a fix
+    round resumes the conversation it fixes) and meta.json."""
     store = open_store(state_dir)
     got = gate.claim_gated(store, sid, worker, p, now)
     if not isinstance(got, Lease):
@@ -113,32 +161,27 @@ def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now:
     item = got.item or {}
     item_id = str(item["id"])
     attempt = int(item.get("attempts") or 0) + 1
+    fix = item.get("fix") if isinstance(item.get("fix"), dict) and item["fix"].get("agent_session_id") else None
     sdir = state_dir / "sessions" / sid
     sdir.mkdir(mode=0o700, parents=True)
-    store.audit("item.claimed", item=item_id, session=sid, attempt=attempt, **{"from": "pending"}, to="running")
+    store.audit("item.claimed", item=item_id, session=sid, attempt=attempt, **{"from": "pending"}, to="running",
+                fix_round=fix.get("round") if fix else None)
     timeout = item.get("timeout_s")
     timeout_s = float(timeout if isinstance(timeout, (int, float)) else p.SESSION_TIMEOUT_S)
-    uuid = sid.removeprefix("ses_")
+    uuid = str(fix["agent_session_id"]) if fix else sid.removeprefix("ses_")
     meta: dict[str, Any] = {
         "session_id": sid, "claude_session_id": uuid, "item_id": item_id, "title": item.get("title"),
         "attempt": attempt, "lease_token": got.token, "host": socket.gethostname(), "loop_pid": loop_pid, "cwd": "", "branch": "",
         "model": item.get("model") or p.MODEL or "", "started_at": iso(now), "started_epoch": round(now, 6), "argv": [],
     }
-    try:
-        workdir, branch, error = make_worktree(state_dir, sid, item_id, attempt, p)
-    except OSError as exc:
-        workdir, branch, error = "", "", f"cannot create the session's directory: {exc}"
-    if not error:
-        try:
-            render.prepare(item, Path(p.BOOTSTRAP), sdir,
-                                {"SESSION_ID": sid, "WORKTREE": workdir, "BRANCH": branch or "none"})
-        except (OSError, UnicodeDecodeError) as exc:
-            error = f"rendering the prompt failed: {exc}"
+    if fix:
+        meta.update(fix_round=fix.get("round"), fix_of=fix.get("session"))
+    workdir, branch, error = _prepare(state_dir, sdir, sid, item, attempt, p, fix)
     if error:
         jsonio.write_atomic(sdir / "spawn_error", (error + "\n").encode())
         jsonio.write_json(sdir / "meta.json", meta)
         return Started(item_id, attempt, "", "", timeout_s, spawn_error=error)
-    argv = argv_for(item, p, uuid, sdir / "prompt.md")
+    argv = argv_for(item, p, uuid, sdir / "prompt.md", resume=fix is not None)
     meta.update(cwd=workdir, branch=branch, argv=argv)
     _write_argv(sdir / ARGV_FILE, argv)
     verify = verify_for(item, p)
@@ -147,4 +190,3 @@ def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now:
         _write_argv(sdir / VERIFY_ARGV_FILE, verify.argv(p.KILL_GRACE_S))
     jsonio.write_json(sdir / "meta.json", meta)
     return Started(item_id, attempt, workdir, branch, timeout_s)
-

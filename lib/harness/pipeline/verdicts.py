@@ -10,7 +10,7 @@ silent default (tests/python/test_verdicts.py iterates them all).
     failed           retry       charged   success (the API answered)    red
     max_turns        quarantine  charged   success                       red
     budget_exceeded  quarantine  charged   success                       red
-    verify_failed    retry       charged   success                       red
+    verify_failed    fix         free      success                       red
     stalled          retry       charged   neutral; failure while        red
                                            waiting on the API
     timed_out        retry       charged   neutral                       red
@@ -23,7 +23,9 @@ silent default (tests/python/test_verdicts.py iterates them all).
     interrupted      requeue     free      neutral                       yellow
 
 A retry whose verdict says it is not retryable (an API 400, a prompt or command
-line the CLI refuses) is quarantined at once instead.
+line the CLI refuses) is quarantined at once instead. A fix round resumes the same
+conversation with the verify command's failure (FIX_ROUNDS of them; then the item
+is quarantined); it counts toward FIX_ROUNDS, not the item's attempts.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Action(StrEnum):
     RETRY = "retry"  # -> pending after a backoff; quarantined after MAX_ATTEMPTS
     REQUEUE = "requeue"  # -> pending at once, no attempt charged
     PAUSE = "pause"  # -> pending, no attempt charged; spawning paused until the reset
+    FIX = "fix"  # -> pending at once for a fix round (the conversation resumed); quarantined after FIX_ROUNDS
 
 
 class Outcome(StrEnum):
@@ -76,7 +79,8 @@ ROWS = (
         "the agent or the API reported an error; refusals no retry can change are quarantined at once"),
     Row("max_turns", Action.QUARANTINE, True, Outcome.SUCCESS, Colour.RED, "the turn limit was reached"),
     Row("budget_exceeded", Action.QUARANTINE, True, Outcome.SUCCESS, Colour.RED, "the budget was spent"),
-    Row("verify_failed", Action.RETRY, True, Outcome.SUCCESS, Colour.RED, "the verify command failed"),
+    Row("verify_failed", Action.FIX, False, Outcome.SUCCESS, Colour.RED,
+        "the agent said it completed the task, but the verify command failed"),
     Row("stalled", Action.RETRY, True, Outcome.NEUTRAL, Colour.RED, "silent past its limit; stopped by the harness",
         outcome_api_wait=Outcome.FAILURE),
     Row("timed_out", Action.RETRY, True, Outcome.NEUTRAL, Colour.RED, "past its wall-clock limit; stopped"),

@@ -4,7 +4,8 @@ A succeeded session's git worktree is removed when it ends (its branch stays);
 any other is kept for inspection. Pruning removes kept ones older than a limit
 (WORKTREE_MAX_AGE_DAYS, or `loopctl.sh prune`): `git worktree remove --force` for
 a worktree (the branch and its commits stay in the repository), plain removal for
-a plain directory. A session that is still live is never touched.
+a plain directory. A worktree a live session works in, or a pending fix round
+will, is never touched.
 """
 
 from __future__ import annotations
@@ -17,25 +18,29 @@ from pathlib import Path
 from typing import Any
 
 from harness import jsonio
-from harness.store import queue
+from harness.store import open_store
 
 
-def _live_sessions(state_dir: Path) -> set[str]:
-    q = queue.Queue(state_dir)
-    live = set()
-    for item_id in q.ids("running"):
-        try:
-            sid = (jsonio.read_json(q.path("running", item_id)).get("lease") or {}).get("session_id")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if sid:
-            live.add(str(sid))
-    return live
+def _in_use(state_dir: Path) -> set[str]:
+    """The worktrees a live session works in (a fix round works in the one of the
+    session it resumes) or a pending fix round will: never pruned."""
+    store = open_store(state_dir)
+    used: set[str] = set()
+    for sid in store.live():
+        used.add(str(state_dir / "worktrees" / sid))
+        cwd = (jsonio.read_dict(state_dir / "sessions" / sid / "meta.json") or {}).get("cwd")
+        if cwd:
+            used.add(str(cwd))
+    for item in store.items(["pending"]):
+        fix = item.get("fix")
+        if isinstance(fix, dict) and fix.get("workdir"):
+            used.add(str(fix["workdir"]))
+    return used
 
 
 def kept(state_dir: Path, now: float) -> list[dict[str, Any]]:
     root = state_dir / "worktrees"
-    live = _live_sessions(state_dir)
+    in_use = _in_use(state_dir)
     rows = []
     for name in sorted(os.listdir(root)) if root.is_dir() else []:
         path = root / name
@@ -45,7 +50,7 @@ def kept(state_dir: Path, now: float) -> list[dict[str, Any]]:
         age = now - os.stat(path).st_mtime
         rows.append({
             "session": name, "path": str(path), "item": meta.get("item_id"), "verdict": meta.get("verdict"),
-            "branch": meta.get("branch") or None, "age_s": round(age, 1), "live": name in live,
+            "branch": meta.get("branch") or None, "age_s": round(age, 1), "live": str(path) in in_use,
             "git": (path / ".git").exists(),
         })
     return rows

@@ -85,13 +85,13 @@ class FilesStore:
         return _lease(item_id, item)
 
     def finish(self, lease: Lease, to_state: str, record: dict[str, Any], attempts: int,
-               not_before: str | None) -> dict[str, Any]:
+               not_before: str | None, updates: dict[str, Any] | None = None) -> dict[str, Any]:
         current = self.lease_of(lease.item_id)
         if current is None or (current.session_id, current.token) != (lease.session_id, lease.token):
             held = f"held by {current.session_id} (token {current.token})" if current else "not running"
             raise FencedError(f"item {lease.item_id}: the lease of {lease.session_id} (token {lease.token}) is stale; "
                               f"the item is {held}")
-        return queue.finish(self.q, lease.item_id, to_state, record, attempts, not_before)
+        return queue.finish(self.q, lease.item_id, to_state, record, attempts, not_before, updates)
 
     def cancel(self, item_id: str) -> str:
         self.get(item_id)  # an unknown id is UnknownItemError

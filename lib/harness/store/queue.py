@@ -47,7 +47,8 @@ INPUT_FIELDS = (
     "verify",
     "verify_timeout_s",
 )
-HARNESS_FIELDS = ("attempts", "state", "history", "not_before", "lease", "updated_at", "last_verdict", "last_reason")
+HARNESS_FIELDS = ("attempts", "state", "history", "not_before", "lease", "updated_at", "last_verdict", "last_reason",
+                  "fix", "fix_rounds")
 
 
 class QueueError(Exception):
@@ -314,6 +315,7 @@ class Candidate:
     created: float
     not_before: float
     depends_on: list[str]
+    fixing: bool = False  # waits for a fix round: goes before new work
 
     def effective_rank(self, now: float, aging_s: float) -> int:
         """One level up for each aging_s waited, so that old low-priority work is not starved."""
@@ -323,7 +325,7 @@ class Candidate:
 
 
 def candidates(queue: Queue, now: float = 0.0, aging_s: float = 0.0) -> tuple[list[Candidate], list[str]]:
-    """Pending items in claim order (priority with aging, then age, then id), and
+    """Pending items in claim order (fix rounds, then priority with aging, then age, then id), and
     the names of files that would not parse."""
     found: list[Candidate] = []
     bad: list[str] = []
@@ -341,10 +343,12 @@ def candidates(queue: Queue, now: float = 0.0, aging_s: float = 0.0) -> tuple[li
         rank = PRIORITIES.index(item.get("priority")) if item.get("priority") in PRIORITIES else 2
         found.append(
             Candidate(
-                item_id, rank, _epoch(item.get("created_at")), _epoch(item.get("not_before")), list(item.get("depends_on") or [])
+                item_id, rank, _epoch(item.get("created_at")), _epoch(item.get("not_before")),
+                list(item.get("depends_on") or []), bool(item.get("fix")),
             )
         )
-    found.sort(key=lambda c: (c.effective_rank(now, aging_s), c.created, c.item_id))
+    # fix rounds first (work that is nearly done), then priority with aging, age, id
+    found.sort(key=lambda c: (not c.fixing, c.effective_rank(now, aging_s), c.created, c.item_id))
     return found, bad
 
 
@@ -417,11 +421,18 @@ def _set_aside(queue: Queue, item_id: str) -> None:
 
 
 def finish(
-    queue: Queue, item_id: str, to_state: str, record: dict[str, Any], attempts: int, not_before: str | None
+    queue: Queue, item_id: str, to_state: str, record: dict[str, Any], attempts: int, not_before: str | None,
+    updates: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Ends a running item's session: history updated in place, then one rename."""
+    """Ends a running item's session: history updated in place, then one rename.
+    updates: fields the harness keeps on the item (fix, fix_rounds); None removes one."""
     src = queue.path("running", item_id)
     item: dict[str, Any] = jsonio.read_json(src)
+    for key, value in (updates or {}).items():
+        if value is None:
+            item.pop(key, None)
+        else:
+            item[key] = value
     item.setdefault("history", []).append(record)
     item["attempts"] = attempts
     item["not_before"] = not_before
@@ -461,7 +472,7 @@ def cancel(queue: Queue, item_id: str) -> str:
 
 
 def retry(queue: Queue, item_id: str) -> str:
-    """quarantined or canceled -> pending, with a fresh attempt count; history kept."""
+    """quarantined or canceled -> pending, with fresh attempt and fix round counts; history kept."""
     with queue.locked():
         state, path = queue.find(item_id)
         if state not in ("quarantined", "canceled"):
@@ -470,6 +481,8 @@ def retry(queue: Queue, item_id: str) -> str:
         item["state"] = "pending"
         item["attempts"] = 0
         item["not_before"] = None
+        item.pop("fix", None)  # a fresh start: no fix round pending, none used
+        item.pop("fix_rounds", None)
         item["updated_at"] = jsonio.utc_now_iso()
         jsonio.write_json(path, item, pretty=False)
         os.rename(path, queue.path("pending", item_id))
