@@ -404,3 +404,38 @@ agent_in_tool() { # <item>: its live session's CLI is inside a tool call
   [ "$(item_state f)" = succeeded ]
   [ "$(item_field f '[.history[].verdict] | join(",")')" = "crashed,succeeded" ]
 }
+
+@test "verify catches a change that breaks the repo's own check; a fix round resumes the same conversation and repairs it" {
+  git_repo "$T/repo"
+  # the repository's own check: good.txt must exist. Its complaint carries the scripted
+  # model's next move, so the fix round's prompt (the complaint) drives the repair.
+  printf '%s\n' '#!/bin/sh' 'test -f good.txt && exit 0' \
+    'echo "check failed: good.txt is missing [[fake:write_commit file=good.txt]]"' 'exit 1' >"$T/repo/check.sh"
+  git -C "$T/repo" add check.sh
+  git -C "$T/repo" -c user.name=test -c user.email=test@example.invalid commit -qm "the check"
+  q add --id fixme --prompt "Add bad.txt and commit it. [[fake:write_commit file=bad.txt]]" --verify 'sh check.sh' >/dev/null
+  run loop --drain --set REPO_DIR="$T/repo"
+  assert_success
+  [ "$(item_state fixme) $(item_field fixme .last_verdict)" = "succeeded succeeded" ]
+  [ "$(item_field fixme '[.history[] | "\(.verdict):\(.fix_round)"] | join(" ")')" = "verify_failed:null succeeded:1" ]
+  local first second branch body
+  first=$(item_field fixme '.history[0].session_id')
+  second=$(item_field fixme '.history[1].session_id')
+  # one conversation: the fix round's stream carries the first round's session id
+  [ "$(jq -r 'select(.type == "system" and .subtype == "init") | .session_id' "$STATE/sessions/$second/events.jsonl")" = \
+    "$(jq -r 'select(.type == "system" and .subtype == "init") | .session_id' "$STATE/sessions/$first/events.jsonl")" ]
+  # what the API received in the fix round: the first round's turns, then the failure
+  body=$(grep -l 'good.txt is missing' "$FAKEAPI_DIR"/bodies/*.json | head -n 1)
+  jq -e '[.messages[] | select(.role == "assistant")] | length >= 3' "$body" >/dev/null
+  grep -qF 'Add bad.txt and commit it.' "$body"
+  # both commits on the item's one branch; each round's receipt is its own
+  branch=$(jq -r .branch "$STATE/sessions/$second/meta.json")
+  [ "$(git -C "$T/repo" log --format=%s "$branch" | head -n 2 | tr '\n' '|')" = "Add good.txt|Add bad.txt|" ]
+  [ "$(jq -r .branch "$STATE/sessions/$first/meta.json")" = "$branch" ]
+  # (a CLI that reports a resumed conversation's totals from its start counts the first
+  # round again: the receipt takes it off, so the two rounds add up to those totals)
+  jq -en --slurpfile a "$STATE/sessions/$first/metrics.json" --slurpfile b "$STATE/sessions/$second/metrics.json" \
+    '$b[0].cost_usd > 0 and (if $b[0].cli_cumulative
+       then ($a[0].cost_usd + $b[0].cost_usd - $b[0].cli_cost_usd | fabs) < 0.000001
+       else $b[0].cost_usd == $b[0].cli_cost_usd end)' >/dev/null
+}

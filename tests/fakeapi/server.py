@@ -5,7 +5,9 @@ The real Claude Code CLI talks to it through ANTHROPIC_BASE_URL. Each request pi
 a scenario from a marker in its messages, ``[[fake:NAME key=value ...]]`` (the last
 marker found in user text wins), or from ``--scenario`` when there is none. A
 scenario is stateless: the step it plays is the number of assistant messages
-already in the conversation, so retries and side requests get coherent answers.
+since the message that holds its marker, so retries and side requests get
+coherent answers, and a resumed conversation (a fix round) plays a new scenario
+from its first step.
 
 Scenarios (see SCENARIOS below): answer, bash, write_commit, endless, big,
 slowtool, flood, hang, err400, err401, err403, err429, err500, err529.
@@ -96,17 +98,18 @@ def _tool_results(messages: list[Any]) -> list[str]:
     return results
 
 
-def pick_scenario(body: dict[str, Any], default: str) -> tuple[str, dict[str, str]]:
-    """Finds the last [[fake:...]] marker in the user messages."""
-    found: tuple[str, dict[str, str]] | None = None
-    for msg in body.get("messages") or []:
+def pick_scenario(body: dict[str, Any], default: str) -> tuple[str, dict[str, str], int]:
+    """The last [[fake:...]] marker in the user messages: its scenario, its parameters
+    and the index of the message holding it (0 without a marker)."""
+    found: tuple[str, dict[str, str], int] | None = None
+    for index, msg in enumerate(body.get("messages") or []):
         if not isinstance(msg, dict) or msg.get("role") != "user":
             continue
         for text in _text_of(msg.get("content")):
             for m in MARKER_RE.finditer(text):
                 params = dict(p.split("=", 1) for p in m.group(2).split())
-                found = (m.group(1), params)
-    return found or (default, {})
+                found = (m.group(1), params, index)
+    return found or (default, {}, 0)
 
 
 def _bash(cmd: str, desc: str = "run a command") -> tuple[str, dict[str, Any]]:
@@ -287,9 +290,9 @@ class Handler(BaseHTTPRequestHandler):
             self.server.record(entry)
             self._send_json(status, {"type": "error", "error": {"type": etype, "message": message}})
             return
-        name, params = pick_scenario(body, self.server.args.scenario)
+        name, params, since = pick_scenario(body, self.server.args.scenario)
         messages = body.get("messages") or []
-        step = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
+        step = sum(1 for m in messages[since:] if isinstance(m, dict) and m.get("role") == "assistant")
         entry.update(scenario=name, step=step)
         delay_s = float(params.get("delay", "0") or 0)
         if delay_s > 0:
