@@ -439,3 +439,16 @@ agent_in_tool() { # <item>: its live session's CLI is inside a tool call
        then ($a[0].cost_usd + $b[0].cost_usd - $b[0].cli_cost_usd | fabs) < 0.000001
        else $b[0].cost_usd == $b[0].cli_cost_usd end)' >/dev/null
 }
+
+@test "a tool call the permissions refuse is named: in the reason, the receipt, summary, and queue.sh show's hint" {
+  q add --id deny --prompt "Write hi to out.txt. [[fake:bash]]" >/dev/null
+  run loop --drain --set ALLOWED_TOOLS=Read
+  assert_success
+  item_field deny .last_reason | grep -qF 'permission denied: Bash `echo hi > out.txt && cat out.txt`'
+  item_field deny .last_reason | grep -qF "allowed_tools: Bash"
+  [ "$(jq -c '.denied' "$(session_of deny)/metrics.json")" = '[{"tool":"Bash","input":"echo hi > out.txt && cat out.txt"}]' ]
+  run "$HARNESS_ROOT/scripts/parse-session-events.sh" --state "$STATE" summary deny
+  assert_output --regexp 'denied +Bash echo hi > out.txt'
+  run q show deny
+  [ "$(jq -r .hint <<<"$output")" = "its last session was denied Bash: allow with ALLOWED_TOOLS (loop.sh --set ALLOWED_TOOLS=Read,Bash) or the item's allowed_tools (Read,Bash)" ]
+}

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.stream import events as norm
+from harness.stream.calls import tool_summary
 
 # A text or tool-input delta, by far the most frequent line, starts with these bytes
 # (the CLI writes compact JSON, "type" first): the sidecar counts such lines unparsed.
@@ -158,12 +159,16 @@ def _result(ev: dict[str, Any]) -> list[norm.Event]:
     errors = ev.get("errors")
     billed, source = _billed(ev)
     denials = ev.get("permission_denials")
-    return [norm.Result(str(ev.get("subtype") or ""), bool(ev.get("is_error")), str(ev.get("result") or ""),
-                        _num(ev.get("total_cost_usd")), ev.get("duration_ms"), ev.get("num_turns"),
-                        tuple(str(e) for e in errors) if isinstance(errors, list) else (),
-                        ev.get("api_error_status"), str(ev.get("terminal_reason") or ""),
-                        ev.get("duration_api_ms"), len(denials) if isinstance(denials, list) else 0,
-                        billed, source, ev)]
+    denied = tuple(norm.Denial(str(d.get("tool_name") or "?"), tool_summary(d.get("tool_input")))
+                   for d in denials if isinstance(d, dict)) if isinstance(denials, list) else ()
+    return [norm.Result(
+        subtype=str(ev.get("subtype") or ""), is_error=bool(ev.get("is_error")), text=str(ev.get("result") or ""),
+        cost_usd=_num(ev.get("total_cost_usd")), duration_ms=ev.get("duration_ms"), num_turns=ev.get("num_turns"),
+        errors=tuple(str(e) for e in errors) if isinstance(errors, list) else (),
+        api_error_status=ev.get("api_error_status"), terminal_reason=str(ev.get("terminal_reason") or ""),
+        duration_api_ms=ev.get("duration_api_ms"), permission_denials=len(denials) if isinstance(denials, list) else 0,
+        denials=denied, billed=billed, billed_source=source, raw=ev,
+    )]
 
 
 def _rate_limit(ev: dict[str, Any]) -> list[norm.Event]:

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from harness import jsonio
 from harness.cli.common import Subparsers, cell, store_of, with_state
@@ -65,8 +66,25 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
 def cmd_queue_show(args: argparse.Namespace) -> int:
     state, item = store_of(args).get(args.id)
     item["state"] = state
+    hint = allow_hint(item)
+    if hint:
+        item["hint"] = hint
     sys.stdout.buffer.write(jsonio.dumps(item, pretty=True) + b"\n")
     return 0
+
+
+def allow_hint(item: dict[str, Any]) -> str:
+    """When the item's last session was refused tool calls: the allowed_tools that
+    would let them through (what that session was allowed, plus the refused ones)."""
+    history = item.get("history") or []
+    last = history[-1] if history and isinstance(history[-1], dict) else {}
+    denied = [str(t) for t in last.get("denied") or []]
+    if not denied:
+        return ""
+    own = [t.strip() for t in str(last.get("allowed_tools") or "").split(",") if t.strip()]
+    merged = ",".join(dict.fromkeys(own + denied))
+    return (f"its last session was denied {', '.join(denied)}: allow with ALLOWED_TOOLS "
+            f"(loop.sh --set ALLOWED_TOOLS={merged}) or the item's allowed_tools ({merged})")
 
 
 def cmd_queue_cancel(args: argparse.Namespace) -> int:

@@ -82,6 +82,9 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
     }
     if rec.meta.get("fix_round"):
         history["fix_round"] = rec.meta["fix_round"]
+    if metrics.get("denied"):
+        history["denied"] = list(dict.fromkeys(d["tool"] for d in metrics["denied"]))
+        history["allowed_tools"] = rec.meta.get("allowed_tools") or ""
     try:
         store.finish(lease.lease, d.to_state, history, d.attempts, d.not_before, _item_updates(rec, d))
     except FencedError as exc:  # another session took the item since: this one's result is not its outcome

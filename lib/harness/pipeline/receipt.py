@@ -107,6 +107,7 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
         "tool_errors": dict(facts.tool_errors),
         "tool_time_s": tool_times(rec),
         "permission_denials": res.permission_denials if res else 0,
+        "denied": [{"tool": d.tool, "input": d.input} for d in res.denials] if res else [],
         "api_retries": dict(facts.api_retries),
         "compactions": facts.compactions,
         "events": None if facts.fast else facts.events,

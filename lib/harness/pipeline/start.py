@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import jsonio
-from harness.agents import agent_for, limits_for
+from harness.agents import Limits, agent_for, limits_for
 from harness.pipeline import gate, render
 from harness.pipeline.policy import Policy, iso
 from harness.serve import reply
@@ -41,11 +41,15 @@ class Started:
                           self.workdir, self.branch)
 
 
+def _limits(item: dict[str, Any], p: Policy) -> Limits:
+    return limits_for(item, p.MAX_TURNS, p.MAX_BUDGET_USD, p.MODEL, p.ALLOWED_TOOLS, p.PERMISSION_MODE,
+                      p.SKIP_PERMISSIONS == "true")
+
+
 def argv_for(item: dict[str, Any], p: Policy, uuid: str, bootstrap: Path, resume: bool = False) -> list[str]:
     """The agent's command line (agents/): a new session uuid, or a resume of the
     conversation uuid (a fix round); the item's limits win over the configuration's."""
-    limits = limits_for(item, p.MAX_TURNS, p.MAX_BUDGET_USD, p.MODEL, p.ALLOWED_TOOLS, p.PERMISSION_MODE,
-                        p.SKIP_PERMISSIONS == "true")
+    limits = _limits(item, p)
     agent = agent_for()
     if resume:
         return agent.resume_argv(p.CLAUDE_BIN, uuid, bootstrap, limits)
@@ -182,7 +186,7 @@ def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now:
         jsonio.write_json(sdir / "meta.json", meta)
         return Started(item_id, attempt, "", "", timeout_s, spawn_error=error)
     argv = argv_for(item, p, uuid, sdir / "prompt.md", resume=fix is not None)
-    meta.update(cwd=workdir, branch=branch, argv=argv)
+    meta.update(cwd=workdir, branch=branch, argv=argv, allowed_tools=_limits(item, p).allowed_tools)
     _write_argv(sdir / ARGV_FILE, argv)
     verify = verify_for(item, p)
     if verify is not None:

@@ -129,6 +129,23 @@ def _verified(rec: SessionRecord, v: Verdict) -> Verdict:
                    exit_code=v.exit_code)
 
 
+def denied_tools(res: Result) -> list[str]:
+    """The tools the agent's permissions refused, each once, in order."""
+    return list(dict.fromkeys(d.tool for d in res.denials))
+
+
+def _with_denials(v: Verdict, res: Result) -> Verdict:
+    """A session whose tool calls were refused says which, whatever its verdict: the
+    cause of a failure, or work that may be incomplete."""
+    if not res.denials:
+        return v
+    shown = "; ".join(f"{d.tool}" + (f" `{d.input}`" if d.input else "") for d in res.denials[:3])
+    more = f" and {len(res.denials) - 3} more" if len(res.denials) > 3 else ""
+    v.reason = _clip(f"{v.reason} (permission denied: {shown}{more}; allow with ALLOWED_TOOLS "
+                     f"or the item's allowed_tools: {','.join(denied_tools(res))})")
+    return v
+
+
 def classify(rec: SessionRecord) -> Verdict:
     """The session's verdict: a pure function of its record."""
     code, facts, agent = rec.exit_code, rec.facts, rec.agent
@@ -140,7 +157,8 @@ def classify(rec: SessionRecord) -> Verdict:
         return Verdict("spawn_failed", _clip(rec.spawn_error), exit_code=code)
     if facts.result:
         v = _from_result(facts.result, facts, code, agent)
-        return _verified(rec, v) if v.verdict == "succeeded" and rec.verify else v
+        v = _verified(rec, v) if v.verdict == "succeeded" and rec.verify else v
+        return _with_denials(v, facts.result)
     stderr = rec.stderr_tail
     limited = _usage_limit(facts, stderr, agent)
     if limited:

@@ -149,6 +149,8 @@ def cmd_summary(s: Session, st: Style) -> int:
     cost = m.get("cost_usd") or 0
     print(f"{st.bold('cost')}      ${cost:.4f}" + (" (estimated from streamed usage)" if m.get("cost_estimated") else ""))
     print(f"{st.bold('tools')}     {_tools_line(m)}")
+    for d in m.get("denied") or []:
+        print(f"{st.bold('denied')}    {st.red(str(d.get('tool')))} {clip(d.get('input'), 90)}")
     retries = m.get("api_retries") or {}
     if retries:
         print(f"{st.bold('retries')}   " + ", ".join(f"{k}×{v}" for k, v in sorted(retries.items())))

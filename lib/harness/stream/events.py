@@ -134,6 +134,14 @@ class TaskStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class Denial:
+    """A tool call the agent's permissions refused: the tool and what it was asked to do."""
+
+    tool: str
+    input: str
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     subtype: str
     is_error: bool
@@ -146,6 +154,7 @@ class Result:
     terminal_reason: str = ""
     duration_api_ms: Any = None
     permission_denials: int = 0
+    denials: tuple[Denial, ...] = ()
     billed: dict[str, int] | None = None  # tokens as billed: input, output, cache_read, cache_write
     billed_source: str = ""  # where the agent's result line gave them
     raw: dict[str, Any] = field(default_factory=dict)
