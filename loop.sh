@@ -36,6 +36,8 @@ source "$HARNESS_ROOT/lib/spawn.sh"
 source "$HARNESS_ROOT/lib/resilience.sh"
 # shellcheck source=lib/session.sh
 source "$HARNESS_ROOT/lib/session.sh"
+# shellcheck source=lib/integrate.sh
+source "$HARNESS_ROOT/lib/integrate.sh"
 # shellcheck source=lib/sidecar.sh
 source "$HARNESS_ROOT/lib/sidecar.sh"
 # shellcheck source=lib/wake.sh
@@ -198,6 +200,7 @@ loop_claim_all() {
 loop_done() {
   ((${#S_ITEM[@]} == 0)) || return 1
   [[ -n "$LOOP_STOPPING" || -n "$LOOP_FATAL" ]] && return 0
+  integrate_busy && return 1
   [[ $LOOP_MAX != 0 && $LOOP_STARTED -ge $LOOP_MAX ]] && return 0
   [[ "$LOOP_MODE" != forever && -n "$LOOP_IDLE_WHY" ]] || return 1
   if [[ "$LOOP_IDLE_WHY" == blocked ]] && ((RES_BLOCK_HALT)); then
@@ -286,6 +289,7 @@ loop_run() {
       log_audit loop.stopping --arg reason "STOP file"
     fi
     loop_tick
+    integrate_step
     sidecar_check
     sidecar_loop_heartbeat running
     worktree_prune_aged
@@ -337,6 +341,7 @@ main() {
   [[ -r "${CFG[BOOTSTRAP]}" ]] || die "bootstrap template not readable: ${CFG[BOOTSTRAP]}"
   loop_state_init
   resilience_init
+  integrate_check || die "$CFG_ERROR" "$EXIT_USAGE"
   # subst-ok (next 2 lines): before the traps
   lock_acquire "${CFG[STATE_DIR]}/loop.lock" ||
     die "another loop is running on ${CFG[STATE_DIR]} (pid $(cat "${CFG[STATE_DIR]}/loop.lock.pid" 2>/dev/null || echo '?'))" "$EXIT_BUSY"
@@ -361,6 +366,7 @@ main() {
   info "agent: $SPAWN_BIN ($LOOP_AGENT_VERSION)"
   sidecar_start
   loop_reconcile
+  integrate_due
   loop_run
   sidecar_stop
   sidecar_loop_heartbeat stopped

@@ -5,7 +5,7 @@
 queue_init() { # <state-dir>
   local s
   [[ -d "$1/queue" ]] || mkdir -m 700 "$1/queue" || die "cannot create $1/queue"
-  for s in pending running succeeded quarantined canceled; do
+  for s in pending running verified succeeded quarantined canceled; do
     [[ -d "$1/queue/$s" ]] || mkdir -m 700 "$1/queue/$s" || die "cannot create $1/queue/$s"
   done
 }

@@ -189,6 +189,7 @@ session_finalize() { # <session>
   if [[ -z "$to" ]]; then
     warn "session $sid ended ($verdict) but item $item_id is no longer in running/ under it"
   fi
+  [[ "$to" != verified ]] || integrate_due
   [[ -z "$release" ]] || worktree_release "$sid" "$release"
   [[ -n "$receipt" ]] && printf '%s\n' "$receipt"
   info "$sid $item_id: $verdict ($reason) -> ${to:-nowhere}"

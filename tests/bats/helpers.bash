@@ -71,7 +71,7 @@ wait_for() {
 
 item_state() { # <id>: prints the state directory holding the item
   local s
-  for s in pending running succeeded quarantined canceled; do
+  for s in pending running verified succeeded quarantined canceled; do
     [[ -f "$STATE/queue/$s/$1.json" ]] && { echo "$s"; return 0; }
   done
   echo missing

@@ -97,8 +97,31 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
 
 
 
+def cmd_integrate(args: argparse.Namespace) -> int:
+    """One turn of the merge queue (pipeline/integrate.py): prints what it did; exit 0
+    when it landed or sent back an item, 10 when none is ready, 11 when another
+    integration runs or the target kept moving (try later); --check: only whether the
+    configuration can work (exit 2 and why when it cannot)."""
+    from harness.pipeline import integrate
+    from harness.sidecar import wake_loop
+
+    p = Policy.from_pairs(args.cfg)
+    try:
+        if args.check:
+            integrate.check(p)
+            return 0
+        did = integrate.integrate_one(Path(args.state_dir), p, now_of(args))
+    except integrate.IntegrateError as exc:
+        raise config.ConfigError(str(exc)) from None
+    finally:
+        if not args.check:
+            wake_loop(Path(args.state_dir))  # the loop reaps it at once
+    print(did)
+    return {"nothing": EXIT_NOTHING, "busy": EXIT_BLOCKED, "retry": EXIT_BLOCKED}.get(did, 0)
+
+
 def add_parsers(sub: Subparsers) -> None:
-    """What the loop asks: start, finalize, the sidecar, the breaker and the pause."""
+    """What the loop asks: start, finalize, integrate, the sidecar, the breaker and the pause."""
     p = with_state(sub, "start")
     p.add_argument("--session", required=True)
     p.add_argument("--worker", required=True)
@@ -109,6 +132,10 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--session-dir", required=True)
     with_policy(p)
     p.set_defaults(fn=cmd_finalize)
+    p = with_state(sub, "integrate")
+    p.add_argument("--check", action="store_true")
+    with_policy(p)
+    p.set_defaults(fn=cmd_integrate)
     p = with_state(sub, "circuit")
     p.add_argument("action", choices=["status", "close", "open", "record"])
     p.add_argument("--json", action="store_true")

@@ -101,10 +101,15 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
 
 def _decide(rec: SessionRecord, v: verdict.Verdict, item: dict[str, Any], pol: policy.Policy, now: float,
             rng: random.Random) -> policy.Decision:
+    """The policy's decision; with the merge queue on, succeeded work is verified
+    first and succeeds once it has landed (integrate.py)."""
     attempts = int(item.get("attempts") or 0)
     max_attempts = int(item.get("max_attempts") or pol.MAX_ATTEMPTS)
-    return policy.decide(v, attempts, max_attempts, pol, now, rng, canceled=rec.canceled,
-                         fix_rounds=int(item.get("fix_rounds") or 0))
+    d = policy.decide(v, attempts, max_attempts, pol, now, rng, canceled=rec.canceled,
+                      fix_rounds=int(item.get("fix_rounds") or 0))
+    if d.to_state == "succeeded" and pol.INTEGRATE != "off" and rec.meta.get("branch"):
+        d.to_state, d.action = "verified", "integrate"
+    return d
 
 
 def _item_updates(rec: SessionRecord, d: policy.Decision) -> dict[str, Any]:
@@ -119,7 +124,7 @@ def _item_updates(rec: SessionRecord, d: policy.Decision) -> dict[str, Any]:
             "output": rec.verify_tail[-FIX_OUTPUT_CHARS:],
         }
         return {"fix": fix, "fix_rounds": d.extra["fix_round"]}
-    if d.to_state in ("succeeded", "quarantined", "canceled"):
+    if d.to_state in ("verified", "succeeded", "quarantined", "canceled"):
         return {"fix": None}
     return {}
 
@@ -128,7 +133,7 @@ def _released_worktree(rec: SessionRecord, v: verdict.Verdict, d: policy.Decisio
     """The git worktree the loop removes: a succeeded item's (its branch stays); any
     other is kept, for a person or for the item's fix round."""
     cwd, branch = str(rec.meta.get("cwd") or ""), str(rec.meta.get("branch") or "")
-    if pol.REPO_DIR and branch and cwd and v.verdict == "succeeded" and d.to_state == "succeeded":
+    if pol.REPO_DIR and branch and cwd and v.verdict == "succeeded" and d.to_state in ("succeeded", "verified"):
         return cwd
     return ""
 

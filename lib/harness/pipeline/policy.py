@@ -60,6 +60,9 @@ class Policy:
     VERIFY_CMD: str = config.default("VERIFY_CMD")
     VERIFY_TIMEOUT_S: float = config.default("VERIFY_TIMEOUT_S")
     FIX_ROUNDS: int = config.default("FIX_ROUNDS")
+    INTEGRATE: str = config.default("INTEGRATE")
+    TARGET_BRANCH: str = config.default("TARGET_BRANCH")
+    PUSH_REMOTE: str = config.default("PUSH_REMOTE")
 
     @classmethod
     def from_pairs(cls, pairs: list[str] | None) -> Policy:

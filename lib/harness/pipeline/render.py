@@ -15,7 +15,7 @@ from harness import jsonio
 PLACEHOLDER_RE = re.compile(r"\{\{([A-Z][A-Z0-9_]*)\}\}")
 KNOWN = ("SESSION_ID", "WORK_ITEM_ID", "TITLE", "PROMPT", "ATTEMPT", "PREVIOUS_ERROR", "WORKTREE", "BRANCH")
 # a fix round's prompt (bootstrap/fix.md) knows these too
-FIX_KNOWN = ("VERIFY_CMD", "VERIFY_EXIT", "VERIFY_OUTPUT", "FIX_ROUND", "FIX_ROUNDS")
+FIX_KNOWN = ("VERIFY_CMD", "VERIFY_EXIT", "VERIFY_OUTPUT", "FIX_ROUND", "FIX_ROUNDS", "FIX_WHY", "FIX_HINT")
 
 
 def render(template: str, values: dict[str, str]) -> str:

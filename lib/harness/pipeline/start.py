@@ -129,10 +129,17 @@ def fix_worktree(fix: dict[str, Any], p: Policy) -> tuple[str, str, str]:
 
 
 def _fix_values(fix: dict[str, Any], p: Policy) -> dict[str, str]:
+    """The fix prompt's values: the failure, and for a branch that would not land on
+    the merge queue's target, what to do first."""
+    target = str(fix.get("target") or "")
+    why = (f"merged onto {target} (the merge queue's target), it does not pass" if target
+           else "its verify command failed")
+    hint = (f"First bring your branch up to {target}: run `git merge {target}` in the working directory and "
+            "resolve every conflict. " if target else "")
     return {
         "VERIFY_CMD": str(fix.get("cmd") or ""), "VERIFY_EXIT": str(fix.get("exit_code")),
         "VERIFY_OUTPUT": str(fix.get("output") or "(no output)").rstrip(), "FIX_ROUND": str(fix.get("round") or 1),
-        "FIX_ROUNDS": str(p.FIX_ROUNDS),
+        "FIX_ROUNDS": str(p.FIX_ROUNDS), "FIX_WHY": why, "FIX_HINT": hint,
     }
 
 

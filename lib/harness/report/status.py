@@ -203,7 +203,8 @@ def render(st: dict[str, Any], style: Style) -> str:
     qc = st["queue"]
     lines.append(
         f"queue     pending {qc['pending']} (blocked {qc['blocked']}, waiting {qc['waiting']})  running {qc['running']}  "
-        f"succeeded {qc['succeeded']}  quarantined {qc['quarantined']}  canceled {qc['canceled']}"
+        + (f"verified {qc['verified']}  " if qc.get("verified") else "")
+        + f"succeeded {qc['succeeded']}  quarantined {qc['quarantined']}  canceled {qc['canceled']}"
     )
     t = st["today"]
     rate = f"{t['success_rate'] * 100:.0f}%" if t["success_rate"] is not None else "-"

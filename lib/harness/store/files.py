@@ -93,6 +93,13 @@ class FilesStore:
                               f"the item is {held}")
         return queue.finish(self.q, lease.item_id, to_state, record, attempts, not_before, updates)
 
+    def settle(self, item_id: str, from_state: str, to_state: str, record: dict[str, Any],
+               updates: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            return queue.settle(self.q, item_id, from_state, to_state, record, updates)
+        except queue.QueueError as exc:
+            raise UnknownItemError(str(exc)) from None
+
     def cancel(self, item_id: str) -> str:
         self.get(item_id)  # an unknown id is UnknownItemError
         return queue.cancel(self.q, item_id)

@@ -23,7 +23,8 @@ from harness import jsonio
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PRIORITIES = ("critical", "high", "normal", "low")
-STATES = ("pending", "running", "succeeded", "quarantined", "canceled")
+# verified: proven work that waits for the merge queue (INTEGRATE); it succeeds once landed
+STATES = ("pending", "running", "verified", "succeeded", "quarantined", "canceled")
 TERMINAL_STATES = ("succeeded", "quarantined", "canceled")
 # The Claude Code CLI refuses piped stdin above 10 MiB ("piped stdin input exceeds 10MB").
 MAX_PROMPT_BYTES = 10 * 1024 * 1024
@@ -444,6 +445,31 @@ def finish(
     jsonio.write_json(src, item, pretty=False)
     os.rename(src, queue.path(to_state, item_id))
     return item
+
+
+def settle(queue: Queue, item_id: str, from_state: str, to_state: str, record: dict[str, Any],
+           updates: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Moves an item that no session holds (a verified one, after its integration) to
+    to_state, with a history record; updates as in finish()."""
+    with queue.locked():
+        src = queue.path(from_state, item_id)
+        try:
+            item: dict[str, Any] = jsonio.read_json(src)
+        except FileNotFoundError:
+            raise QueueError(f"item {item_id} is no longer {from_state}") from None
+        for key, value in (updates or {}).items():
+            if value is None:
+                item.pop(key, None)
+            else:
+                item[key] = value
+        item.setdefault("history", []).append(record)
+        item["last_verdict"] = record.get("verdict")
+        item["last_reason"] = record.get("reason")
+        item["state"] = to_state
+        item["updated_at"] = jsonio.utc_now_iso()
+        jsonio.write_json(src, item, pretty=False)
+        os.rename(src, queue.path(to_state, item_id))
+        return item
 
 
 def cancel(queue: Queue, item_id: str) -> str:

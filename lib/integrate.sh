@@ -1,0 +1,80 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # LOOP_CLAIM_AT is read by loop.sh
+# The merge queue, seen from the loop (INTEGRATE): one integration at a time, as a
+# process of its own (the helpers' integrate, lib/harness/pipeline/integrate.py),
+# started in its own session without the loop's lock fd, so that it outlives a loop
+# that dies; its own lock (state/integrate.lock) keeps the next one from starting
+# until it has ended. Each run lands (or sends back for a fix round) one item.
+# Sourced, not executed.
+
+INT_PID="" INT_START="" INT_DUE=0 INT_AT=0
+
+integrate_on() { [[ "${CFG[INTEGRATE]}" != off ]]; }
+
+# integrate_check: fails (CFG_ERROR set) when the merge queue is on but cannot work
+# as configured (no TARGET_BRANCH, the target checked out in REPO_DIR, ...).
+integrate_check() {
+  integrate_on || return 0
+  log_capture CFG_ERROR integrate__check && return 0
+  CFG_ERROR=${CFG_ERROR#harness: }
+  return 1
+}
+
+integrate__check() { py integrate --check --state-dir "${CFG[STATE_DIR]}" "${RES_POLICY_ARGS[@]}" 2>&1; }
+
+# integrate_due: there may be verified work to land (at start, after a session
+# ended verified, after a landing).
+integrate_due() { INT_DUE=1 INT_AT=0; }
+
+# integrate_busy: an integration runs, or one is due.
+integrate_busy() { integrate_on && [[ -n "$INT_PID" || "$INT_DUE" == 1 ]]; }
+
+# integrate_step: reaps an ended integration, and starts the next one when it is due.
+integrate_step() {
+  integrate_on || return 0
+  if [[ -n "$INT_PID" ]]; then
+    integrate__alive && return 0
+    integrate__ended
+  fi
+  [[ "$INT_DUE" == 1 && -z "$LOOP_STOPPING" && -z "$LOOP_FATAL" ]] || return 0
+  clock_now
+  ((NOW_US >= INT_AT)) || return 0
+  PYTHONPATH="$HARNESS_ROOT/lib" setsid "$HARNESS_PY" -m harness integrate --state-dir "${CFG[STATE_DIR]}" \
+    "${RES_POLICY_ARGS[@]}" </dev/null >"${CFG[STATE_DIR]}/integrate.out" 2>>"${CFG[STATE_DIR]}/integrate.log" 8>&- 9>&- &
+  INT_PID=$!
+  INT_START=""
+  spawn_proc_start "$INT_PID" INT_START || true
+  INT_DUE=0
+}
+
+integrate__alive() {
+  local start
+  spawn_proc_start "$INT_PID" start || return 1
+  [[ -z "$INT_START" || "$start" == "$INT_START" ]]
+}
+
+# integrate__ended: what the integration did: landed or sent back an item (0: maybe
+# more to land), nothing ready (10), another one runs or the target kept moving (11:
+# again after IDLE_POLL_S), or it failed (said, and tried again after IDLE_POLL_S).
+integrate__ended() {
+  local rc=0 did="" idle
+  wait "$INT_PID" 2>/dev/null || rc=$?
+  read -r did 2>/dev/null <"${CFG[STATE_DIR]}/integrate.out" || true
+  INT_PID=""
+  LOOP_CLAIM_AT=0 # a landing unblocks dependents; a fix round waits to be claimed
+  case $rc in
+    0) integrate_due ;;
+    "$EXIT_NOTHING_READY") ;;
+    *)
+      if [[ $rc != "$EXIT_BLOCKED" ]]; then
+        log_audit integrate.error --argjson exit_code "$rc" --arg log "${CFG[STATE_DIR]}/integrate.log"
+        warn "the merge queue's integration exited $rc (see ${CFG[STATE_DIR]}/integrate.log)"
+      fi
+      INT_DUE=1
+      clock_now
+      clock_us "${CFG[IDLE_POLL_S]}" idle
+      INT_AT=$((NOW_US + idle))
+      ;;
+  esac
+  [[ -z "$did" || $rc != 0 ]] || info "merge queue: $did"
+}

@@ -1,0 +1,153 @@
+#!/usr/bin/env bats
+# The merge queue (INTEGRATE): verified work lands on TARGET_BRANCH one item at a
+# time, verified again on the merged tree; real git, the stub agent in its "commit"
+# mode (it commits file=NAME line=WORD from its prompt; a fix round merges the target
+# its prompt names and commits compat.txt).
+
+setup() {
+  load helpers
+  sandbox_setup
+  git_repo "$T/repo"
+  git -C "$T/repo" branch trunk
+  export MOCK_CLAUDE_MODE=commit
+  INTEGRATE=(--set REPO_DIR="$T/repo" --set INTEGRATE=merge --set TARGET_BRANCH=trunk)
+}
+
+teardown() { sandbox_teardown; }
+
+on_trunk() { # <file>: the file's content on trunk
+  git -C "$T/repo" show "trunk:$1"
+}
+
+@test "two items land on the target one at a time; the main checkout is never touched" {
+  q add --id a --prompt "file=a.txt" >/dev/null
+  q add --id b --prompt "file=b.txt" >/dev/null
+  run loop --drain -j 2 "${INTEGRATE[@]}"
+  assert_success
+  [ "$(item_state a) $(item_state b)" = "succeeded succeeded" ]
+  [ "$(on_trunk a.txt) $(on_trunk b.txt)" = "a.txt b.txt" ]
+  [ "$(git -C "$T/repo" log --merges --format=%s trunk | wc -l)" = 2 ]
+  # the main checkout: still on main, at its first commit, clean
+  [ "$(git -C "$T/repo" symbolic-ref --short HEAD) $(git -C "$T/repo" rev-list --count HEAD)" = "main 1" ]
+  [ -z "$(git -C "$T/repo" status --porcelain)" ] && [ ! -e "$T/repo/a.txt" ]
+  item_field a .last_reason | grep -qE '^landed on trunk as [0-9a-f]{12} \(merge\)$'
+  run audit_events a
+  assert_output --partial $'item.verified\nitem.integrated\nitem.succeeded'
+  # every branch stays; no scratch worktree is left
+  [ "$(git -C "$T/repo" branch --list 'harness/*' | wc -l)" = 2 ]
+  [ "$(git -C "$T/repo" worktree list | wc -l)" = 1 ]
+}
+
+@test "a conflict is a fix round on the item's branch brought up to the target; then it lands with both changes" {
+  q add --id c1 --priority high --prompt "file=shared.txt line=one" >/dev/null
+  q add --id c2 --prompt "file=shared.txt line=two" >/dev/null
+  run loop --drain "${INTEGRATE[@]}"
+  assert_success
+  [ "$(item_state c1) $(item_state c2)" = "succeeded succeeded" ]
+  [ "$(on_trunk shared.txt | sort | tr '\n' ' ')" = "one two " ]
+  [ "$(item_field c2 '[.history[].verdict] | join(" ")')" = "succeeded integrate_failed succeeded succeeded" ]
+  item_field c2 '.history[1].reason' | grep -qF 'does not merge onto trunk'
+  # the fix round was told to merge the target, and resumed the same conversation
+  local fix
+  fix=$(item_field c2 '.history[2].session_id')
+  grep -qF 'git merge trunk' "$STATE/sessions/$fix/input.txt"
+  [ "$(jq -r .fix_round "$STATE/sessions/$fix/meta.json")" = 1 ]
+  # every commit of both branches is on trunk
+  local br
+  for br in $(git -C "$T/repo" branch --list 'harness/*' --format='%(refname:short)'); do
+    git -C "$T/repo" merge-base --is-ancestor "$br" trunk
+  done
+}
+
+@test "two items that merge cleanly but break the check together: the second is not landed until fixed" {
+  q add --id a --priority high --prompt "file=a.txt" >/dev/null
+  q add --id b --prompt "file=b.txt" >/dev/null
+  run loop --drain "${INTEGRATE[@]}" --set VERIFY_CMD='[ ! -e a.txt ] || [ ! -e b.txt ] || [ -e compat.txt ]'
+  assert_success
+  [ "$(item_state a) $(item_state b)" = "succeeded succeeded" ]
+  item_field b '.history[] | select(.verdict == "integrate_failed") | .reason' | grep -qF 'fails its verify command merged onto trunk'
+  [ "$(on_trunk compat.txt)" = fixed ]
+  # trunk never held a.txt and b.txt without compat.txt
+  local c
+  for c in $(git -C "$T/repo" rev-list --first-parent trunk); do
+    git -C "$T/repo" cat-file -e "$c:compat.txt" 2>/dev/null && continue
+    ! { git -C "$T/repo" cat-file -e "$c:a.txt" 2>/dev/null && git -C "$T/repo" cat-file -e "$c:b.txt" 2>/dev/null; }
+  done
+}
+
+@test "a target checked out in REPO_DIR is refused at start, saying why" {
+  run loop --drain --set REPO_DIR="$T/repo" --set INTEGRATE=merge --set TARGET_BRANCH=main
+  [ "$status" = 2 ]
+  assert_output --partial "TARGET_BRANCH main is checked out in $T/repo"
+  run loop --drain --set REPO_DIR="$T/repo" --set INTEGRATE=octopus --set TARGET_BRANCH=trunk
+  [ "$status" = 2 ]
+  assert_output --partial "INTEGRATE must be off, merge, rebase or squash"
+}
+
+@test "rebase and squash land the work without a merge commit, and leave the item's branch as it was" {
+  q add --id r --prompt "file=r.txt" >/dev/null
+  run loop --drain --set REPO_DIR="$T/repo" --set INTEGRATE=rebase --set TARGET_BRANCH=trunk
+  assert_success
+  q add --id s --prompt "file=s.txt" >/dev/null
+  run loop --drain --set REPO_DIR="$T/repo" --set INTEGRATE=squash --set TARGET_BRANCH=trunk
+  assert_success
+  [ "$(on_trunk r.txt) $(on_trunk s.txt)" = "r.txt s.txt" ]
+  [ "$(git -C "$T/repo" log --merges --format=%s trunk | wc -l)" = 0 ]
+  # squash: one commit titled after the item; rebase: the branch's own commits
+  [ "$(git -C "$T/repo" log --format=%s trunk | head -n 2 | tr '\n' '|')" = "file=s.txt|add r.txt|" ]
+  local br
+  br=$(jq -r .branch "$(session_of r)/meta.json")
+  [ "$(git -C "$T/repo" log --format=%s "$br" | head -n 1)" = "add r.txt" ]
+  [ "$(git -C "$T/repo" rev-list --count "$br")" = 2 ]
+}
+
+wait_integrating() { test -e "$STATE/integrate.verify.pid"; }
+
+@test "kill -9 of the loop and of its integration mid-verify: after a restart the item lands exactly once" {
+  q add --id k --prompt "file=k.txt" >/dev/null
+  local gate="case \$PWD in */integrate/*) while [ ! -e '$T/go' ]; do sleep 0.05; done ;; esac"
+  "$LOOP" --state "$STATE" --drain "${INTEGRATE[@]}" --set VERIFY_CMD="$gate" >"$T/out" 2>"$T/err" 3>&- &
+  local pid=$!
+  wait_for 30 wait_integrating
+  local before
+  before=$(git -C "$T/repo" rev-parse trunk)
+  kill -9 "$pid"
+  pkill -9 -f "harness integrate --state-dir $STATE" || true
+  wait "$pid" 2>/dev/null || true
+  [ "$(git -C "$T/repo" rev-parse trunk)" = "$before" ] # before the landing, not in between
+  [ "$(item_state k)" = verified ]
+  touch "$T/go"
+  run loop --drain "${INTEGRATE[@]}" --set VERIFY_CMD="$gate"
+  assert_success
+  [ "$(item_state k)" = succeeded ]
+  [ "$(git -C "$T/repo" log --merges --format=%s trunk | wc -l)" = 1 ]
+  [ "$(on_trunk k.txt)" = k.txt ]
+  [ "$(jq -r 'select(.event == "item.integrated") | .item' "$STATE/events.jsonl")" = k ]
+  wait_for 5 bash -c "! pgrep -f 'while \[ ! -e' >/dev/null"
+}
+
+@test "PUSH_REMOTE: the target is pushed after each landing; a push rejected because someone pushed first integrates again" {
+  git clone -q --bare "$T/repo" "$T/remote.git"
+  git -C "$T/repo" remote add origin "$T/remote.git"
+  git clone -q "$T/remote.git" "$T/other"
+  q add --id p --prompt "file=p.txt" >/dev/null
+  local gate="case \$PWD in */integrate/*) while [ ! -e '$T/go' ]; do sleep 0.05; done ;; esac"
+  "$LOOP" --state "$STATE" --drain "${INTEGRATE[@]}" --set PUSH_REMOTE=origin --set VERIFY_CMD="$gate" \
+    >"$T/out" 2>"$T/err" 3>&- &
+  local pid=$! rc=0
+  wait_for 30 wait_integrating
+  # someone else lands a commit on the remote's trunk meanwhile
+  git -C "$T/other" checkout -q trunk
+  echo theirs >"$T/other/theirs.txt"
+  git -C "$T/other" add theirs.txt
+  git -C "$T/other" -c user.name=o -c user.email=o@example.invalid commit -qm "their change"
+  git -C "$T/other" push -q origin trunk
+  touch "$T/go"
+  wait "$pid" || rc=$?
+  [ "$rc" = 0 ]
+  [ "$(item_state p)" = succeeded ]
+  [ "$(git -C "$T/remote.git" show trunk:p.txt) $(git -C "$T/remote.git" show trunk:theirs.txt)" = "p.txt theirs" ]
+  audit_has '.event == "integrate.retry" and .item == "p"'
+  # the local target followed the remote, forward only
+  [ "$(git -C "$T/repo" rev-parse trunk)" = "$(git -C "$T/remote.git" rev-parse trunk)" ]
+}
