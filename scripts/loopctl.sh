@@ -15,7 +15,11 @@
 #   worktrees [--json]           kept worktrees (failed sessions): item, verdict, age, branch
 #   prune [--older-than DAYS] [--dry-run]
 #                                removes kept worktrees older than DAYS (default
-#                                WORKTREE_MAX_AGE_DAYS; 0: all); branches stay; never a live one
+#                                WORKTREE_MAX_AGE_DAYS; 0: all); branches stay; never a live one,
+#                                nor one a fix round will use; work no branch holds is saved
+#                                on harness/salvage/<session> first
+#   prune --merged [--dry-run]   deletes the branches of succeeded items wholly on
+#                                TARGET_BRANCH (never one with a commit the target lacks)
 #
 # Every change goes to the audit log (state/events.jsonl) and wakes a running loop,
 # which acts on it at once. <command> --help: that command's usage. Exit codes:
@@ -60,13 +64,14 @@ loopctl_circuit() { # [status|close|open] [--json]
     "${args[@]}" "${RES_POLICY_ARGS[@]}"
 }
 
-loopctl_prune() { # [--older-than DAYS] [--dry-run]
+loopctl_prune() { # [--older-than DAYS] [--dry-run] | --merged [--dry-run]
   local days=${CFG[WORKTREE_MAX_AGE_DAYS]}
   local -a args=()
   while (($#)); do
     case "$1" in
       --older-than) [[ "${2:-}" =~ ^[0-9]+([.][0-9]+)?$ ]] || usage_error "prune: --older-than needs days"; days=$2; shift ;;
       --dry-run) args+=(--dry-run) ;;
+      --merged) args+=(--merged "${RES_POLICY_ARGS[@]}") ;;
       *) usage_error "prune: unknown argument: $1" ;;
     esac
     shift

@@ -151,3 +151,45 @@ wait_integrating() { test -e "$STATE/integrate.verify.pid"; }
   # the local target followed the remote, forward only
   [ "$(git -C "$T/repo" rev-parse trunk)" = "$(git -C "$T/remote.git" rev-parse trunk)" ]
 }
+
+@test "a prune after a crash mid-integration loses nothing; prune --merged then deletes only landed branches" {
+  q add --id k --prompt "file=k.txt" >/dev/null
+  local gate="case \$PWD in */integrate/*) while [ ! -e '$T/go' ]; do sleep 0.05; done ;; esac"
+  "$LOOP" --state "$STATE" --drain "${INTEGRATE[@]}" --set VERIFY_CMD="$gate" >"$T/out" 2>"$T/err" 3>&- &
+  local pid=$! branch
+  wait_for 30 wait_integrating
+  kill -9 "$pid"
+  pkill -9 -f "harness integrate --state-dir $STATE" || true
+  wait "$pid" 2>/dev/null || true
+  branch=$(jq -r .branch "$(session_of k)/meta.json")
+  HARNESS_REPO_DIR="$T/repo" HARNESS_TARGET_BRANCH=trunk run "$HARNESS_ROOT/scripts/loopctl.sh" --state "$STATE" prune --older-than 0
+  assert_success
+  HARNESS_REPO_DIR="$T/repo" HARNESS_TARGET_BRANCH=trunk run "$HARNESS_ROOT/scripts/loopctl.sh" --state "$STATE" prune --merged
+  assert_success
+  assert_output --partial "deleted 0 branch(es) wholly on trunk"
+  git -C "$T/repo" cat-file -e "$branch:k.txt" # the work is still on its branch
+  touch "$T/go"
+  run loop --drain "${INTEGRATE[@]}" --set VERIFY_CMD="$gate"
+  assert_success
+  [ "$(item_state k) $(on_trunk k.txt)" = "succeeded k.txt" ]
+  HARNESS_REPO_DIR="$T/repo" HARNESS_TARGET_BRANCH=trunk run "$HARNESS_ROOT/scripts/loopctl.sh" --state "$STATE" prune --merged
+  assert_success
+  assert_output --partial "deleted branch $branch"
+  ! git -C "$T/repo" rev-parse --verify --quiet "refs/heads/$branch"
+}
+
+@test "pruning a kept worktree saves the work no branch holds on harness/salvage/<session> first" {
+  export MOCK_CLAUDE_MODE=max_turns
+  q add --id f --prompt p >/dev/null
+  run loop --drain --set REPO_DIR="$T/repo" --set MAX_ATTEMPTS=1
+  assert_success
+  local dir sid
+  dir=$(jq -r .cwd "$(session_of f)/meta.json")
+  sid=$(basename "$(session_of f)")
+  echo "half done" >"$dir/wip.txt"  # the agent's work, never committed
+  HARNESS_REPO_DIR="$T/repo" run "$HARNESS_ROOT/scripts/loopctl.sh" --state "$STATE" prune --older-than 0
+  assert_success
+  [ ! -e "$dir" ]
+  [ "$(git -C "$T/repo" show "harness/salvage/$sid:wip.txt")" = "half done" ]
+  audit_has ".event == \"worktree.pruned\" and .saved_on == \"harness/salvage/$sid\""
+}

@@ -24,6 +24,17 @@ def cmd_worktrees(args: argparse.Namespace) -> int:
     from harness.pipeline import worktrees
 
     state_dir, now = Path(args.state_dir), now_of(args)
+    if args.action == "prune" and args.merged:
+        p = Policy.from_pairs(args.cfg)
+        try:
+            branches = worktrees.prune_merged(state_dir, args.repo or p.REPO_DIR, p.TARGET_BRANCH, args.dry_run)
+        except ValueError as exc:
+            raise config.ConfigError(str(exc)) from None
+        verb = "would delete" if args.dry_run else "deleted"
+        for branch in branches:
+            print(f"{verb} branch {branch}")
+        print(f"{verb} {len(branches)} branch(es) wholly on {p.TARGET_BRANCH}")
+        return 0
     if args.action == "prune":
         gone = worktrees.prune(state_dir, args.repo, args.older_than_days * 86400, args.dry_run, now)
         verb = "would remove" if args.dry_run else "removed"
@@ -93,6 +104,7 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--repo", default="")
     p.add_argument("--older-than-days", type=float, default=config.default("WORKTREE_MAX_AGE_DAYS"))
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--merged", action="store_true", help="delete the branches of succeeded items wholly on TARGET_BRANCH")
     p.add_argument("--json", action="store_true")
     with_policy(p)
     p.set_defaults(fn=cmd_worktrees)

@@ -56,8 +56,36 @@ def kept(state_dir: Path, now: float) -> list[dict[str, Any]]:
     return rows
 
 
+def _git(repo: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
+
+
+def salvage(path: Path, session: str) -> str:
+    """Work in a worktree that no branch holds (uncommitted changes, or commits on a
+    detached HEAD) is committed to a branch of its own, harness/salvage/<session>,
+    before the worktree goes; "" when there was none, else the branch (or an error)."""
+    dirty = bool(_git(path, "status", "--porcelain").stdout.strip())
+    head = _git(path, "rev-parse", "--verify", "--quiet", "HEAD").stdout.strip()
+    held = bool(head) and bool(_git(path, "branch", "--contains", head, "--format=%(refname)").stdout.strip())
+    if not dirty and (held or not head):
+        return ""
+    branch = f"harness/salvage/{session}"
+    steps: list[tuple[str, ...]] = [("checkout", "--quiet", "-B", branch)]
+    if dirty:
+        steps += [("add", "-A"), ("-c", "user.name=claude-harness", "-c", "user.email=harness@localhost", "commit",
+                                  "--quiet", "--no-verify", "-m", f"Uncommitted work of {session}, saved before its "
+                                  "worktree was pruned")]
+    for step in steps:
+        done = _git(path, *step)
+        if done.returncode != 0:
+            raise OSError(f"cannot save the work in {path}: " + " ".join((done.stderr or done.stdout).split()))
+    return branch
+
+
 def prune(state_dir: Path, repo: str, older_than_s: float, dry_run: bool, now: float | None = None) -> list[str]:
-    """Removes kept worktrees older than older_than_s (never a live session's); returns what went."""
+    """Removes kept worktrees older than older_than_s (never one a live session or a
+    pending fix round uses); work no branch holds is saved on a branch first; returns
+    what went."""
     now = time.time() if now is None else now
     gone = []
     for row in kept(state_dir, now):
@@ -66,16 +94,51 @@ def prune(state_dir: Path, repo: str, older_than_s: float, dry_run: bool, now: f
         gone.append(row["path"])
         if dry_run:
             continue
-        error = ""
+        error = saved = ""
         if row["git"] and repo:
-            done = subprocess.run(["git", "-C", repo, "worktree", "remove", "--force", row["path"]],
-                                  capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                error = " ".join(done.stderr.split())
+            try:
+                saved = salvage(Path(row["path"]), row["session"])
+            except OSError as exc:
+                error = str(exc)
+            if not error:
+                done = _git(repo, "worktree", "remove", "--force", row["path"])
+                if done.returncode != 0:
+                    error = " ".join(done.stderr.split())
         if not error and os.path.exists(row["path"]):
             shutil.rmtree(row["path"], ignore_errors=False)
         jsonio.audit(state_dir, "worktree.pruned" if not error else "worktree.prune_failed", session=row["session"],
-                     item=row["item"], branch=row["branch"], age_s=row["age_s"], error=error or None)
+                     item=row["item"], branch=row["branch"], age_s=row["age_s"], saved_on=saved or None,
+                     error=error or None)
+        if error:
+            gone.pop()
     if repo and gone and not dry_run:
-        subprocess.run(["git", "-C", repo, "worktree", "prune"], capture_output=True, check=False)
+        _git(repo, "worktree", "prune")
+    return gone
+
+
+def prune_merged(state_dir: Path, repo: str, target: str, dry_run: bool) -> list[str]:
+    """Deletes the branches of succeeded items that are wholly on target: each ref is
+    deleted only at the commit found on the target (compare-and-swap), so a branch
+    that moved meanwhile stays; returns them."""
+    if not repo or not target:
+        raise ValueError("prune --merged needs REPO_DIR and TARGET_BRANCH")
+    states = open_store(state_dir).states()
+    merged = _git(repo, "branch", "--merged", target, "--list", "harness/*", "--format=%(refname:short)").stdout.split()
+    gone = []
+    for branch in merged:
+        parts = branch.split("/")
+        item = parts[1] if len(parts) >= 3 and parts[1] not in ("salvage",) else ""
+        if not item or states.get(item) != "succeeded":
+            continue
+        tip = _git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}").stdout.strip()
+        if not tip or _git(repo, "merge-base", "--is-ancestor", tip, target).returncode != 0:
+            continue
+        if not dry_run:
+            done = _git(repo, "update-ref", "-d", f"refs/heads/{branch}", tip)
+            if done.returncode != 0:
+                jsonio.audit(state_dir, "branch.delete_failed", branch=branch, item=item,
+                             error=" ".join(done.stderr.split()))
+                continue
+            jsonio.audit(state_dir, "branch.deleted", branch=branch, item=item, target=target)
+        gone.append(branch)
     return gone
