@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Summary: Crash trial: kills loop.sh with SIGKILL at random moments during a multi-item queue, restarts it, and checks that no work is lost or done twice.
-# Usage: tests/crash_trial.sh [--runs N] [--items N] [--kills N] [--session-s S] [--seed N] [--json FILE]
+# Usage: tests/crash_trial.sh [--runs N] [--items N] [--kills N] [--session-s S] [--seed N] [--json FILE] [--integrate]
 #
 # Each run: a fresh state directory with --items items (the fast stub, --session-s each, 0.2 s),
 # loop.sh --drain -j 1..3 started and killed with SIGKILL at a random moment, up to
@@ -9,12 +9,18 @@
 # two sessions of one item may have been alive at once (the stub's witness lock),
 # and nothing may be left in running/ or alive. Prints one line per run and the
 # totals; exit 1 when any run broke a promise.
+#
+# --integrate: each run has a git repository, and the merge queue lands every
+# item's commit on its branch trunk (INTEGRATE=merge); kills land during sessions
+# and integrations, and half of them also kill the integration process (a machine
+# that goes down). Then every item must also have landed exactly once: one merge
+# of its branch on trunk, one landing in its history.
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/log.sh
 source "$ROOT/lib/log.sh" # clock_us, clock_now: times as integer microseconds
-RUNS=20 ITEMS=6 KILLS=2 SEED=$$ JSON="" SESSION_S=0.2
+RUNS=20 ITEMS=6 KILLS=2 SEED=$$ JSON="" SESSION_S=0.2 INTEGRATE=0
 while (($#)); do
   case "$1" in
     --runs) RUNS=$2; shift ;;
@@ -23,6 +29,7 @@ while (($#)); do
     --seed) SEED=$2; shift ;;
     --session-s) SESSION_S=$2; shift ;;
     --json) JSON=$2; shift ;;
+    --integrate) INTEGRATE=1 ;;
     -h | --help) sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "crash_trial: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -47,7 +54,7 @@ kill_moment() { # <state> <pid> <seconds>
     clock_now
     ((NOW_US < end)) || return 0
     kill -0 "$2" 2>/dev/null || return 0
-    [[ -n "$(find "$1/queue/pending" -name '*.json' -print -quit 2>/dev/null)" ]] || return 0
+    [[ -n "$(find "$1/queue/pending" "$1/queue/verified" -name '*.json' -print -quit 2>/dev/null)" ]] || return 0
     sleep 0.02
   done
 }
@@ -71,8 +78,17 @@ for ((run = 1; run <= RUNS; run++)); do
   state="$dir/state"
   mkdir -p "$dir/witness"
   export MOCK_CLAUDE_WITNESS="$dir/witness"
+  mode=slow
+  if ((INTEGRATE)); then
+    mode=commit
+    git init -q -b main "$dir/repo"
+    git -C "$dir/repo" -c user.name=t -c user.email=t@example.invalid commit -q --allow-empty -m "initial commit"
+    git -C "$dir/repo" branch trunk
+    export HARNESS_REPO_DIR="$dir/repo" HARNESS_INTEGRATE=merge HARNESS_TARGET_BRANCH=trunk
+  fi
   for ((i = 1; i <= ITEMS; i++)); do
-    "$ROOT/scripts/queue.sh" --state "$state" add --id "item$i" --prompt "crash trial run $run item $i [[mock:slow]]" >/dev/null
+    "$ROOT/scripts/queue.sh" --state "$state" add --id "item$i" \
+      --prompt "crash trial run $run item $i file=item$i.txt [[mock:$mode]]" >/dev/null
   done
   planned=$((1 + RANDOM % KILLS)) kills=0
   for ((k = 0; k < planned; k++)); do
@@ -84,6 +100,7 @@ for ((run = 1; run <= RUNS; run++)); do
       'BEGIN { printf "%.3f", (r / 32767) * (0.3 + n * (s + 0.25) / j) }')"
     if kill -9 "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
     wait "$pid" 2>/dev/null || true
+    if ((INTEGRATE && RANDOM % 2)); then pkill -9 -f "harness integrate --state-dir $state" || true; fi
   done
   total_kills=$((total_kills + kills))
   ((kills > 0)) || unkilled=$((unkilled + 1))
@@ -96,10 +113,19 @@ for ((run = 1; run <= RUNS; run++)); do
       lost=$((lost + 1))
       continue
     fi
-    ok_hist=$(jq '[.history[] | select(.verdict == "succeeded")] | length' "$f")
+    ok_hist=$(jq '[.history[] | select(.verdict == "succeeded" and .session_id)] | length' "$f")
     ok_sess=$(jq -r --arg i "item$i" 'select(.item_id == $i and .verdict == "succeeded") | .session_id' \
       "$state"/sessions/*/meta.json | wc -l)
     [[ $ok_hist == 1 && $ok_sess == 1 ]] || doubled=$((doubled + 1))
+    if ((INTEGRATE)); then
+      landed=$(jq '[.history[] | select(.by == "merge queue" and .verdict == "succeeded")] | length' "$f")
+      merges=$(git -C "$dir/repo" log --merges --format=%b trunk | grep -c "^Item item$i, " || true)
+      if ! git -C "$dir/repo" cat-file -e "trunk:item$i.txt" 2>/dev/null; then
+        lost=$((lost + 1))
+      elif [[ $landed != 1 || $merges != 1 ]]; then
+        doubled=$((doubled + 1))
+      fi
+    fi
   done
   if [[ -s "$dir/witness/doubles" ]]; then doubled=$((doubled + $(wc -l <"$dir/witness/doubles"))); fi
   left=$(find "$state/queue/running" -name '*.json' | wc -l)

@@ -20,3 +20,10 @@ teardown() { sandbox_teardown; }
   # alive, finalized after the fact or requeued
   [ "$(jq -c '[.unkilled, .kills >= 20, (.adopted + .recovered + .requeued) >= 5]' "$T/trial.json")" = '[0,true,true]' ]
 }
+
+@test "crash trial with the merge queue: kills during sessions and integrations; every item lands exactly once" {
+  run "$HARNESS_ROOT/tests/crash_trial.sh" --runs 6 --items 4 --kills 2 --integrate --seed "$RANDOM" --json "$T/trial.json"
+  printf '# %s\n' "${lines[-1]}" >&3
+  assert_success
+  [ "$(jq -c '[.lost, .doubled, .leftovers, .broken, .unkilled]' "$T/trial.json")" = "[0,0,0,0,0]" ]
+}
