@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Summary: Runs the harness offline on three sample items: real Claude Code CLI, scripted model.
+# Summary: Runs the harness offline on four sample items: real Claude Code CLI, scripted model, verify, fix round, merge queue.
 # Usage: scripts/demo.sh [--keep]
 #
-# Starts the bundled scripted Messages API (tests/fakeapi) on loopback, queues three
+# Starts the bundled scripted Messages API (tests/fakeapi) on loopback, queues four
 # work items into .demo/state, and runs `loop.sh --drain` with the real CLI against
-# it, in worktrees of a scratch repository (.demo/repo). Prints each session's
-# receipt and the queue. No network beyond loopback; nothing outside .demo/ is
+# it, in worktrees of a scratch repository (.demo/repo), with the merge queue on
+# (INTEGRATE=merge onto its branch trunk). One item's work fails the repository's
+# own check (verify), is fixed by a fix round that resumes its conversation, and
+# lands. Prints each session's receipt, the queue and trunk's history. No network beyond loopback; nothing outside .demo/ is
 # touched (the CLI's own files go to .demo/claude-config). Run `make setup` first
 # (`make demo` does). --keep reuses .demo/ instead of starting afresh.
 set -euo pipefail
@@ -26,8 +28,13 @@ umask 077
 if [[ ! -d "$DEMO/repo/.git" ]]; then
   git -C "$DEMO" init -q -b main repo
   printf '# Demo repository\n' >"$DEMO/repo/README.md"
-  git -C "$DEMO/repo" add README.md
+  # the repository's own check: good.txt must exist once bad.txt does (its complaint
+  # also tells the scripted model what to do in the fix round)
+  printf '%s\n' '#!/bin/sh' '[ ! -e bad.txt ] || [ -e good.txt ] && exit 0' \
+    'echo "check failed: bad.txt needs good.txt [[fake:write_commit file=good.txt]]"' 'exit 1' >"$DEMO/repo/check.sh"
+  git -C "$DEMO/repo" add README.md check.sh
   git -C "$DEMO/repo" -c user.name=demo -c user.email=demo@example.invalid commit -qm "initial commit"
+  git -C "$DEMO/repo" branch trunk
 fi
 
 # The scripted model, on a free loopback port.
@@ -50,31 +57,33 @@ export CLAUDE_CONFIG_DIR="$DEMO/claude-config" CLAUDE_CODE_MAX_RETRIES=1 DISABLE
 export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1
 export CLAUDE_BIN="$CLAUDE" HARNESS_STATE_DIR="$DEMO/state" HARNESS_REPO_DIR="$DEMO/repo"
 export HARNESS_ALLOWED_TOOLS="Bash,Write,Read" HARNESS_RETRY_BASE_S=1 HARNESS_QUIET=1
+export HARNESS_INTEGRATE=merge HARNESS_TARGET_BRANCH=trunk
 
 "$ROOT/scripts/queue.sh" add --file - >/dev/null <<'ITEMS'
 {"id": "add-greeting", "title": "Add a greeting file", "priority": "high", "prompt": "Create hello.txt with a friendly greeting and commit it. [[fake:write_commit]]"}
 {"id": "check-build", "title": "Run a quick check", "prompt": "Run a shell command that writes out.txt and report. [[fake:bash]]", "depends_on": ["add-greeting"]}
 {"id": "runaway", "title": "A task that never ends", "priority": "low", "max_turns": 3, "prompt": "Keep going step by step. [[fake:endless]]"}
+{"id": "needs-fix", "title": "Add bad.txt (fails the check)", "prompt": "Add bad.txt and commit it. [[fake:write_commit file=bad.txt]]", "verify": "sh check.sh"}
 ITEMS
 
-echo "== loop.sh --drain: three items, real Claude Code CLI $("$CLAUDE" --version | cut -d' ' -f1), scripted model on $ANTHROPIC_BASE_URL"
+echo "== loop.sh --drain: four items, real Claude Code CLI $("$CLAUDE" --version | cut -d' ' -f1), scripted model on $ANTHROPIC_BASE_URL"
 start=$SECONDS
 rc=0
 "$ROOT/loop.sh" --drain || rc=$?
 echo "== loop exited $rc after $((SECONDS - start)) s"
 echo
-echo "== verdicts"
-for f in "$DEMO"/state/sessions/*/metrics.json; do
-  jq -r '"\(.item_id)\t\(.verdict)\t\(.reason)"' "$f"
-done | sort | while IFS=$'\t' read -r item verdict reason; do
-  printf '%-14s %-16s %s\n' "$item" "$verdict" "$reason"
+echo "== every item's history: its sessions, fix rounds and landing, in order"
+for f in "$DEMO"/state/queue/*/*.json; do
+  jq -r '.id as $i | .history[] | "\($i)\t\(.verdict)\t\(.reason)"' "$f"
+done | while IFS=$'\t' read -r item verdict reason; do
+  printf '%-14s %-16s %.110s\n' "$item" "$verdict" "$reason"
 done
 echo
 echo "== queue"
 "$ROOT/scripts/queue.sh" list
 echo
-echo "== the greeting, committed on its own branch"
-git -C "$DEMO/repo" log --format='%h %s' harness/add-greeting/1 -1 2>/dev/null || echo "(no branch)"
+echo "== trunk, where the merge queue landed the verified work (main is untouched)"
+git -C "$DEMO/repo" log --graph --format='%h %s' trunk
 echo
 echo "Look around: $DEMO/state (queue/, sessions/<id>/{events.jsonl,meta.json,metrics.json}, events.jsonl)"
 exit "$rc"

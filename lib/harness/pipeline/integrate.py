@@ -177,7 +177,7 @@ def _land(state_dir: Path, store: Store, p: Policy, landing: Landing, now: float
         if head is None:
             return _settle(store, landing.item, "quarantined", "integrate_failed", f"branch {landing.branch} is gone")
         if _git(p.REPO_DIR, "merge-base", "--is-ancestor", head, tip).returncode == 0:
-            return _landed(store, p, landing, tip, "already on the target")
+            return _landed(store, p, landing, tip, "already")
         scratch = state_dir / "integrate" / item_id
         try:
             outcome = _merge_and_verify(state_dir, p, landing, tip, scratch)
@@ -307,7 +307,8 @@ def _drop_scratch(p: Policy, scratch: Path) -> None:
 
 
 def _landed(store: Store, p: Policy, landing: Landing, commit: str, how: str) -> str:
-    reason = f"landed on {p.TARGET_BRANCH} as {commit[:12]} ({how})"
+    reason = (f"already on {p.TARGET_BRANCH} (at {commit[:12]}): nothing to merge" if how == "already"
+              else f"landed on {p.TARGET_BRANCH} as {commit[:12]} ({how})")
     store.audit("item.integrated", item=landing.item["id"], branch=landing.branch, target=p.TARGET_BRANCH,
                 commit=commit, mode=p.INTEGRATE, remote=p.PUSH_REMOTE or None)
     return _settle(store, landing.item, "succeeded", "succeeded", reason, extra={"commit": commit},
