@@ -58,7 +58,7 @@ test-e2e: test-deps setup
 pytest: $(PY)
 	$(PY) -m pytest -q tests/python
 
-# Benchmarks, not tests: figures with their targets (tests/bench/). About 6 minutes,
+# Benchmarks, not tests: figures with their targets (tests/bench/). About 7 minutes,
 # and 1 GB in .bench/ for the scan benchmark (BENCH_SCAN_MB to change it).
 bench: setup
 	$(PY) tests/bench/bench_scan.py
@@ -66,6 +66,7 @@ bench: setup
 	$(PY) tests/bench/bench_watch.py
 	$(PY) tests/bench/bench_overhead.py
 	$(PY) tests/bench/bench_parallel.py
+	$(PY) tests/bench/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) .tools .demo .bench .pytest_cache .mypy_cache .ruff_cache

@@ -295,9 +295,9 @@ loop_run() {
     worktree_prune_aged
     loop_claim_all
     loop_done && return 0
-    if ((${#S_ITEM[@]} == 0)); then
+    if ((${#S_ITEM[@]} == 0)) && [[ -z "$INT_PID" ]]; then
       loop_idle_sleep
-    else
+    else # sessions or an integration run: their end is polled too (the wake may come a little early)
       wake_sleep "${CFG[POLL_INTERVAL_S]}"
     fi
     # woken (a session ended, an item added, a pause lifted): look at the queue now
