@@ -429,19 +429,25 @@ def finish(
     updates: fields the harness keeps on the item (fix, fix_rounds); None removes one."""
     src = queue.path("running", item_id)
     item: dict[str, Any] = jsonio.read_json(src)
+    item["attempts"] = attempts
+    item["not_before"] = not_before
+    item.pop("lease", None)
+    return _move(queue, src, item_id, item, to_state, record, updates)
+
+
+def _move(queue: Queue, src: Path, item_id: str, item: dict[str, Any], to_state: str, record: dict[str, Any],
+          updates: dict[str, Any] | None) -> dict[str, Any]:
+    """The item with its new history record and fields, written in place, then renamed into to_state."""
     for key, value in (updates or {}).items():
         if value is None:
             item.pop(key, None)
         else:
             item[key] = value
     item.setdefault("history", []).append(record)
-    item["attempts"] = attempts
-    item["not_before"] = not_before
     item["last_verdict"] = record.get("verdict")
     item["last_reason"] = record.get("reason")
     item["state"] = to_state
     item["updated_at"] = jsonio.utc_now_iso()
-    item.pop("lease", None)
     jsonio.write_json(src, item, pretty=False)
     os.rename(src, queue.path(to_state, item_id))
     return item
@@ -457,19 +463,7 @@ def settle(queue: Queue, item_id: str, from_state: str, to_state: str, record: d
             item: dict[str, Any] = jsonio.read_json(src)
         except FileNotFoundError:
             raise QueueError(f"item {item_id} is no longer {from_state}") from None
-        for key, value in (updates or {}).items():
-            if value is None:
-                item.pop(key, None)
-            else:
-                item[key] = value
-        item.setdefault("history", []).append(record)
-        item["last_verdict"] = record.get("verdict")
-        item["last_reason"] = record.get("reason")
-        item["state"] = to_state
-        item["updated_at"] = jsonio.utc_now_iso()
-        jsonio.write_json(src, item, pretty=False)
-        os.rename(src, queue.path(to_state, item_id))
-        return item
+        return _move(queue, src, item_id, item, to_state, record, updates)
 
 
 def cancel(queue: Queue, item_id: str) -> str:
