@@ -405,7 +405,7 @@ agent_in_tool() { # <item>: its live session's CLI is inside a tool call
   [ "$(item_field f '[.history[].verdict] | join(",")')" = "crashed,succeeded" ]
 }
 
-@test "verify catches a change that breaks the repo's own check; a fix round resumes the same conversation and repairs it" {
+@test "verify catches a change that breaks the repo's own check; a fix round resumes the same conversation and repairs it; it lands" {
   git_repo "$T/repo"
   # the repository's own check: good.txt must exist. Its complaint carries the scripted
   # model's next move, so the fix round's prompt (the complaint) drives the repair.
@@ -413,11 +413,15 @@ agent_in_tool() { # <item>: its live session's CLI is inside a tool call
     'echo "check failed: good.txt is missing [[fake:write_commit file=good.txt]]"' 'exit 1' >"$T/repo/check.sh"
   git -C "$T/repo" add check.sh
   git -C "$T/repo" -c user.name=test -c user.email=test@example.invalid commit -qm "the check"
+  git -C "$T/repo" branch trunk
   q add --id fixme --prompt "Add bad.txt and commit it. [[fake:write_commit file=bad.txt]]" --verify 'sh check.sh' >/dev/null
-  run loop --drain --set REPO_DIR="$T/repo"
+  run loop --drain --set REPO_DIR="$T/repo" --set INTEGRATE=merge --set TARGET_BRANCH=trunk
   assert_success
   [ "$(item_state fixme) $(item_field fixme .last_verdict)" = "succeeded succeeded" ]
-  [ "$(item_field fixme '[.history[] | "\(.verdict):\(.fix_round)"] | join(" ")')" = "verify_failed:null succeeded:1" ]
+  [ "$(item_field fixme '[.history[] | "\(.verdict):\(.fix_round)"] | join(" ")')" = "verify_failed:null succeeded:1 succeeded:null" ]
+  # the merge queue landed it on trunk; the main checkout is untouched
+  git -C "$T/repo" cat-file -e trunk:good.txt && git -C "$T/repo" cat-file -e trunk:bad.txt
+  [ -z "$(git -C "$T/repo" status --porcelain)" ] && [ ! -e "$T/repo/bad.txt" ]
   local first second branch body
   first=$(item_field fixme '.history[0].session_id')
   second=$(item_field fixme '.history[1].session_id')

@@ -67,6 +67,9 @@ on_trunk() { # <file>: the file's content on trunk
   [ "$(item_state a) $(item_state b)" = "succeeded succeeded" ]
   item_field b '.history[] | select(.verdict == "integrate_failed") | .reason' | grep -qF 'fails its verify command merged onto trunk'
   [ "$(on_trunk compat.txt)" = fixed ]
+  # the fix round began on the branch with trunk merged in: the very tree that failed
+  grep -qF 'Your branch already has trunk merged in' \
+    "$STATE/sessions/$(item_field b '.history[] | select(.fix_round) | .session_id')/input.txt"
   # trunk never held a.txt and b.txt without compat.txt
   local c
   for c in $(git -C "$T/repo" rev-list --first-parent trunk); do

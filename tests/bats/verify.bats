@@ -103,6 +103,8 @@ gone() { ! pgrep -f "$1" >/dev/null; }
   [ "$(item_state x) $(item_field x .last_verdict)" = "succeeded succeeded" ]
   [ "$(item_field x '[.history[] | "\(.verdict):\(.fix_round)"] | join(" ")')" = "verify_failed:null succeeded:1" ]
   [ "$(item_field x '"\(.fix_rounds) \(.attempts) \(has("fix"))"')" = "1 1 false" ]
+  # the item's cost: both rounds'
+  [ "$(q show x | jq -r '.cost_usd_total == ([.history[].cost_usd] | add) and .cost_usd_total > 0')" = true ]
   local first second uuid
   first=$(sed -n 1p "$MOCK_CLAUDE_LOG")
   second=$(sed -n 2p "$MOCK_CLAUDE_LOG")

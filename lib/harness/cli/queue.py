@@ -66,6 +66,9 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
 def cmd_queue_show(args: argparse.Namespace) -> int:
     state, item = store_of(args).get(args.id)
     item["state"] = state
+    # the item's roll-up: every session's cost, retries and fix rounds included
+    item["cost_usd_total"] = round(sum(float(h.get("cost_usd") or 0) for h in item.get("history") or []
+                                       if isinstance(h, dict)), 6)
     hint = allow_hint(item)
     if hint:
         item["hint"] = hint

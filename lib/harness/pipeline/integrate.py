@@ -182,6 +182,8 @@ def _land(state_dir: Path, store: Store, p: Policy, landing: Landing, now: float
         try:
             outcome = _merge_and_verify(state_dir, p, landing, tip, scratch)
             if isinstance(outcome, Failure):
+                if outcome.merged:
+                    outcome.brought_up = _bring_up(p, landing.branch, head, outcome.merged)
                 return _fix(state_dir, store, p, landing, outcome)
             if _publish(p, outcome, tip):
                 return _landed(store, p, landing, outcome, p.INTEGRATE)
@@ -198,6 +200,20 @@ class Failure:
     cmd: str
     exit_code: int | None
     output: str
+    merged: str = ""  # the merged commit that failed its verify (merge mode: it holds the branch)
+    brought_up: bool = False  # the item's branch was moved to it
+
+
+def _bring_up(p: Policy, branch: str, head: str, merged: str) -> bool:
+    """The item's branch, fast-forwarded to the merged commit that failed (the target's
+    tip merged in), so that its fix round starts where the failure is; only when that
+    keeps every commit of the branch (merge mode) and no worktree has it checked out."""
+    if p.INTEGRATE != "merge" or _git(p.REPO_DIR, "merge-base", "--is-ancestor", head, merged).returncode != 0:
+        return False
+    listed = _git(p.REPO_DIR, "worktree", "list", "--porcelain").stdout
+    if f"branch refs/heads/{branch}\n" in listed + "\n":
+        return False
+    return _git(p.REPO_DIR, "update-ref", f"refs/heads/{branch}", merged, head).returncode == 0
 
 
 def _merge_and_verify(state_dir: Path, p: Policy, landing: Landing, tip: str, scratch: Path) -> str | Failure:
@@ -226,7 +242,11 @@ def _merge_and_verify(state_dir: Path, p: Policy, landing: Landing, tip: str, sc
         return Failure("conflict", f"git merge {p.TARGET_BRANCH}", 1, detail)
     merged = _rev(scratch, "HEAD")
     assert merged is not None
-    return _verify(state_dir, p, landing, scratch) or merged
+    failed = _verify(state_dir, p, landing, scratch)
+    if failed is not None:
+        failed.merged = merged
+        return failed
+    return merged
 
 
 def _verify(state_dir: Path, p: Policy, landing: Landing, scratch: Path) -> Failure | None:
@@ -329,7 +349,7 @@ def _fix(state_dir: Path, store: Store, p: Policy, landing: Landing, failure: Fa
     fix = {
         "round": used + 1, "session": landing.session, "agent_session_id": landing.agent_session_id,
         "workdir": landing.workdir, "branch": landing.branch, "cmd": failure.cmd, "exit_code": failure.exit_code,
-        "output": failure.output[-OUTPUT_CHARS:], "target": p.TARGET_BRANCH,
+        "output": failure.output[-OUTPUT_CHARS:], "target": p.TARGET_BRANCH, "brought_up": failure.brought_up,
     }
     _settle(store, item, "pending", "integrate_failed", reason, updates={"fix": fix, "fix_rounds": used + 1},
             extra={"fix_round_next": used + 1})

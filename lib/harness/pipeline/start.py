@@ -136,6 +136,8 @@ def _fix_values(fix: dict[str, Any], p: Policy) -> dict[str, str]:
            else "its verify command failed")
     hint = (f"First bring your branch up to {target}: run `git merge {target}` in the working directory and "
             "resolve every conflict. " if target else "")
+    if target and fix.get("brought_up"):
+        hint = f"Your branch already has {target} merged in: this is the tree that failed. "
     return {
         "VERIFY_CMD": str(fix.get("cmd") or ""), "VERIFY_EXIT": str(fix.get("exit_code")),
         "VERIFY_OUTPUT": str(fix.get("output") or "(no output)").rstrip(), "FIX_ROUND": str(fix.get("round") or 1),
