@@ -11,6 +11,7 @@ silent default (tests/python/test_verdicts.py iterates them all).
     max_turns        quarantine  charged   success                       red
     budget_exceeded  quarantine  charged   success                       red
     verify_failed    fix         free      success                       red
+    integrate_failed fix         free      neutral (no session)          red
     stalled          retry       charged   neutral; failure while        red
                                            waiting on the API
     timed_out        retry       charged   neutral                       red
@@ -81,6 +82,8 @@ ROWS = (
     Row("budget_exceeded", Action.QUARANTINE, True, Outcome.SUCCESS, Colour.RED, "the budget was spent"),
     Row("verify_failed", Action.FIX, False, Outcome.SUCCESS, Colour.RED,
         "the agent said it completed the task, but the verify command failed"),
+    Row("integrate_failed", Action.FIX, False, Outcome.NEUTRAL, Colour.RED,
+        "the merge queue's verdict, no session's: the branch conflicts with the target, or fails its check merged"),
     Row("stalled", Action.RETRY, True, Outcome.NEUTRAL, Colour.RED, "silent past its limit; stopped by the harness",
         outcome_api_wait=Outcome.FAILURE),
     Row("timed_out", Action.RETRY, True, Outcome.NEUTRAL, Colour.RED, "past its wall-clock limit; stopped"),
