@@ -7,7 +7,7 @@
 # until it has ended. Each run lands (or sends back for a fix round) one item.
 # Sourced, not executed.
 
-INT_PID="" INT_START="" INT_DUE=0 INT_AT=0
+INT_PID="" INT_START="" INT_DUE=0 INT_AT=0 INT_DEFERRED_SINCE=0
 
 integrate_on() { [[ "${CFG[INTEGRATE]}" != off ]]; }
 
@@ -26,8 +26,22 @@ integrate__check() { py integrate --check --state-dir "${CFG[STATE_DIR]}" "${RES
 # ended verified, after a landing).
 integrate_due() { INT_DUE=1 INT_AT=0; }
 
-# integrate_busy: an integration runs, or one is due.
-integrate_busy() { integrate_on && [[ -n "$INT_PID" || "$INT_DUE" == 1 ]]; }
+# integrate_busy: an integration runs, or one is due. A loop that ends by itself
+# (--drain, --once) stops waiting for one that has been put off (another one held the
+# lock, the remote could not be reached, the target kept moving) for longer than
+# DRAIN_MAX_WAIT_S: the item stays verified for the next run, and the loop says so.
+integrate_busy() {
+  local limit
+  integrate_on && [[ -n "$INT_PID" || "$INT_DUE" == 1 ]] || return 1
+  [[ "$LOOP_MODE" != forever && -z "$INT_PID" && $INT_DEFERRED_SINCE != 0 ]] || return 0
+  clock_now
+  clock_us "${CFG[DRAIN_MAX_WAIT_S]}" limit
+  ((NOW_US - INT_DEFERRED_SINCE > limit)) || return 0
+  log_audit integrate.given_up --arg reason "put off for more than DRAIN_MAX_WAIT_S"
+  warn "the merge queue was put off for more than ${CFG[DRAIN_MAX_WAIT_S]} s; verified items wait for the next run"
+  INT_DUE=0 INT_DEFERRED_SINCE=0
+  return 1
+}
 
 # integrate_step: reaps an ended integration, and starts the next one when it is due.
 integrate_step() {
@@ -54,8 +68,9 @@ integrate__alive() {
 }
 
 # integrate__ended: what the integration did: landed or sent back an item (0: maybe
-# more to land), nothing ready (10), another one runs or the target kept moving (11:
-# again after IDLE_POLL_S), or it failed (said, and tried again after IDLE_POLL_S).
+# more to land), nothing ready (10), put off (11: another one runs, the remote cannot
+# be reached, the target kept moving), or it failed (said); put off or failed, it is
+# tried again after IDLE_POLL_S.
 integrate__ended() {
   local rc=0 did="" idle
   wait "$INT_PID" 2>/dev/null || rc=$?
@@ -63,9 +78,13 @@ integrate__ended() {
   INT_PID=""
   LOOP_CLAIM_AT=0 # a landing unblocks dependents; a fix round waits to be claimed
   case $rc in
-    0) integrate_due ;;
-    "$EXIT_NOTHING_READY") ;;
+    0) INT_DEFERRED_SINCE=0; integrate_due ;;
+    "$EXIT_NOTHING_READY") INT_DEFERRED_SINCE=0 ;;
     *)
+      if [[ $INT_DEFERRED_SINCE == 0 ]]; then
+        clock_now
+        INT_DEFERRED_SINCE=$NOW_US
+      fi
       if [[ $rc != "$EXIT_BLOCKED" ]]; then
         log_audit integrate.error --argjson exit_code "$rc" --arg log "${CFG[STATE_DIR]}/integrate.log"
         warn "the merge queue's integration exited $rc (see ${CFG[STATE_DIR]}/integrate.log)"

@@ -196,3 +196,13 @@ wait_integrating() { test -e "$STATE/integrate.verify.pid"; }
   [ "$(git -C "$T/repo" show "harness/salvage/$sid:wip.txt")" = "half done" ]
   audit_has ".event == \"worktree.pruned\" and .saved_on == \"harness/salvage/$sid\""
 }
+
+@test "a remote that cannot be reached puts the landing off; --drain stops waiting after DRAIN_MAX_WAIT_S and says so" {
+  git -C "$T/repo" remote add origin "$T/nowhere.git"
+  q add --id u --prompt "file=u.txt" >/dev/null
+  run loop --drain "${INTEGRATE[@]}" --set PUSH_REMOTE=origin --set DRAIN_MAX_WAIT_S=1
+  assert_success
+  assert_output --partial "the merge queue was put off for more than 1 s; verified items wait for the next run"
+  [ "$(item_state u) $(item_field u '.history | length')" = "verified 1" ]
+  audit_has '.event == "integrate.deferred" and .item == "u" and (.reason | test("git fetch origin trunk failed"))'
+}

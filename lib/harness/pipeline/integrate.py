@@ -171,8 +171,7 @@ def _land(state_dir: Path, store: Store, p: Policy, landing: Landing, now: float
     for _ in range(TRIES):
         tip, error = _target_tip(p)
         if tip is None:
-            return _settle(store, landing.item, "verified", "integrate_failed", error or "the target has no commit",
-                           keep=True)
+            return _later(store, landing, error or "the target has no commit")
         head = _rev(p.REPO_DIR, f"refs/heads/{landing.branch}")
         if head is None:
             return _settle(store, landing.item, "quarantined", "integrate_failed", f"branch {landing.branch} is gone")
@@ -190,8 +189,14 @@ def _land(state_dir: Path, store: Store, p: Policy, landing: Landing, now: float
             store.audit("integrate.retry", item=item_id, reason="the target moved while the item was integrated")
         finally:
             _drop_scratch(p, scratch)
-    return _settle(store, landing.item, "verified", "integrate_failed",
-                   f"the target kept moving; tried {TRIES} times", keep=True)
+    return _later(store, landing, f"the target kept moving; tried {TRIES} times")
+
+
+def _later(store: Store, landing: Landing, reason: str) -> str:
+    """Nothing landed and nothing is wrong with the item (the remote cannot be reached,
+    the target keeps moving): it stays verified, to be tried again; said in the audit log."""
+    store.audit("integrate.deferred", item=landing.item["id"], reason=reason)
+    return "retry"
 
 
 @dataclass
@@ -356,9 +361,9 @@ def _fix(state_dir: Path, store: Store, p: Policy, landing: Landing, failure: Fa
     return "fix"
 
 
-def _settle(store: Store, item: dict[str, Any], to_state: str, verdict: str, reason: str, keep: bool = False,
+def _settle(store: Store, item: dict[str, Any], to_state: str, verdict: str, reason: str,
             extra: dict[str, Any] | None = None, updates: dict[str, Any] | None = None) -> str:
-    """The integration's outcome in the item's history; keep: it stays verified (to be tried again)."""
+    """The integration's outcome, in the item's history and the audit log."""
     record = {"verdict": verdict, "reason": reason, "at": jsonio.utc_now_iso(), "by": "merge queue", **(extra or {})}
     try:
         store.settle(str(item["id"]), "verified", to_state, record, updates)
@@ -366,6 +371,4 @@ def _settle(store: Store, item: dict[str, Any], to_state: str, verdict: str, rea
         return "nothing"  # canceled meanwhile
     store.audit(f"item.{to_state}", item=item["id"], **{"from": "verified"}, to=to_state, verdict=verdict,
                 reason=reason)
-    if keep:
-        return "retry"
     return {"succeeded": "landed", "pending": "fix"}.get(to_state, to_state)
