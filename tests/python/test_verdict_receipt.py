@@ -296,20 +296,15 @@ def test_a_session_stopped_while_it_verified_has_the_stop_s_verdict(tmp_path: Pa
     assert (v.verdict, v.reason) == ("interrupted", "canceled by operator")
 
 
-def _resumed_round(tmp_path: Path, billed_in: int, billed_out: int, cost: float) -> dict[str, Any]:
-    """A fix round that streamed 10 in / 20 out and whose result line billed what is given;
-    the round it resumed billed 1000 in / 2000 out for $0.0494."""
-    prev, sdir = tmp_path / "ses_prev", tmp_path / "ses_fix"
-    prev.mkdir(parents=True)
-    sdir.mkdir()
-    (prev / "metrics.json").write_text(orjson.dumps({
-        "cli_cost_usd": 0.0494, "cli_tokens": {"input": 1000, "output": 2000, "cache_read": 0, "cache_write": 0}}).decode())
+def _resumed_round(tmp_path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """A fix round that streamed 10 in / 20 out, with the given result line."""
+    sdir = tmp_path / "ses_fix"
+    sdir.mkdir(parents=True)
     lines = [
         {"type": "system", "subtype": "init", "model": "claude-opus-5-5", "session_id": "u"},
         {"type": "assistant", "message": {"id": "m2", "model": "claude-opus-5-5", "content": [{"type": "text", "text": "ok"}],
                                           "usage": {"input_tokens": 10, "output_tokens": 20}}},
-        {"type": "result", "subtype": "success", "is_error": False, "total_cost_usd": cost, "modelUsage": {
-            "claude-opus-5-5": {"inputTokens": billed_in, "outputTokens": billed_out, "costUSD": cost}}},
+        {"type": "result", "subtype": "success", "is_error": False, **result},
     ]
     (sdir / "events.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
     (sdir / "exit_code").write_text("0\n")
@@ -317,11 +312,17 @@ def _resumed_round(tmp_path: Path, billed_in: int, billed_out: int, cost: float)
     return receipt.build(rec, verdict.classify(rec))
 
 
+def _usage(i: int, o: int, cost: float) -> dict[str, Any]:
+    return {"claude-opus-5-5": {"inputTokens": i, "outputTokens": o, "costUSD": cost}}
+
+
 def test_a_fix_round_s_receipt_is_its_own_whether_the_cli_reports_totals_from_the_start_or_not(tmp_path: Path) -> None:
-    # CLI 2.1.332: a resumed conversation's result holds the earlier round too
-    m = _resumed_round(tmp_path / "a", 1010, 2020, 0.05524)
+    # CLI 2.1.332 (measured): a resumed conversation's result holds the earlier round
+    # too; model_usage_since_last_result holds this process's own
+    m = _resumed_round(tmp_path / "a", {"total_cost_usd": 0.05524, "modelUsage": _usage(1010, 2020, 0.05524),
+                                        "model_usage_since_last_result": _usage(10, 20, 0.00584)})
     assert (m["tokens"]["input"], m["tokens"]["output"], m["cost_usd"], m["cli_cumulative"]) == (10, 20, 0.00584, True)
     assert (m["cli_cost_usd"], m["cli_tokens"]["output"], m["fix_round"]) == (0.05524, 2020, 1)
-    # CLI 2.1.197: the process's own, as it is
-    m = _resumed_round(tmp_path / "b", 10, 20, 0.00584)
-    assert (m["tokens"]["input"], m["tokens"]["output"], m["cost_usd"], m["cli_cumulative"]) == (10, 20, 0.00584, False)
+    # CLI 2.1.197: the process's own, as it is, even when it billed calls the stream does not show
+    m = _resumed_round(tmp_path / "b", {"total_cost_usd": 0.09, "modelUsage": _usage(1010, 2020, 0.09)})
+    assert (m["tokens"]["input"], m["tokens"]["output"], m["cost_usd"], m["cli_cumulative"]) == (1010, 2020, 0.09, False)

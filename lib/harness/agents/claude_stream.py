@@ -127,19 +127,30 @@ def _system(ev: dict[str, Any]) -> list[norm.Event]:
     return []
 
 
+def _model_usage(model_usage: Any) -> tuple[dict[str, int], float | None] | None:
+    """Token totals and cost (USD) over a result's per-model usage; None when it has none."""
+    if not isinstance(model_usage, dict) or not model_usage:
+        return None
+    t = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+    cost: float | None = None
+    for mu in model_usage.values():
+        if isinstance(mu, dict):
+            t["input"] += _int(mu.get("inputTokens"))
+            t["output"] += _int(mu.get("outputTokens"))
+            t["cache_read"] += _int(mu.get("cacheReadInputTokens"))
+            t["cache_write"] += _int(mu.get("cacheCreationInputTokens"))
+            if _num(mu.get("costUSD")) is not None:
+                cost = (cost or 0.0) + float(mu["costUSD"])
+    return t, cost
+
+
 def _billed(ev: dict[str, Any]) -> tuple[dict[str, int] | None, str]:
     """Token totals from the result's modelUsage (every API call, as billed), else
-    from its usage; None when it has neither."""
-    model_usage = ev.get("modelUsage")
-    if isinstance(model_usage, dict) and model_usage:
-        t = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
-        for mu in model_usage.values():
-            if isinstance(mu, dict):
-                t["input"] += _int(mu.get("inputTokens"))
-                t["output"] += _int(mu.get("outputTokens"))
-                t["cache_read"] += _int(mu.get("cacheReadInputTokens"))
-                t["cache_write"] += _int(mu.get("cacheCreationInputTokens"))
-        return t, "result.modelUsage"
+    from its usage; None when it has neither. (The whole conversation's, on a CLI
+    that reports a resumed one from its start.)"""
+    totals = _model_usage(ev.get("modelUsage"))
+    if totals is not None:
+        return totals[0], "result.modelUsage"
     usage = ev.get("usage")
     if isinstance(usage, dict) and any(_int(usage.get(k)) for k in ("input_tokens", "output_tokens")):
         return {
@@ -156,18 +167,28 @@ def _num(value: Any) -> float | None:
 
 
 def _result(ev: dict[str, Any]) -> list[norm.Event]:
+    """The result line. A resumed conversation (a fix round): CLI 2.1.332 reports its
+    cost and modelUsage from the conversation's start, and this process's own in
+    model_usage_since_last_result, which is then the session's cost and tokens;
+    2.1.197 reports the process's own in the first place."""
     errors = ev.get("errors")
-    billed, source = _billed(ev)
+    total_billed, total_source = _billed(ev)
+    total_cost = _num(ev.get("total_cost_usd"))
+    own = _model_usage(ev.get("model_usage_since_last_result"))
+    billed, source, cost = total_billed, total_source, total_cost
+    if own is not None and own[1] is not None:
+        billed, source, cost = own[0], "result.model_usage_since_last_result", own[1]
     denials = ev.get("permission_denials")
     denied = tuple(norm.Denial(str(d.get("tool_name") or "?"), tool_summary(d.get("tool_input")))
                    for d in denials if isinstance(d, dict)) if isinstance(denials, list) else ()
     return [norm.Result(
         subtype=str(ev.get("subtype") or ""), is_error=bool(ev.get("is_error")), text=str(ev.get("result") or ""),
-        cost_usd=_num(ev.get("total_cost_usd")), duration_ms=ev.get("duration_ms"), num_turns=ev.get("num_turns"),
+        cost_usd=cost, duration_ms=ev.get("duration_ms"), num_turns=ev.get("num_turns"),
         errors=tuple(str(e) for e in errors) if isinstance(errors, list) else (),
         api_error_status=ev.get("api_error_status"), terminal_reason=str(ev.get("terminal_reason") or ""),
         duration_api_ms=ev.get("duration_api_ms"), permission_denials=len(denials) if isinstance(denials, list) else 0,
-        denials=denied, billed=billed, billed_source=source, raw=ev,
+        denials=denied, billed=billed, billed_source=source, cli_cost_usd=total_cost, cli_billed=total_billed,
+        raw=ev,
     )]
 
 

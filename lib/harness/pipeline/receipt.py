@@ -43,23 +43,6 @@ def tool_times(rec: SessionRecord) -> dict[str, float]:
     return totals
 
 
-def _own_share(rec: SessionRecord, tokens: dict[str, int], cost: float | None) -> tuple[dict[str, int], float | None, bool]:
-    """A fix round's own tokens and cost. Some CLI releases (2.1.332) report a resumed
-    conversation's totals from its start: the result line then holds the earlier
-    rounds too (their output tokens and more), and the earlier round's totals as the
-    CLI reported them (its receipt's cli_*) are taken off. Others (2.1.197) report the
-    process's own, which stand as they are."""
-    prev = rec.resumed_receipt or {}
-    prev_tokens, prev_cost = prev.get("cli_tokens"), prev.get("cli_cost_usd")
-    if not isinstance(prev_tokens, dict) or not isinstance(prev_cost, (int, float)) or not prev_tokens.get("output"):
-        return tokens, cost, False
-    streamed = rec.facts.streamed_tokens()
-    if tokens["output"] < int(prev_tokens["output"]) + streamed["output"]:
-        return tokens, cost, False
-    own = {k: max(0, v - int(prev_tokens.get(k) or 0)) for k, v in tokens.items()}
-    return own, None if cost is None else round(max(0.0, cost - float(prev_cost)), 6), True
-
-
 def _cost(facts: SessionFacts, tokens: dict[str, int], token_source: str, model: str,
           reported: float | None) -> tuple[float, bool]:
     """(USD, estimated). A result line without billed usage (a session stopped
@@ -75,9 +58,8 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
     """The receipt: a pure function of the session's record and its verdict."""
     facts, meta = rec.facts, rec.meta
     res = facts.result
-    cli_tokens, token_source = _tokens(facts)
-    cli_cost = facts.result.cost_usd if facts.result else None
-    tokens, reported, cumulative = _own_share(rec, cli_tokens, cli_cost)
+    tokens, token_source = _tokens(facts)
+    reported = res.cost_usd if res else None
     model = facts.model or str(meta.get("model") or "")
     cost, estimated = _cost(facts, tokens, token_source, model, reported)
     wall_s = None
@@ -115,11 +97,13 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
         "malformed_lines": facts.stats.malformed,
         "verify": _verify(rec),
         "fix_round": meta.get("fix_round"),
-        # as the CLI reported them: a resumed conversation's totals from its start on
-        # some releases (cli_cumulative); what the next round's receipt takes off
-        "cli_cost_usd": cli_cost,
-        "cli_tokens": cli_tokens,
-        "cli_cumulative": cumulative,
+        # as the result line reported them: a resumed conversation's from its start on
+        # some releases (cli_cumulative), where cost_usd and tokens are this round's own
+        "cli_cost_usd": res.cli_cost_usd if res else None,
+        "cli_tokens": res.cli_billed if res else None,
+        "cli_cumulative": bool(res and res.billed_source == "result.model_usage_since_last_result"
+                               and res.cli_cost_usd is not None and res.cost_usd is not None
+                               and abs(res.cli_cost_usd - res.cost_usd) > 1e-9),
     }
 
 

@@ -44,7 +44,6 @@ class SessionRecord:
     verify_began: float | None = None  # when it began (verify.pid's mtime)
     verify_ended: float | None = None  # when it ended (verify_exit's mtime)
     verify_tail: str = ""  # the end of its output (verify.log)
-    resumed_receipt: dict[str, Any] | None = None  # a fix round: the receipt of the round it resumed
 
     @property
     def verify(self) -> dict[str, Any] | None:
@@ -106,7 +105,6 @@ def _text(path: Path) -> str:
 def read(sdir: Path, facts: SessionFacts | None = None, meta: dict[str, Any] | None = None) -> SessionRecord:
     """The session in sdir; facts and meta when the caller has them already."""
     meta = meta if meta is not None else (jsonio.read_dict(sdir / "meta.json") or {})
-    resumed = meta.get("fix_of")
     return SessionRecord(
         dir=sdir,
         meta=meta,
@@ -124,5 +122,4 @@ def read(sdir: Path, facts: SessionFacts | None = None, meta: dict[str, Any] | N
         verify_began=_mtime(sdir / "verify.pid"),
         verify_ended=_mtime(sdir / "verify_exit"),
         verify_tail=_tail(sdir / "verify.log", VERIFY_TAIL_BYTES),
-        resumed_receipt=jsonio.read_dict(sdir.parent / str(resumed) / "metrics.json") if resumed else None,
     )

@@ -146,7 +146,7 @@ class Result:
     subtype: str
     is_error: bool
     text: str = ""
-    cost_usd: float | None = None
+    cost_usd: float | None = None  # this process's cost
     duration_ms: Any = None  # as the agent wrote it
     num_turns: Any = None
     errors: tuple[str, ...] = ()
@@ -155,8 +155,10 @@ class Result:
     duration_api_ms: Any = None
     permission_denials: int = 0
     denials: tuple[Denial, ...] = ()
-    billed: dict[str, int] | None = None  # tokens as billed: input, output, cache_read, cache_write
+    billed: dict[str, int] | None = None  # this process's tokens as billed: input, output, cache_read, cache_write
     billed_source: str = ""  # where the agent's result line gave them
+    cli_cost_usd: float | None = None  # as the result line reports it (some CLIs: a resumed conversation's, from its start)
+    cli_billed: dict[str, int] | None = None  # the tokens as it reports them
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
