@@ -366,6 +366,7 @@ main() {
   info "agent: $SPAWN_BIN ($LOOP_AGENT_VERSION)"
   sidecar_start
   loop_reconcile
+  integrate_leftovers
   integrate_due
   loop_run
   sidecar_stop

@@ -26,6 +26,19 @@ integrate__check() { py integrate --check --state-dir "${CFG[STATE_DIR]}" "${RES
 # ended verified, after a landing).
 integrate_due() { INT_DUE=1 INT_AT=0; }
 
+# integrate_leftovers: at start with the merge queue off, verified items an earlier
+# run left (it had the queue on) succeed as they are, their work on their branch.
+integrate_leftovers() {
+  local rc=0
+  integrate_on && return 0
+  py_call integrate --state-dir "${CFG[STATE_DIR]}" "${RES_POLICY_ARGS[@]}" || rc=$?
+  if ((rc != 0)); then
+    warn "settling the items an earlier run left verified failed (exit $rc)"
+  elif [[ "$PY_OUT" != "settled 0" ]]; then
+    info "merge queue off: ${PY_OUT#settled } item(s) an earlier run left verified succeeded, unlanded"
+  fi
+}
+
 # integrate_busy: an integration runs, or one is due. A loop that ends by itself
 # (--drain, --once) stops waiting for one that has been put off (another one held the
 # lock, the remote could not be reached, the target kept moving) for longer than

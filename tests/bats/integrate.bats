@@ -206,3 +206,32 @@ wait_integrating() { test -e "$STATE/integrate.verify.pid"; }
   [ "$(item_state u) $(item_field u '.history | length')" = "verified 1" ]
   audit_has '.event == "integrate.deferred" and .item == "u" and (.reason | test("git fetch origin trunk failed"))'
 }
+
+@test "a dependent item's session starts from the target, where its dependency has landed; work left uncommitted lands as verified" {
+  q add --id dep --prompt "file=dep.txt" >/dev/null
+  q add --id user --prompt "file=user.txt nocommit" --depends-on dep --verify 'test -e dep.txt && test -e user.txt' >/dev/null
+  run loop --drain "${INTEGRATE[@]}"
+  assert_success
+  [ "$(item_state dep) $(item_state user)" = "succeeded succeeded" ]
+  [ "$(item_field user '[.history[].verdict] | join(" ")')" = "succeeded succeeded" ]
+  [ "$(on_trunk user.txt) $(on_trunk dep.txt)" = "user.txt dep.txt" ]
+  git -C "$T/repo" log --format=%s trunk | grep -qF "Uncommitted work of ses_"
+  audit_has '.event == "worktree.committed" and .item == "user"'
+}
+
+@test "items left verified by a run with the merge queue succeed, unlanded, when it is turned off; a verified item can be canceled" {
+  q add --id v1 --prompt "file=v1.txt" >/dev/null
+  q add --id v2 --prompt "file=v2.txt" >/dev/null
+  # a remote that cannot be reached keeps both verified
+  git -C "$T/repo" remote add origin "$T/nowhere.git"
+  run loop --drain "${INTEGRATE[@]}" --set PUSH_REMOTE=origin --set DRAIN_MAX_WAIT_S=0.5
+  assert_success
+  [ "$(item_state v1) $(item_state v2)" = "verified verified" ]
+  run q cancel v2
+  assert_success
+  run loop --drain --set REPO_DIR="$T/repo"
+  assert_success
+  audit_has '.event == "item.succeeded" and .item == "v1" and .from == "verified"'
+  [ "$(item_state v1) $(item_state v2)" = "succeeded canceled" ]
+  item_field v1 .last_reason | grep -qF "verified; not landed: the merge queue is off (its branch harness/v1/1 holds the work)"
+}

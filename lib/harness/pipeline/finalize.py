@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import jsonio
-from harness.pipeline import policy, receipt, record, verdict
+from harness.pipeline import policy, receipt, record, verdict, worktrees
 from harness.pipeline.breaker import Breaker, outcome
 from harness.pipeline.gate import write_pause
 from harness.pipeline.record import SessionRecord
@@ -73,6 +73,14 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
     out["circuit"] = c.get("state")
 
     d = _decide(rec, v, item, pol, now, rng)
+    release = _released_worktree(rec, v, d, pol)
+    if release:  # what was verified is what the branch holds, and lands
+        try:
+            if worktrees.commit_leftovers(Path(release), sid):
+                store.audit("worktree.committed", session=sid, item=item_id, branch=rec.meta.get("branch"))
+        except OSError as exc:
+            store.audit("worktree.commit_failed", session=sid, item=item_id, error=str(exc))
+            release = ""  # kept: nothing of it is lost
     if d.pause_until is not None:
         write_pause(state_dir, d.pause_until, v.reason, by="usage_limited", session=sid)
     history = {
@@ -95,7 +103,7 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
                           "it stays in running/ for the next start to finalize") from exc
     _audit_end(state_dir, rec, v, d, metrics, result)
     out.update(to=d.to_state, action=d.action, attempts=d.attempts, not_before=d.not_before, reason=d.reason,
-               release=_released_worktree(rec, v, d, pol))
+               release=release)
     return out
 
 

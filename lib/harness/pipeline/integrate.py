@@ -42,6 +42,7 @@ from typing import Any
 from harness import jsonio
 from harness.pipeline import start
 from harness.pipeline.policy import Policy
+from harness.sidecar.model import proc_start
 from harness.store import Store, StoreError, open_store, queue
 
 MODES = ("merge", "rebase", "squash")
@@ -81,10 +82,24 @@ def check(p: Policy) -> None:
     if head == p.TARGET_BRANCH:
         raise IntegrateError(f"TARGET_BRANCH {p.TARGET_BRANCH} is checked out in {p.REPO_DIR}: the merge queue never "
                              "touches a working tree; check out another branch there, or pick another target")
+    if checked_out(p.REPO_DIR, p.TARGET_BRANCH):
+        raise IntegrateError(f"TARGET_BRANCH {p.TARGET_BRANCH} is checked out in a worktree of {p.REPO_DIR} "
+                             "(git worktree list): the merge queue never touches a working tree")
     if p.PUSH_REMOTE and _git(p.REPO_DIR, "remote", "get-url", p.PUSH_REMOTE).returncode != 0:
         raise IntegrateError(f"PUSH_REMOTE {p.PUSH_REMOTE!r} is not a remote of {p.REPO_DIR}")
     if not p.PUSH_REMOTE and _rev(p.REPO_DIR, f"refs/heads/{p.TARGET_BRANCH}") is None:
         raise IntegrateError(f"TARGET_BRANCH {p.TARGET_BRANCH} does not exist in {p.REPO_DIR}")
+
+
+def checked_out(repo: str | Path, branch: str) -> bool:
+    """Whether some worktree of repo has branch checked out."""
+    listed = _git(repo, "worktree", "list", "--porcelain").stdout
+    return f"branch refs/heads/{branch}\n" in listed + "\n"
+
+
+def target_ref(p: Policy) -> str:
+    """The target as a person (or an agent in a worktree) names it: the remote's, with PUSH_REMOTE."""
+    return f"{p.PUSH_REMOTE}/{p.TARGET_BRANCH}" if p.PUSH_REMOTE else p.TARGET_BRANCH
 
 
 def _git(repo: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -137,9 +152,27 @@ def next_ready(store: Store) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def settle_unlanded(state_dir: Path) -> int:
+    """With the merge queue off, verified items (left by a run that had it on) are done
+    as they would have been without it: succeeded, their work on their branch."""
+    store = open_store(state_dir)
+    done = 0
+    for row in store.items(["verified"]):
+        _, item = store.get(str(row["id"]))
+        landing = landing_of(state_dir, item)
+        where = f"its branch {landing.branch} holds the work" if landing else "no branch"
+        if _settle(store, item, "succeeded", "succeeded", f"verified; not landed: the merge queue is off ({where})") \
+                == "landed":
+            done += 1
+    return done
+
+
 def integrate_one(state_dir: Path, p: Policy, now: float | None = None) -> str:
     """Lands (or sends back for a fix round) one verified item: "landed", "fix",
-    "quarantined", "nothing" (none ready) or "busy" (another integration runs)."""
+    "quarantined", "nothing" (none ready) or "busy" (another integration runs). With
+    the merge queue off: verified items left by an earlier run succeed, unlanded."""
+    if p.INTEGRATE == "off":
+        return f"settled {settle_unlanded(state_dir)}"
     check(p)
     with _lock(state_dir) as held:
         if not held:
@@ -153,16 +186,23 @@ def integrate_one(state_dir: Path, p: Policy, now: float | None = None) -> str:
         landing = landing_of(state_dir, item)
         if landing is None:
             return _settle(store, item, "quarantined", "integrate_failed", "no branch to integrate (was REPO_DIR set?)")
-        return _land(state_dir, store, p, landing, time.time() if now is None else now)
+        try:
+            return _land(state_dir, store, p, landing, time.time() if now is None else now)
+        except (ValueError, TypeError, KeyError, UnicodeError) as exc:
+            # something about this item; the ones behind it must not wait for a person
+            store.audit("integrate.error", item=item["id"], error=f"{type(exc).__name__}: {exc}")
+            return _settle(store, item, "quarantined", "integrate_failed",
+                           f"the merge queue could not integrate it: {type(exc).__name__}: {exc}")
 
 
 def _target_tip(p: Policy) -> tuple[str | None, str]:
     """(the target's tip, an error): the remote's, fetched, with PUSH_REMOTE."""
     if p.PUSH_REMOTE:
-        done = _git(p.REPO_DIR, "fetch", "--quiet", p.PUSH_REMOTE, f"refs/heads/{p.TARGET_BRANCH}")
+        tracking = f"refs/remotes/{p.PUSH_REMOTE}/{p.TARGET_BRANCH}"
+        done = _git(p.REPO_DIR, "fetch", "--quiet", p.PUSH_REMOTE, f"+refs/heads/{p.TARGET_BRANCH}:{tracking}")
         if done.returncode != 0:
             return None, f"git fetch {p.PUSH_REMOTE} {p.TARGET_BRANCH} failed: {_words(done)}"
-        return _rev(p.REPO_DIR, "FETCH_HEAD"), ""
+        return _rev(p.REPO_DIR, tracking), ""
     return _rev(p.REPO_DIR, f"refs/heads/{p.TARGET_BRANCH}"), ""
 
 
@@ -175,7 +215,7 @@ def _land(state_dir: Path, store: Store, p: Policy, landing: Landing, now: float
         head = _rev(p.REPO_DIR, f"refs/heads/{landing.branch}")
         if head is None:
             return _settle(store, landing.item, "quarantined", "integrate_failed", f"branch {landing.branch} is gone")
-        if _git(p.REPO_DIR, "merge-base", "--is-ancestor", head, tip).returncode == 0:
+        if already_landed(p, landing, head, tip):
             return _landed(store, p, landing, tip, "already")
         scratch = state_dir / "integrate" / item_id
         try:
@@ -184,8 +224,11 @@ def _land(state_dir: Path, store: Store, p: Policy, landing: Landing, now: float
                 if outcome.merged:
                     outcome.brought_up = _bring_up(p, landing.branch, head, outcome.merged)
                 return _fix(state_dir, store, p, landing, outcome)
-            if _publish(p, outcome, tip):
+            published = _publish(p, outcome, tip)
+            if not published:
                 return _landed(store, p, landing, outcome, p.INTEGRATE)
+            if published != "moved":
+                return _later(store, landing, published)
             store.audit("integrate.retry", item=item_id, reason="the target moved while the item was integrated")
         finally:
             _drop_scratch(p, scratch)
@@ -197,6 +240,27 @@ def _later(store: Store, landing: Landing, reason: str) -> str:
     the target keeps moving): it stays verified, to be tried again; said in the audit log."""
     store.audit("integrate.deferred", item=landing.item["id"], reason=reason)
     return "retry"
+
+
+def _trailer(landing: Landing, head: str) -> str:
+    """The line of a landing's commit message that says what landed: a squash is found by it."""
+    return f"Item {landing.item['id']}, branch {landing.branch} at {head} (claude-harness merge queue)"
+
+
+def already_landed(p: Policy, landing: Landing, head: str, tip: str) -> bool:
+    """Whether the branch at head is on the target already (a landing whose bookkeeping
+    a crash cut short must not land twice): its tip is in the target's history (merge),
+    every one of its commits has an equal one there (rebase), or a squash of it is."""
+    if _git(p.REPO_DIR, "merge-base", "--is-ancestor", head, tip).returncode == 0:
+        return True
+    if p.INTEGRATE == "squash":
+        found = _git(p.REPO_DIR, "log", "-1", "--format=%H", "--fixed-strings", f"--grep={_trailer(landing, head)}", tip)
+        return bool(found.stdout.strip())
+    if p.INTEGRATE == "rebase":
+        cherry = _git(p.REPO_DIR, "cherry", tip, head).stdout.split("\n")
+        lines = [line for line in cherry if line.strip()]
+        return bool(lines) and all(line.startswith("-") for line in lines)
+    return False
 
 
 @dataclass
@@ -228,8 +292,9 @@ def _merge_and_verify(state_dir: Path, p: Policy, landing: Landing, tip: str, sc
     done = _git(p.REPO_DIR, "worktree", "add", "--quiet", "--detach", str(scratch), tip)
     if done.returncode != 0:
         raise IntegrateError(f"git worktree add for the integration failed: {_words(done)}")
-    title = str(landing.item.get("title") or landing.item["id"])
-    message = f"{title}\n\nItem {landing.item['id']}, branch {landing.branch} (claude-harness merge queue)"
+    title = " ".join(str(landing.item.get("title") or landing.item["id"]).replace("\0", " ").split())
+    head = _rev(p.REPO_DIR, f"refs/heads/{landing.branch}") or ""
+    message = f"{title}\n\n{_trailer(landing, head)}"
     ident = ["-c", "user.name=claude-harness", "-c", "user.email=harness@localhost"]
     if p.INTEGRATE == "merge":
         done = _git(scratch, *ident, "merge", "--no-ff", "--no-edit", "-m", message, landing.branch)
@@ -244,7 +309,8 @@ def _merge_and_verify(state_dir: Path, p: Policy, landing: Landing, tip: str, sc
     if done.returncode != 0:
         conflicts = _git(scratch, "diff", "--name-only", "--diff-filter=U").stdout.split()
         detail = _words(done) + (f" (conflicts in: {', '.join(conflicts)})" if conflicts else "")
-        return Failure("conflict", f"git merge {p.TARGET_BRANCH}", 1, detail)
+        verb = "rebase" if p.INTEGRATE == "rebase" else "merge"
+        return Failure("conflict", f"git {verb} {target_ref(p)}", 1, detail)
     merged = _rev(scratch, "HEAD")
     assert merged is not None
     failed = _verify(state_dir, p, landing, scratch)
@@ -264,7 +330,8 @@ def _verify(state_dir: Path, p: Policy, landing: Landing, scratch: Path) -> Fail
     with open(log, "wb") as out:
         proc = subprocess.Popen(["bash", "-c", verify.cmd], cwd=scratch, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-        jsonio.write_atomic(state_dir / VERIFY_PID_FILE, f"{proc.pid}\n".encode(), durable=False)
+        jsonio.write_atomic(state_dir / VERIFY_PID_FILE, f"{proc.pid} {proc_start(proc.pid) or ''}\n".encode(),
+                            durable=False)
         try:
             code = proc.wait(timeout=verify.timeout_s or None)
         except subprocess.TimeoutExpired:
@@ -297,26 +364,30 @@ def _stop_group(pgid: int, grace_s: float) -> None:
 def _stop_leftover_verify(state_dir: Path) -> None:
     """An integration killed while it verified leaves its verify command's group: stopped."""
     try:
-        pgid = int((state_dir / VERIFY_PID_FILE).read_text().strip())
+        pid, _, start = (state_dir / VERIFY_PID_FILE).read_text().strip().partition(" ")
+        pgid = int(pid)
     except (OSError, ValueError):
         return
-    _stop_group(pgid, 1.0)
+    if start and proc_start(pgid) == start:  # the same process: not a later one that reused the number
+        _stop_group(pgid, 1.0)
     (state_dir / VERIFY_PID_FILE).unlink(missing_ok=True)
 
 
-def _publish(p: Policy, merged: str, tip: str) -> bool:
+def _publish(p: Policy, merged: str, tip: str) -> str:
     """Pushes (PUSH_REMOTE, never forced), then moves the local target ref by
-    compare-and-swap. False when the target moved meanwhile (try again)."""
+    compare-and-swap: "" when landed, "moved" when the target moved meanwhile (try
+    again), else why the push failed."""
     ref = f"refs/heads/{p.TARGET_BRANCH}"
     if p.PUSH_REMOTE:
-        done = _git(p.REPO_DIR, "push", "--quiet", "--porcelain", p.PUSH_REMOTE, f"{merged}:{ref}")
+        done = _git(p.REPO_DIR, "push", "--porcelain", p.PUSH_REMOTE, f"{merged}:{ref}")
         if done.returncode != 0:
-            return False
+            rejected = any(line.startswith("!") and "[rejected]" in line for line in done.stdout.splitlines())
+            return "moved" if rejected else f"git push {p.PUSH_REMOTE} failed: {_words(done)}"
         local = _rev(p.REPO_DIR, ref)
         if local is None or _git(p.REPO_DIR, "merge-base", "--is-ancestor", local, merged).returncode == 0:
             _git(p.REPO_DIR, "update-ref", ref, merged, *([local] if local else []))
-        return True
-    return _git(p.REPO_DIR, "update-ref", ref, merged, tip).returncode == 0
+        return ""
+    return "" if _git(p.REPO_DIR, "update-ref", ref, merged, tip).returncode == 0 else "moved"
 
 
 def _scratch_branch(landing: Landing) -> str:
@@ -354,8 +425,13 @@ def _fix(state_dir: Path, store: Store, p: Policy, landing: Landing, failure: Fa
     fix = {
         "round": used + 1, "session": landing.session, "agent_session_id": landing.agent_session_id,
         "workdir": landing.workdir, "branch": landing.branch, "cmd": failure.cmd, "exit_code": failure.exit_code,
-        "output": failure.output[-OUTPUT_CHARS:], "target": p.TARGET_BRANCH, "brought_up": failure.brought_up,
+        "output": failure.output[-OUTPUT_CHARS:], "target": target_ref(p), "mode": p.INTEGRATE,
+        "brought_up": failure.brought_up,
     }
+    if p.INTEGRATE == "rebase" and failure.what == "conflict":
+        # the fix round rebases the branch: its commits as they are now keep a branch of their own
+        _git(p.REPO_DIR, "update-ref", f"refs/heads/harness/salvage/{item['id']}/before-fix-{used + 1}",
+             f"refs/heads/{landing.branch}")
     _settle(store, item, "pending", "integrate_failed", reason, updates={"fix": fix, "fix_rounds": used + 1},
             extra={"fix_round_next": used + 1})
     return "fix"

@@ -98,6 +98,18 @@ def branch_name(repo: str, item_id: str, attempt: int, sid: str) -> str:
     return name
 
 
+def base_ref(p: Policy) -> str:
+    """What a new session's branch starts from: BASE_REF; with the merge queue on and
+    BASE_REF left at HEAD, the target (the remote's, fetched by the last landing,
+    with PUSH_REMOTE), so that work builds on what has landed, dependencies included."""
+    if p.INTEGRATE == "off" or p.BASE_REF != "HEAD" or not p.TARGET_BRANCH:
+        return p.BASE_REF
+    remote = f"refs/remotes/{p.PUSH_REMOTE}/{p.TARGET_BRANCH}"
+    if p.PUSH_REMOTE and _git(p.REPO_DIR, "rev-parse", "--verify", "--quiet", remote).returncode == 0:
+        return remote
+    return f"refs/heads/{p.TARGET_BRANCH}"
+
+
 def make_worktree(state_dir: Path, sid: str, item_id: str, attempt: int, p: Policy) -> tuple[str, str, str]:
     """(workdir, branch, error): a git worktree of REPO_DIR, or a plain directory without one."""
     root = state_dir / "worktrees"
@@ -107,7 +119,7 @@ def make_worktree(state_dir: Path, sid: str, item_id: str, attempt: int, p: Poli
         workdir.mkdir(mode=0o700)
         return str(workdir), "", ""
     branch = branch_name(p.REPO_DIR, item_id, attempt, sid)
-    done = _git(p.REPO_DIR, "worktree", "add", "-q", "-b", branch, str(workdir), p.BASE_REF)
+    done = _git(p.REPO_DIR, "worktree", "add", "-q", "-b", branch, str(workdir), base_ref(p))
     if done.returncode != 0:
         return str(workdir), "", "git worktree add failed: " + " ".join((done.stderr or done.stdout).split())
     return str(workdir), branch, ""
@@ -134,7 +146,8 @@ def _fix_values(fix: dict[str, Any], p: Policy) -> dict[str, str]:
     target = str(fix.get("target") or "")
     why = (f"merged onto {target} (the merge queue's target), it does not pass" if target
            else "its verify command failed")
-    hint = (f"First bring your branch up to {target}: run `git merge {target}` in the working directory and "
+    verb = "rebase" if fix.get("mode") == "rebase" else "merge"
+    hint = (f"First bring your branch up to {target}: run `git {verb} {target}` in the working directory and "
             "resolve every conflict. " if target else "")
     if target and fix.get("brought_up"):
         hint = f"Your branch already has {target} merged in: this is the tree that failed. "

@@ -27,14 +27,14 @@ def _in_use(state_dir: Path) -> set[str]:
     store = open_store(state_dir)
     used: set[str] = set()
     for sid in store.live():
-        used.add(str(state_dir / "worktrees" / sid))
+        used.add(os.path.realpath(state_dir / "worktrees" / sid))
         cwd = (jsonio.read_dict(state_dir / "sessions" / sid / "meta.json") or {}).get("cwd")
         if cwd:
-            used.add(str(cwd))
+            used.add(os.path.realpath(str(cwd)))
     for item in store.items(["pending"]):
         fix = item.get("fix")
         if isinstance(fix, dict) and fix.get("workdir"):
-            used.add(str(fix["workdir"]))
+            used.add(os.path.realpath(str(fix["workdir"])))
     return used
 
 
@@ -50,7 +50,7 @@ def kept(state_dir: Path, now: float) -> list[dict[str, Any]]:
         age = now - os.stat(path).st_mtime
         rows.append({
             "session": name, "path": str(path), "item": meta.get("item_id"), "verdict": meta.get("verdict"),
-            "branch": meta.get("branch") or None, "age_s": round(age, 1), "live": str(path) in in_use,
+            "branch": meta.get("branch") or None, "age_s": round(age, 1), "live": os.path.realpath(path) in in_use,
             "git": (path / ".git").exists(),
         })
     return rows
@@ -58,6 +58,20 @@ def kept(state_dir: Path, now: float) -> list[dict[str, Any]]:
 
 def _git(repo: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
+
+
+def commit_leftovers(path: Path, session: str) -> bool:
+    """A succeeded session's uncommitted changes (the verified tree may hold them),
+    committed on its branch before its worktree goes: the branch then holds exactly
+    what was verified. True when there were any."""
+    if not _git(path, "status", "--porcelain").stdout.strip():
+        return False
+    for step in (("add", "-A"), ("-c", "user.name=claude-harness", "-c", "user.email=harness@localhost", "commit",
+                                 "--quiet", "--no-verify", "-m", f"Uncommitted work of {session}, as it was verified")):
+        done = _git(path, *step)
+        if done.returncode != 0:
+            raise OSError(f"cannot commit the work left in {path}: " + " ".join((done.stderr or done.stdout).split()))
+    return True
 
 
 def salvage(path: Path, session: str) -> str:
@@ -130,6 +144,8 @@ def prune_merged(state_dir: Path, repo: str, target: str, dry_run: bool) -> list
         item = parts[1] if len(parts) >= 3 and parts[1] not in ("salvage",) else ""
         if not item or states.get(item) != "succeeded":
             continue
+        if f"branch refs/heads/{branch}\n" in _git(repo, "worktree", "list", "--porcelain").stdout + "\n":
+            continue  # a kept worktree has it checked out
         tip = _git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}").stdout.strip()
         if not tip or _git(repo, "merge-base", "--is-ancestor", tip, target).returncode != 0:
             continue

@@ -467,10 +467,10 @@ def settle(queue: Queue, item_id: str, from_state: str, to_state: str, record: d
 
 
 def cancel(queue: Queue, item_id: str) -> str:
-    """pending or quarantined -> canceled; running -> a cancel request the loop acts on."""
+    """pending, verified or quarantined -> canceled; running -> a cancel request the loop acts on."""
     with queue.locked():
         state, path = queue.find(item_id)
-        if state in ("pending", "quarantined"):
+        if state in ("pending", "verified", "quarantined"):
             item: dict[str, Any] = jsonio.read_json(path)
             item["state"] = "canceled"
             item["updated_at"] = jsonio.utc_now_iso()
