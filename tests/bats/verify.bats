@@ -55,12 +55,12 @@ gone() { ! pgrep -f "$1" >/dev/null; }
 }
 
 @test "a verify past VERIFY_TIMEOUT_S is stopped with its whole process group: verify_failed, nothing left running" {
-  q add --id t --prompt p --verify 'sleep 301 & sleep 302; echo never' >/dev/null
+  q add --id t --prompt p --verify 'sleep 3.01e2 & sleep 3.02e2; echo never' >/dev/null
   run loop --drain --set MAX_ATTEMPTS=1 --set VERIFY_TIMEOUT_S=1 --set KILL_GRACE_S=0.3
   assert_success
   [ "$(item_field t .last_verdict)" = verify_failed ]
   item_field t .last_reason | grep -qF 'ran past its 1s limit and was stopped (exit 124)'
-  wait_for 5 gone 'sleep 30[12]'
+  wait_for 5 gone 'sleep 3.0[12]e2'
 }
 
 @test "a long verify is no stall: the sidecar shows the phase verifying, status.sh too, and never stops it" {
@@ -83,7 +83,7 @@ gone() { ! pgrep -f "$1" >/dev/null; }
 }
 
 @test "cancel while verifying stops the verify command's process group: canceled, nothing left running" {
-  q add --id c --prompt p --verify 'sleep 303' >/dev/null
+  q add --id c --prompt p --verify 'sleep 3.03e2' >/dev/null
   "$LOOP" --state "$STATE" --drain >"$T/out" 2>"$T/err" 3>&- &
   local pid=$! rc=0
   wait_for 20 first_match "$STATE/sessions/ses_*/verify.pid"
@@ -92,7 +92,7 @@ gone() { ! pgrep -f "$1" >/dev/null; }
   [ "$rc" = 0 ]
   [ "$(item_state c) $(item_field c .last_verdict)" = "canceled interrupted" ]
   audit_has '.event == "session.signal" and .target == "verify" and .signal == "INT"'
-  wait_for 5 gone 'sleep 303'
+  wait_for 5 gone 'sleep 3.03e2'
 }
 
 @test "a verify_failed item gets a fix round: the same conversation resumed, in the same worktree and branch, with the failure" {
