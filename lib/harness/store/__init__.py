@@ -1,4 +1,4 @@
-"""The store seam: the one place a backend is picked, by name ("files" today).
+"""The store seam: the one place a backend is picked, by name ("files", the loop's; "sqlite").
 
     from harness.store import open_store
     store = open_store(state_dir)        # a Store (store/base.py)
@@ -10,8 +10,9 @@ from pathlib import Path
 
 from harness.store.base import FencedError, ItemState, Lease, Store, StoreError, UnknownItemError, UnreadableItemError
 from harness.store.files import FilesStore
+from harness.store.sqlite import SqliteStore
 
-BACKENDS = {"files": FilesStore}
+BACKENDS: dict[str, type[FilesStore] | type[SqliteStore]] = {"files": FilesStore, "sqlite": SqliteStore}
 
 __all__ = ["BACKENDS", "FencedError", "ItemState", "Lease", "Store", "StoreError", "UnknownItemError", "UnreadableItemError",
            "open_store"]

@@ -1,0 +1,359 @@
+"""The SQLite backend (issue 13, first part): the Store protocol over state/harness.db.
+
+It passes the same contract suite as the files backend (tests/python/test_store_contract.py)
+and is not the loop's default yet: `open_store(state_dir, "sqlite")` picks it. WAL
+journal, a busy timeout, schema versions in PRAGMA user_version. Every item is one
+row: its state and the columns a claim orders by, with the whole item as JSON. A
+claim is one transaction (BEGIN IMMEDIATE): the best ready row is leased and its
+fencing token (the item's claims) moves on in the same step; every later write of
+that attempt presents the token. The audit log goes to the database and, as
+before, to state/events.jsonl. A change of the live sessions touches
+state/leases/ (live_changes), so that the sidecar's inotify watch sees it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import jsonio
+from harness.pipeline.policy import iso
+from harness.store import queue
+from harness.store.base import FencedError, Lease, StoreError, UnknownItemError
+
+DB_FILE = "harness.db"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    created REAL NOT NULL,
+    not_before REAL NOT NULL DEFAULT 0,
+    fixing INTEGER NOT NULL DEFAULT 0,
+    lease_session TEXT,
+    lease_token INTEGER,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_state ON items (state);
+CREATE TABLE IF NOT EXISTS audit (n INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, doc TEXT NOT NULL);
+"""
+
+
+def _epoch(text: Any) -> float:
+    try:
+        return jsonio.parse_iso(str(text)).timestamp() if text else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _lease_doc(item: dict[str, Any]) -> dict[str, Any]:
+    lease = item.get("lease")
+    return lease if isinstance(lease, dict) else {}
+
+
+def _row_values(item: dict[str, Any]) -> tuple[Any, ...]:
+    rank = queue.PRIORITIES.index(item["priority"]) if item.get("priority") in queue.PRIORITIES else 2
+    lease = _lease_doc(item)
+    return (item["id"], item["state"], rank, _epoch(item.get("created_at")), _epoch(item.get("not_before")),
+            int(bool(item.get("fix"))), lease.get("session_id"), lease.get("token"),
+            jsonio.dumps(item).decode())
+
+
+@dataclass
+class SqliteStore:
+    state_dir: Path
+
+    def __post_init__(self) -> None:
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.state_dir / DB_FILE
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.state_dir / DB_FILE} has schema {version}; this release knows up to "
+                             f"{SCHEMA_VERSION}: run a newer harness")
+        if version < 1:
+            with self._tx():
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE): no two claimers
+        ever read the same ready row as free."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def init(self) -> None:
+        (self.state_dir / "leases").mkdir(mode=0o700, exist_ok=True)
+
+    # --- items -----------------------------------------------------------
+
+    def _load(self, item_id: str) -> tuple[str, dict[str, Any]] | None:
+        row = self.db.execute("SELECT state, doc FROM items WHERE id = ?", (item_id,)).fetchone()
+        return (row[0], jsonio.loads(row[1])) if row else None
+
+    def _put(self, item: dict[str, Any]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _row_values(item))
+
+    def add(self, entries: list[tuple[str, Any]]) -> list[str]:
+        now = jsonio.utc_now_iso()
+        with self._tx():
+            existing = self.states()
+            batch: dict[str, dict[str, Any]] = {}
+            for where, raw in entries:
+                try:
+                    item = queue.normalize(raw, now)
+                except queue.QueueError as exc:
+                    raise queue.QueueError(f"{where}: {exc}") from None
+                if item["id"] in existing:
+                    raise queue.QueueError(f"{where}: duplicate id {item['id']} (already {existing[item['id']]})")
+                if item["id"] in batch:
+                    raise queue.QueueError(f"{where}: duplicate id {item['id']} (twice in this input)")
+                batch[item["id"]] = item
+            for item in batch.values():
+                for dep in item["depends_on"]:
+                    if dep not in existing and dep not in batch:
+                        raise queue.QueueError(f"item {item['id']}: depends on unknown id {dep}")
+            queue._check_cycles(batch)
+            for item in batch.values():
+                item.update(state="pending", updated_at=now)
+                self._put(item)
+        for item in batch.values():
+            self.audit("item.added", item=item["id"], to="pending", priority=item["priority"],
+                       prompt_bytes=len(item["prompt"].encode("utf-8", "surrogatepass")))
+        return list(batch)
+
+    def get(self, item_id: str) -> tuple[str, dict[str, Any]]:
+        found = self._load(queue.check_id(item_id) if isinstance(item_id, str) else item_id)
+        if found is None:
+            raise UnknownItemError(f"unknown item id: {item_id}")
+        return found
+
+    def states(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT id, state FROM items"))
+
+    def items(self, states: list[str]) -> list[dict[str, Any]]:
+        every = self.states()
+        marks = ",".join("?" * len(states))
+        rows = []
+        for state, doc in self.db.execute(f"SELECT state, doc FROM items WHERE state IN ({marks})", states):
+            row = queue.summary_row(jsonio.loads(doc), state)
+            if state == "pending":
+                deps = list(row.get("depends_on") or [])
+                row["blocked"] = queue.blocked_reason(deps, every)
+                row["waiting_for"] = [d for d in deps if every.get(d) != "succeeded"]
+            rows.append(row)
+        order = {s: i for i, s in enumerate(queue.STATES)}
+        rows.sort(key=lambda r: (order.get(r["state"], 9),
+                                 queue.PRIORITIES.index(r["priority"]) if r.get("priority") in queue.PRIORITIES else 9,
+                                 str(r.get("created_at", "")), r["id"]))
+        return rows
+
+    def claim(self, session_id: str, worker: str, now: float, admit: Callable[[], bool] | None = None,
+              aging_s: float = 0.0) -> Lease | None:
+        with self._tx():
+            done = {r[0] for r in self.db.execute("SELECT id FROM items WHERE state = 'succeeded'")}
+            rows = self.db.execute(
+                "SELECT id, rank, created, not_before, fixing, doc FROM items WHERE state = 'pending'").fetchall()
+            cands = [(queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[5]).get("depends_on") or []),
+                                      bool(r[4])), r[5]) for r in rows]
+            cands.sort(key=lambda c: (not c[0].fixing, c[0].effective_rank(now, aging_s), c[0].created, c[0].item_id))
+            for c, doc in cands:
+                if c.not_before > now or not all(d in done for d in c.depends_on):
+                    continue
+                if admit is not None and not admit():
+                    return None
+                item: dict[str, Any] = jsonio.loads(doc)
+                item["state"] = "running"
+                item["claims"] = int(item.get("claims") or 0) + 1
+                item["lease"] = {"session_id": session_id, "token": item["claims"], "worker": worker,
+                                 "host": socket.gethostname(), "pid": os.getppid(),
+                                 "claimed_at": jsonio.utc_now_iso()}
+                item["updated_at"] = item["lease"]["claimed_at"]
+                self._put(item)
+                self._touch_lease(session_id)
+                return Lease(c.item_id, session_id, item["claims"], worker, item)
+        return None
+
+    def lease_of(self, item_id: str) -> Lease | None:
+        found = self._load(item_id)
+        if found is None or found[0] != "running":
+            return None
+        item = found[1]
+        lease = _lease_doc(item)
+        token = lease.get("token")
+        return Lease(item_id, str(lease.get("session_id") or ""), token if isinstance(token, int) else 0,
+                     str(lease.get("worker") or ""), item)
+
+    def _move(self, item: dict[str, Any], to_state: str, record: dict[str, Any],
+              updates: dict[str, Any] | None) -> dict[str, Any]:
+        for key, value in (updates or {}).items():
+            if value is None:
+                item.pop(key, None)
+            else:
+                item[key] = value
+        item.setdefault("history", []).append(record)
+        item.update(last_verdict=record.get("verdict"), last_reason=record.get("reason"), state=to_state,
+                    updated_at=jsonio.utc_now_iso())
+        self._put(item)
+        return item
+
+    def finish(self, lease: Lease, to_state: str, record: dict[str, Any], attempts: int,
+               not_before: str | None, updates: dict[str, Any] | None = None) -> dict[str, Any]:
+        with self._tx():
+            current = self.lease_of(lease.item_id)
+            if current is None or (current.session_id, current.token) != (lease.session_id, lease.token):
+                held = f"held by {current.session_id} (token {current.token})" if current else "not running"
+                raise FencedError(f"item {lease.item_id}: the lease of {lease.session_id} (token {lease.token}) is "
+                                  f"stale; the item is {held}")
+            assert current.item is not None
+            item = current.item
+            item.update(attempts=attempts, not_before=not_before)
+            item.pop("lease", None)
+            out = self._move(item, to_state, record, updates)
+        self._touch_lease(lease.session_id, gone=True)
+        return out
+
+    def settle(self, item_id: str, from_state: str, to_state: str, record: dict[str, Any],
+               updates: dict[str, Any] | None = None) -> dict[str, Any]:
+        with self._tx():
+            found = self._load(item_id)
+            if found is None or found[0] != from_state:
+                raise UnknownItemError(f"item {item_id} is no longer {from_state}")
+            return self._move(found[1], to_state, record, updates)
+
+    def cancel(self, item_id: str) -> str:
+        sid = ""
+        with self._tx():
+            state, item = self.get(item_id)
+            if state in ("pending", "verified", "quarantined"):
+                item.update(state="canceled", updated_at=jsonio.utc_now_iso())
+                self._put(item)
+            elif state == "running":
+                sid = str(_lease_doc(item).get("session_id") or "")
+                if not sid:
+                    raise queue.QueueError(f"item {item_id} is running but has no session recorded")
+            else:
+                raise queue.QueueError(f"item {item_id} is already {state}")
+        if state == "running":
+            sdir = self.state_dir / "sessions" / sid
+            sdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            jsonio.write_atomic(sdir / "cancel", b"canceled by operator\n")
+            self.audit("item.cancel_requested", item=item_id, session=sid)
+            return f"cancel requested for {item_id} (session {sid}); the loop stops it"
+        self.audit("item.canceled", item=item_id, **{"from": state, "to": "canceled"}, reason="canceled by operator")
+        return f"canceled {item_id}"
+
+    def retry(self, item_id: str) -> str:
+        with self._tx():
+            state, item = self.get(item_id)
+            if state not in ("quarantined", "canceled"):
+                raise queue.QueueError(f"item {item_id} is {state}; only quarantined or canceled items can be retried")
+            item.update(state="pending", attempts=0, not_before=None, updated_at=jsonio.utc_now_iso())
+            item.pop("fix", None)
+            item.pop("fix_rounds", None)
+            self._put(item)
+        self.audit("item.retry", item=item_id, **{"from": state, "to": "pending"}, reason="retried by operator")
+        return f"{item_id}: {state} -> pending"
+
+    # --- live sessions ---------------------------------------------------
+
+    def _touch_lease(self, session_id: str, gone: bool = False) -> None:
+        """state/leases/<session>: made at a claim, removed at the finish; only a signal
+        for inotify (the database is the record)."""
+        leases = self.state_dir / "leases"
+        leases.mkdir(mode=0o700, exist_ok=True)
+        path = leases / session_id
+        if gone:
+            path.unlink(missing_ok=True)
+        else:
+            path.touch(mode=0o600)
+
+    def live_changes(self) -> list[Path]:
+        return [self.state_dir / "leases"]
+
+    def live(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {str(sid): (str(item_id), jsonio.loads(doc)) for item_id, sid, doc in self.db.execute(
+            "SELECT id, lease_session, doc FROM items WHERE state = 'running' AND lease_session IS NOT NULL")}
+
+    # --- audit, pause, breaker, hosts ------------------------------------
+
+    def audit(self, event: str, **fields: Any) -> None:
+        """One line in state/events.jsonl, as always, and one row in the database."""
+        jsonio.audit(self.state_dir, event, **fields)
+        doc = {"ts": jsonio.utc_now_iso(), "event": event, **{k: v for k, v in fields.items() if v is not None}}
+        self.db.execute("INSERT INTO audit (event, doc) VALUES (?, ?)", (event, jsonio.dumps(doc).decode()))
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        for (doc,) in self.db.execute("SELECT doc FROM audit ORDER BY n"):
+            yield jsonio.loads(doc)
+
+    def _kv(self, key: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT doc FROM kv WHERE key = ?", (key,)).fetchone()
+        return jsonio.loads(row[0]) if row else None
+
+    def pause(self) -> dict[str, Any] | None:
+        return self._kv("pause")
+
+    def set_pause(self, until: float, reason: str, by: str, session: str | None = None) -> None:
+        with self._tx():
+            later = (self._kv("pause") or {}).get("until_epoch")
+            if isinstance(later, (int, float)) and later >= until and by != "operator":
+                return
+            when = iso(until)
+            record = {"until_epoch": round(until, 3), "until": when, "reason": reason, "by": by, "session": session,
+                      "paused_at": jsonio.utc_now_iso()}
+            self.db.execute("INSERT OR REPLACE INTO kv VALUES ('pause', ?)", (jsonio.dumps(record).decode(),))
+        self.audit("loop.paused", until_epoch=round(until, 3), until=when, reason=reason, by=by, session=session)
+
+    def clear_pause(self, by: str) -> bool:
+        with self._tx():
+            gone = self.db.execute("DELETE FROM kv WHERE key = 'pause'").rowcount > 0
+        if gone:
+            self.audit("loop.resumed", by=by)
+        return gone
+
+    @contextmanager
+    def breaker(self, fresh: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        with self._tx():
+            record = dict(fresh)
+            stored = self._kv("breaker") or {}
+            if stored.get("state") in ("closed", "open", "half_open"):
+                record.update(stored)
+            before = jsonio.dumps(record)
+            yield record
+            if jsonio.dumps(record) != before:
+                record["updated_at"] = jsonio.utc_now_iso()
+                self.db.execute("INSERT OR REPLACE INTO kv VALUES ('breaker', ?)", (jsonio.dumps(record).decode(),))
+
+    def hosts(self) -> list[dict[str, Any]]:
+        try:
+            pid_text = (self.state_dir / "loop.lock.pid").read_text().strip()
+        except OSError:
+            pid_text = ""
+        return [{"host": socket.gethostname(), "pid": int(pid_text) if pid_text.isdigit() else None,
+                 "heartbeat": jsonio.read_dict(self.state_dir / "loop.heartbeat.json")}]
