@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Summary: Crash trial: kills loop.sh with SIGKILL at random moments during a multi-item queue, restarts it, and checks that no work is lost or done twice.
 # Usage: tests/crash_trial.sh [--runs N] [--items N] [--kills N] [--session-s S] [--seed N] [--json FILE] [--integrate]
+#                             [--store files|sqlite]
 #
 # Each run: a fresh state directory with --items items (the fast stub, --session-s each, 0.2 s),
 # loop.sh --drain -j 1..3 started and killed with SIGKILL at a random moment, up to
@@ -15,12 +16,14 @@
 # and integrations, and half of them also kill the integration process (a machine
 # that goes down). Then every item must also have landed exactly once: one merge
 # of its branch on trunk, one landing in its history.
+#
+# --store sqlite: each run's state directory holds the SQLite store (state/harness.db).
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/log.sh
 source "$ROOT/lib/log.sh" # clock_us, clock_now: times as integer microseconds
-RUNS=20 ITEMS=6 KILLS=2 SEED=$$ JSON="" SESSION_S=0.2 INTEGRATE=0
+RUNS=20 ITEMS=6 KILLS=2 SEED=$$ JSON="" SESSION_S=0.2 INTEGRATE=0 STORE=files
 while (($#)); do
   case "$1" in
     --runs) RUNS=$2; shift ;;
@@ -30,6 +33,7 @@ while (($#)); do
     --session-s) SESSION_S=$2; shift ;;
     --json) JSON=$2; shift ;;
     --integrate) INTEGRATE=1 ;;
+    --store) STORE=$2; shift ;;
     -h | --help) sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "crash_trial: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -54,9 +58,20 @@ kill_moment() { # <state> <pid> <seconds>
     clock_now
     ((NOW_US < end)) || return 0
     kill -0 "$2" 2>/dev/null || return 0
-    [[ -n "$(find "$1/queue/pending" "$1/queue/verified" -name '*.json' -print -quit 2>/dev/null)" ]] || return 0
+    work_left "$1" || return 0
     sleep 0.02
   done
+}
+
+# work_left <state>: some item is still pending (or verified: waiting to land).
+work_left() { # <state>
+  if [[ $STORE == files ]]; then
+    [[ -n "$(find "$1/queue/pending" "$1/queue/verified" -name '*.json' -print -quit 2>/dev/null)" ]]
+  else
+    PYTHONPATH="$ROOT/lib" "$ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path
+from harness.store import open_store
+sys.exit(0 if {"pending", "verified"} & set(open_store(Path(sys.argv[1])).states().values()) else 1)' "$1"
+  fi
 }
 
 # drain <state>: runs the loop to its end; a "busy" exit (a helper of the killed
@@ -86,6 +101,12 @@ for ((run = 1; run <= RUNS; run++)); do
     git -C "$dir/repo" branch trunk
     export HARNESS_REPO_DIR="$dir/repo" HARNESS_INTEGRATE=merge HARNESS_TARGET_BRANCH=trunk
   fi
+  if [[ $STORE == sqlite ]]; then
+    mkdir -p "$state" && chmod 700 "$state"
+    PYTHONPATH="$ROOT/lib" "$ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path
+from harness.store import open_store
+open_store(Path(sys.argv[1]), "sqlite").init()' "$state"
+  fi
   for ((i = 1; i <= ITEMS; i++)); do
     "$ROOT/scripts/queue.sh" --state "$state" add --id "item$i" \
       --prompt "crash trial run $run item $i file=item$i.txt [[mock:$mode]]" >/dev/null
@@ -107,9 +128,11 @@ for ((run = 1; run <= RUNS; run++)); do
   rc=0
   drain "$state" || rc=$?
   lost=0 doubled=0 left=0
+  "$ROOT/scripts/queue.sh" --state "$state" list --json >"$dir/items.json"
   for ((i = 1; i <= ITEMS; i++)); do
-    f="$state/queue/succeeded/item$i.json"
-    if [[ ! -f "$f" ]]; then
+    f="$dir/item$i.json"
+    jq --arg i "item$i" '.[] | select(.id == $i)' "$dir/items.json" >"$f"
+    if [[ "$(jq -r .state "$f")" != succeeded ]]; then
       lost=$((lost + 1))
       continue
     fi
@@ -128,7 +151,7 @@ for ((run = 1; run <= RUNS; run++)); do
     fi
   done
   if [[ -s "$dir/witness/doubles" ]]; then doubled=$((doubled + $(wc -l <"$dir/witness/doubles"))); fi
-  left=$(find "$state/queue/running" -name '*.json' | wc -l)
+  left=$(jq '[.[] | select(.state == "running")] | length' "$dir/items.json")
   # a killed loop's sidecar notices within a second or so that its loop is gone
   for ((w = 0; w < 100; w++)); do
     pgrep -f "$dir/" >/dev/null || break

@@ -27,3 +27,10 @@ teardown() { sandbox_teardown; }
   assert_success
   [ "$(jq -c '[.lost, .doubled, .leftovers, .broken, .unkilled]' "$T/trial.json")" = "[0,0,0,0,0]" ]
 }
+
+@test "crash trial on the SQLite store: every item succeeds exactly once" {
+  run "$HARNESS_ROOT/tests/crash_trial.sh" --runs 8 --items 4 --kills 2 --store sqlite --seed "$RANDOM" --json "$T/trial.json"
+  printf '# %s\n' "${lines[-1]}" >&3
+  assert_success
+  [ "$(jq -c '[.lost, .doubled, .leftovers, .broken, .unkilled]' "$T/trial.json")" = "[0,0,0,0,0]" ]
+}

@@ -101,8 +101,11 @@ def cmd_queue_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_queue_ready(args: argparse.Namespace) -> int:
-    for item_id in queue.ready(queue.Queue(Path(args.state_dir)), time.time()):
-        print(item_id)
+    store, now = store_of(args), time.time()
+    states = store.states()
+    for c in store.pending(now):
+        if c.not_before <= now and all(states.get(d) == "succeeded" for d in c.depends_on):
+            print(c.item_id)
     return 0
 
 

@@ -201,9 +201,9 @@ def _breaker_block(state_dir: Path, policy: Policy, now: float) -> Blocked | Non
 def drain_check(state_dir: Path, policy: Policy, now: float, max_wait_s: float) -> Drain:
     """What keeps each pending item from running now. Items whose retry comes due
     within max_wait_s, when nothing else holds them, are waited for; the rest are left."""
-    q = queue.Queue(state_dir)
-    cands, _ = queue.candidates(q, now, policy.AGING_S)
-    states = q.all_states()
+    store = open_store(state_dir)
+    cands = store.pending(now, policy.AGING_S)
+    states = store.states()
     block = (check(state_dir, policy, now) or _breaker_block(state_dir, policy, now)) if cands else None
     block_at = str((active_pause(state_dir, now) or {}).get("until") or "") if block and block.kind == "paused" else ""
     wait_until: float | None = None

@@ -70,10 +70,9 @@ def loop_state(state_dir: Path, now: float, heartbeat_s: float) -> dict[str, Any
 
 
 def agents(state_dir: Path, now: float, heartbeat_s: float) -> list[dict[str, Any]]:
-    q = queue.Queue(state_dir)
     out: list[dict[str, Any]] = []
-    for item_id in q.ids("running"):
-        item = jsonio.read_dict(q.path("running", item_id)) or {}
+    for item in open_store(state_dir).items(["running"]):
+        item_id = str(item.get("id"))
         sid = str((item.get("lease") or {}).get("session_id") or "")
         sdir = state_dir / "sessions" / sid
         meta = jsonio.read_dict(sdir / "meta.json") or {} if sid else {}

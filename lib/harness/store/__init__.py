@@ -18,7 +18,11 @@ __all__ = ["BACKENDS", "FencedError", "ItemState", "Lease", "Store", "StoreError
            "open_store"]
 
 
-def open_store(state_dir: Path, backend: str = "files") -> Store:
+def open_store(state_dir: Path, backend: str | None = None) -> Store:
+    """The state directory's store: the backend named, else the one it holds (SQLite
+    once state/harness.db exists, else the files backend)."""
+    if backend is None:
+        backend = "sqlite" if (Path(state_dir) / "harness.db").exists() else "files"
     try:
         kind = BACKENDS[backend]
     except KeyError:

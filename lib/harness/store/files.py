@@ -64,6 +64,10 @@ class FilesStore:
     def items(self, states: list[str]) -> list[dict[str, Any]]:
         return queue.list_items(self.q, states)
 
+    def pending(self, now: float, aging_s: float = 0.0) -> list[queue.Candidate]:
+        """Pending items in claim order (what a claim would try, first to last)."""
+        return queue.candidates(self.q, now, aging_s)[0]
+
     def claim(self, session_id: str, worker: str, now: float, admit: Callable[[], bool] | None = None,
               aging_s: float = 0.0) -> Lease | None:
         item = queue.claim(self.q, session_id, worker, now, admit, aging_s)

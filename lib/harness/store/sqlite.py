@@ -173,20 +173,28 @@ class SqliteStore:
                                  str(r.get("created_at", "")), r["id"]))
         return rows
 
+    def _candidates(self, now: float, aging_s: float) -> list[tuple[queue.Candidate, str]]:
+        rows = self.db.execute(
+            "SELECT id, rank, created, not_before, fixing, doc FROM items WHERE state = 'pending'").fetchall()
+        cands = [(queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[5]).get("depends_on") or []),
+                                  bool(r[4])), r[5]) for r in rows]
+        cands.sort(key=lambda c: (not c[0].fixing, c[0].effective_rank(now, aging_s), c[0].created, c[0].item_id))
+        return cands
+
+    def pending(self, now: float, aging_s: float = 0.0) -> list[queue.Candidate]:
+        """Pending items in claim order (what a claim would try, first to last)."""
+        return [c for c, _ in self._candidates(now, aging_s)]
+
     def claim(self, session_id: str, worker: str, now: float, admit: Callable[[], bool] | None = None,
               aging_s: float = 0.0) -> Lease | None:
+        # admit (the claim gate: the breaker's half-open probe) is asked once an item is
+        # ready, outside the transaction: it writes the breaker's record itself
+        if admit is not None and (self._ready(now, aging_s) is None or not admit()):
+            return None
         with self._tx():
-            done = {r[0] for r in self.db.execute("SELECT id FROM items WHERE state = 'succeeded'")}
-            rows = self.db.execute(
-                "SELECT id, rank, created, not_before, fixing, doc FROM items WHERE state = 'pending'").fetchall()
-            cands = [(queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[5]).get("depends_on") or []),
-                                      bool(r[4])), r[5]) for r in rows]
-            cands.sort(key=lambda c: (not c[0].fixing, c[0].effective_rank(now, aging_s), c[0].created, c[0].item_id))
-            for c, doc in cands:
-                if c.not_before > now or not all(d in done for d in c.depends_on):
-                    continue
-                if admit is not None and not admit():
-                    return None
+            found = self._ready(now, aging_s)
+            if found is not None:
+                c, doc = found
                 item: dict[str, Any] = jsonio.loads(doc)
                 item["state"] = "running"
                 item["claims"] = int(item.get("claims") or 0) + 1
@@ -197,6 +205,14 @@ class SqliteStore:
                 self._put(item)
                 self._touch_lease(session_id)
                 return Lease(c.item_id, session_id, item["claims"], worker, item)
+        return None
+
+    def _ready(self, now: float, aging_s: float) -> tuple[queue.Candidate, str] | None:
+        """The best pending item that may run now (not held back, its dependencies done)."""
+        done = {r[0] for r in self.db.execute("SELECT id FROM items WHERE state = 'succeeded'")}
+        for c, doc in self._candidates(now, aging_s):
+            if c.not_before <= now and all(d in done for d in c.depends_on):
+                return c, doc
         return None
 
     def lease_of(self, item_id: str) -> Lease | None:
