@@ -228,11 +228,14 @@ class FilesStore:
             os.close(fd)
 
     def hosts(self) -> list[dict[str, Any]]:
-        """One host: this one, with the loop that holds the state directory, if any."""
-        try:
-            pid_text = (self.state_dir / "loop.lock.pid").read_text().strip()
-        except OSError:
-            pid_text = ""
-        beat = jsonio.read_dict(self.state_dir / "loop.heartbeat.json")
-        return [{"host": socket.gethostname(), "pid": int(pid_text) if pid_text.isdigit() else None,
-                 "heartbeat": beat}]
+        return this_host(self.state_dir)
+
+
+def this_host(state_dir: Path) -> list[dict[str, Any]]:
+    """One host: this one, with the loop that holds the state directory, if any."""
+    try:
+        pid_text = (state_dir / "loop.lock.pid").read_text().strip()
+    except OSError:
+        pid_text = ""
+    beat = jsonio.read_dict(state_dir / "loop.heartbeat.json")
+    return [{"host": socket.gethostname(), "pid": int(pid_text) if pid_text.isdigit() else None, "heartbeat": beat}]

@@ -435,9 +435,10 @@ def finish(
     return _move(queue, src, item_id, item, to_state, record, updates)
 
 
-def _move(queue: Queue, src: Path, item_id: str, item: dict[str, Any], to_state: str, record: dict[str, Any],
-          updates: dict[str, Any] | None) -> dict[str, Any]:
-    """The item with its new history record and fields, written in place, then renamed into to_state."""
+def moved(item: dict[str, Any], to_state: str, record: dict[str, Any], updates: dict[str, Any] | None) -> dict[str, Any]:
+    """The item as it leaves for to_state: its new history record, the fields the
+    harness keeps (updates; None removes one), its last verdict and state. Every
+    backend's move applies this."""
     for key, value in (updates or {}).items():
         if value is None:
             item.pop(key, None)
@@ -448,6 +449,13 @@ def _move(queue: Queue, src: Path, item_id: str, item: dict[str, Any], to_state:
     item["last_reason"] = record.get("reason")
     item["state"] = to_state
     item["updated_at"] = jsonio.utc_now_iso()
+    return item
+
+
+def _move(queue: Queue, src: Path, item_id: str, item: dict[str, Any], to_state: str, record: dict[str, Any],
+          updates: dict[str, Any] | None) -> dict[str, Any]:
+    """The item moved (moved()), written in place, then renamed into to_state."""
+    moved(item, to_state, record, updates)
     jsonio.write_json(src, item, pretty=False)
     os.rename(src, queue.path(to_state, item_id))
     return item

@@ -26,6 +26,7 @@ from harness import jsonio
 from harness.pipeline.policy import iso
 from harness.store import queue
 from harness.store.base import FencedError, Lease, StoreError, UnknownItemError
+from harness.store.files import this_host
 
 DB_FILE = "harness.db"
 SCHEMA_VERSION = 1
@@ -69,7 +70,10 @@ def _row_values(item: dict[str, Any]) -> tuple[Any, ...]:
 
 
 @dataclass
-class SqliteStore:
+class SqliteDb:
+    """The database: its connection, schema and transactions, and the records beside
+    the items (audit, pause, breaker, hosts; the leases' inotify signal)."""
+
     state_dir: Path
 
     def __post_init__(self) -> None:
@@ -109,6 +113,80 @@ class SqliteStore:
 
     def init(self) -> None:
         (self.state_dir / "leases").mkdir(mode=0o700, exist_ok=True)
+
+    # --- live sessions' signal ---
+
+    def _touch_lease(self, session_id: str, gone: bool = False) -> None:
+        """state/leases/<session>: made at a claim, removed at the finish; only a signal
+        for inotify (the database is the record)."""
+        leases = self.state_dir / "leases"
+        leases.mkdir(mode=0o700, exist_ok=True)
+        path = leases / session_id
+        if gone:
+            path.unlink(missing_ok=True)
+        else:
+            path.touch(mode=0o600)
+
+    def live_changes(self) -> list[Path]:
+        return [self.state_dir / "leases"]
+
+    # --- audit, pause, breaker, hosts ------------------------------------
+
+    def audit(self, event: str, **fields: Any) -> None:
+        """One line in state/events.jsonl, as always, and one row in the database."""
+        jsonio.audit(self.state_dir, event, **fields)
+        doc = {"ts": jsonio.utc_now_iso(), "event": event, **{k: v for k, v in fields.items() if v is not None}}
+        self.db.execute("INSERT INTO audit (event, doc) VALUES (?, ?)", (event, jsonio.dumps(doc).decode()))
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        for (doc,) in self.db.execute("SELECT doc FROM audit ORDER BY n"):
+            yield jsonio.loads(doc)
+
+    def _kv(self, key: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT doc FROM kv WHERE key = ?", (key,)).fetchone()
+        return jsonio.loads(row[0]) if row else None
+
+    def pause(self) -> dict[str, Any] | None:
+        return self._kv("pause")
+
+    def set_pause(self, until: float, reason: str, by: str, session: str | None = None) -> None:
+        with self._tx():
+            later = (self._kv("pause") or {}).get("until_epoch")
+            if isinstance(later, (int, float)) and later >= until and by != "operator":
+                return
+            when = iso(until)
+            record = {"until_epoch": round(until, 3), "until": when, "reason": reason, "by": by, "session": session,
+                      "paused_at": jsonio.utc_now_iso()}
+            self.db.execute("INSERT OR REPLACE INTO kv VALUES ('pause', ?)", (jsonio.dumps(record).decode(),))
+        self.audit("loop.paused", until_epoch=round(until, 3), until=when, reason=reason, by=by, session=session)
+
+    def clear_pause(self, by: str) -> bool:
+        with self._tx():
+            gone = self.db.execute("DELETE FROM kv WHERE key = 'pause'").rowcount > 0
+        if gone:
+            self.audit("loop.resumed", by=by)
+        return gone
+
+    @contextmanager
+    def breaker(self, fresh: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        with self._tx():
+            record = dict(fresh)
+            stored = self._kv("breaker") or {}
+            if stored.get("state") in ("closed", "open", "half_open"):
+                record.update(stored)
+            before = jsonio.dumps(record)
+            yield record
+            if jsonio.dumps(record) != before:
+                record["updated_at"] = jsonio.utc_now_iso()
+                self.db.execute("INSERT OR REPLACE INTO kv VALUES ('breaker', ?)", (jsonio.dumps(record).decode(),))
+
+    def hosts(self) -> list[dict[str, Any]]:
+        return this_host(self.state_dir)
+
+
+@dataclass
+class SqliteStore(SqliteDb):
+    """The Store protocol over the database: items, claims with their fencing tokens, live sessions."""
 
     # --- items -----------------------------------------------------------
 
@@ -227,15 +305,7 @@ class SqliteStore:
 
     def _move(self, item: dict[str, Any], to_state: str, record: dict[str, Any],
               updates: dict[str, Any] | None) -> dict[str, Any]:
-        for key, value in (updates or {}).items():
-            if value is None:
-                item.pop(key, None)
-            else:
-                item[key] = value
-        item.setdefault("history", []).append(record)
-        item.update(last_verdict=record.get("verdict"), last_reason=record.get("reason"), state=to_state,
-                    updated_at=jsonio.utc_now_iso())
-        self._put(item)
+        self._put(queue.moved(item, to_state, record, updates))
         return item
 
     def finish(self, lease: Lease, to_state: str, record: dict[str, Any], attempts: int,
@@ -296,80 +366,8 @@ class SqliteStore:
         self.audit("item.retry", item=item_id, **{"from": state, "to": "pending"}, reason="retried by operator")
         return f"{item_id}: {state} -> pending"
 
-    # --- live sessions ---------------------------------------------------
-
-    def _touch_lease(self, session_id: str, gone: bool = False) -> None:
-        """state/leases/<session>: made at a claim, removed at the finish; only a signal
-        for inotify (the database is the record)."""
-        leases = self.state_dir / "leases"
-        leases.mkdir(mode=0o700, exist_ok=True)
-        path = leases / session_id
-        if gone:
-            path.unlink(missing_ok=True)
-        else:
-            path.touch(mode=0o600)
-
-    def live_changes(self) -> list[Path]:
-        return [self.state_dir / "leases"]
+    # --- live sessions ---
 
     def live(self) -> dict[str, tuple[str, dict[str, Any]]]:
         return {str(sid): (str(item_id), jsonio.loads(doc)) for item_id, sid, doc in self.db.execute(
             "SELECT id, lease_session, doc FROM items WHERE state = 'running' AND lease_session IS NOT NULL")}
-
-    # --- audit, pause, breaker, hosts ------------------------------------
-
-    def audit(self, event: str, **fields: Any) -> None:
-        """One line in state/events.jsonl, as always, and one row in the database."""
-        jsonio.audit(self.state_dir, event, **fields)
-        doc = {"ts": jsonio.utc_now_iso(), "event": event, **{k: v for k, v in fields.items() if v is not None}}
-        self.db.execute("INSERT INTO audit (event, doc) VALUES (?, ?)", (event, jsonio.dumps(doc).decode()))
-
-    def events(self) -> Iterator[dict[str, Any]]:
-        for (doc,) in self.db.execute("SELECT doc FROM audit ORDER BY n"):
-            yield jsonio.loads(doc)
-
-    def _kv(self, key: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT doc FROM kv WHERE key = ?", (key,)).fetchone()
-        return jsonio.loads(row[0]) if row else None
-
-    def pause(self) -> dict[str, Any] | None:
-        return self._kv("pause")
-
-    def set_pause(self, until: float, reason: str, by: str, session: str | None = None) -> None:
-        with self._tx():
-            later = (self._kv("pause") or {}).get("until_epoch")
-            if isinstance(later, (int, float)) and later >= until and by != "operator":
-                return
-            when = iso(until)
-            record = {"until_epoch": round(until, 3), "until": when, "reason": reason, "by": by, "session": session,
-                      "paused_at": jsonio.utc_now_iso()}
-            self.db.execute("INSERT OR REPLACE INTO kv VALUES ('pause', ?)", (jsonio.dumps(record).decode(),))
-        self.audit("loop.paused", until_epoch=round(until, 3), until=when, reason=reason, by=by, session=session)
-
-    def clear_pause(self, by: str) -> bool:
-        with self._tx():
-            gone = self.db.execute("DELETE FROM kv WHERE key = 'pause'").rowcount > 0
-        if gone:
-            self.audit("loop.resumed", by=by)
-        return gone
-
-    @contextmanager
-    def breaker(self, fresh: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        with self._tx():
-            record = dict(fresh)
-            stored = self._kv("breaker") or {}
-            if stored.get("state") in ("closed", "open", "half_open"):
-                record.update(stored)
-            before = jsonio.dumps(record)
-            yield record
-            if jsonio.dumps(record) != before:
-                record["updated_at"] = jsonio.utc_now_iso()
-                self.db.execute("INSERT OR REPLACE INTO kv VALUES ('breaker', ?)", (jsonio.dumps(record).decode(),))
-
-    def hosts(self) -> list[dict[str, Any]]:
-        try:
-            pid_text = (self.state_dir / "loop.lock.pid").read_text().strip()
-        except OSError:
-            pid_text = ""
-        return [{"host": socket.gethostname(), "pid": int(pid_text) if pid_text.isdigit() else None,
-                 "heartbeat": jsonio.read_dict(self.state_dir / "loop.heartbeat.json")}]
