@@ -26,8 +26,6 @@ source "$HARNESS_ROOT/lib/log.sh"
 source "$HARNESS_ROOT/lib/config.sh"
 # shellcheck source=lib/lock.sh
 source "$HARNESS_ROOT/lib/lock.sh"
-# shellcheck source=lib/queue.sh
-source "$HARNESS_ROOT/lib/queue.sh"
 # shellcheck source=lib/worktree.sh
 source "$HARNESS_ROOT/lib/worktree.sh"
 # shellcheck source=lib/spawn.sh
@@ -80,9 +78,17 @@ loop_state_init() {
   for d in "$s/sessions" "$s/worktrees"; do
     [[ -d "$d" ]] || mkdir -m 700 "$d" || die "cannot create $d"
   done
-  queue_init "$s"
   HARNESS_AUDIT_LOG="$s/events.jsonl"
   export HARNESS_AUDIT_LOG
+}
+
+# loop_store_init: the store made ready; a files state of an earlier release is
+# moved to SQLite first (lib/harness/store/migrate.py), unless STORE=files keeps it.
+loop_store_init() {
+  local -a migrate=(--migrate)
+  [[ "${CFG[STORE]}" != files ]] || migrate=()
+  py store-init --state-dir "${CFG[STATE_DIR]}" "${migrate[@]}" ||
+    die "cannot open the store in ${CFG[STATE_DIR]} (see above); nothing was changed"
 }
 
 # loop_reconcile: before anything is claimed, every item left in running/ by an
@@ -345,6 +351,7 @@ main() {
   # subst-ok (next 2 lines): before the traps
   lock_acquire "${CFG[STATE_DIR]}/loop.lock" ||
     die "another loop is running on ${CFG[STATE_DIR]} (pid $(cat "${CFG[STATE_DIR]}/loop.lock.pid" 2>/dev/null || echo '?'))" "$EXIT_BUSY"
+  loop_store_init
   loop_agent_version
   if ! wake_open "${CFG[STATE_DIR]}"; then
     warn "cannot make the FIFO ${CFG[STATE_DIR]}/loop.wake; the loop sleeps with sleep(1) and wakes only by the clock"

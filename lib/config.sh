@@ -138,6 +138,8 @@ config_load() { # <root> <config-file> [KEY=VALUE from flags...]
     [[ "$kv" == *=* ]] || { CFG_ERROR="expected KEY=VALUE, got \"$kv\" (flag)"; return 1; }
     config_set "${kv%%=*}" "${kv#*=}" "flag" || return 1
   done
+  # the store's choices reach every helper (lib/harness/store/__init__.py reads them)
+  export HARNESS_STORE="${CFG[STORE]}" HARNESS_DB_LOCK_WAIT_S="${CFG[DB_LOCK_WAIT_S]}"
   config_agent_default "$root"
 }
 

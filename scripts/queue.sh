@@ -25,8 +25,6 @@ HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 source "$HARNESS_ROOT/lib/log.sh"
 # shellcheck source=lib/config.sh
 source "$HARNESS_ROOT/lib/config.sh"
-# shellcheck source=lib/queue.sh
-source "$HARNESS_ROOT/lib/queue.sh"
 # shellcheck source=lib/wake.sh
 source "$HARNESS_ROOT/lib/wake.sh"
 
@@ -91,7 +89,6 @@ main() {
   if [[ ! -d "$STATE" ]] && ! { mkdir -p "$STATE" && chmod 700 "$STATE"; }; then
     die "cannot create $STATE"
   fi
-  queue_init "$STATE"
   case "$cmd" in
     add)
       queue_cmd_add "$@"

@@ -17,13 +17,15 @@
 # that goes down). Then every item must also have landed exactly once: one merge
 # of its branch on trunk, one landing in its history.
 #
-# --store sqlite: each run's state directory holds the SQLite store (state/harness.db).
+# --store files|sqlite: the store each run's state directory is made with (default
+# sqlite, state/harness.db). Half the kills also kill the loop's helper process with
+# SIGKILL at the same moment: a claim or a finish cut off inside its transaction.
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/log.sh
 source "$ROOT/lib/log.sh" # clock_us, clock_now: times as integer microseconds
-RUNS=20 ITEMS=6 KILLS=2 SEED=$$ JSON="" SESSION_S=0.2 INTEGRATE=0 STORE=files
+RUNS=20 ITEMS=6 KILLS=2 SEED=$$ JSON="" SESSION_S=0.2 INTEGRATE=0 STORE=sqlite
 while (($#)); do
   case "$1" in
     --runs) RUNS=$2; shift ;;
@@ -44,6 +46,7 @@ WORK=$(mktemp -d)
 trap 'pkill -9 -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 export CLAUDE_BIN="$ROOT/tests/mocks/claude" HARNESS_QUIET=1 HARNESS_IDLE_POLL_S=0.1 HARNESS_POLL_INTERVAL_S=0.05
 export HARNESS_RETRY_BASE_S=0 HARNESS_KILL_GRACE_S=1 MOCK_CLAUDE_DELAY_S=$SESSION_S HARNESS_MIN_FREE_MB=0
+export HARNESS_STORE=$STORE
 
 # kill_moment <state> <pid> <seconds>: waits for the random moment, which is
 # always one while work remains: <seconds> from now, or as soon as the last
@@ -65,13 +68,9 @@ kill_moment() { # <state> <pid> <seconds>
 
 # work_left <state>: some item is still pending (or verified: waiting to land).
 work_left() { # <state>
-  if [[ $STORE == files ]]; then
-    [[ -n "$(find "$1/queue/pending" "$1/queue/verified" -name '*.json' -print -quit 2>/dev/null)" ]]
-  else
-    PYTHONPATH="$ROOT/lib" "$ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path
+  PYTHONPATH="$ROOT/lib" "$ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path
 from harness.store import open_store
 sys.exit(0 if {"pending", "verified"} & set(open_store(Path(sys.argv[1])).states().values()) else 1)' "$1"
-  fi
 }
 
 # drain <state>: runs the loop to its end; a "busy" exit (a helper of the killed
@@ -101,12 +100,6 @@ for ((run = 1; run <= RUNS; run++)); do
     git -C "$dir/repo" branch trunk
     export HARNESS_REPO_DIR="$dir/repo" HARNESS_INTEGRATE=merge HARNESS_TARGET_BRANCH=trunk
   fi
-  if [[ $STORE == sqlite ]]; then
-    mkdir -p "$state" && chmod 700 "$state"
-    PYTHONPATH="$ROOT/lib" "$ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path
-from harness.store import open_store
-open_store(Path(sys.argv[1]), "sqlite").init()' "$state"
-  fi
   for ((i = 1; i <= ITEMS; i++)); do
     "$ROOT/scripts/queue.sh" --state "$state" add --id "item$i" \
       --prompt "crash trial run $run item $i file=item$i.txt [[mock:$mode]]" >/dev/null
@@ -119,6 +112,7 @@ open_store(Path(sys.argv[1]), "sqlite").init()' "$state"
     # the random moment: anywhere from start-up to the claim of the last item
     kill_moment "$state" "$pid" "$(awk -v r="$RANDOM" -v n="$ITEMS" -v j="$jobs" -v s="$SESSION_S" \
       'BEGIN { printf "%.3f", (r / 32767) * (0.3 + n * (s + 0.25) / j) }')"
+    if ((RANDOM % 2)); then pkill -9 -P "$pid" -f "harness serve" || true; fi
     if kill -9 "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
     wait "$pid" 2>/dev/null || true
     if ((INTEGRATE && RANDOM % 2)); then pkill -9 -f "harness integrate --state-dir $state" || true; fi

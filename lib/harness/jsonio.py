@@ -94,7 +94,12 @@ def append_line(path: str | os.PathLike[str], data: bytes) -> None:
 
 def audit(state_dir: str | os.PathLike[str], event: str, **fields: Any) -> None:
     """One line in state/events.jsonl, the harness audit log. Raises OSError when it cannot."""
-    append_line(Path(state_dir) / "events.jsonl", dumps({"ts": utc_now_iso(), "event": event, **fields}) + b"\n")
+    append_line(Path(state_dir) / "events.jsonl", audit_line(event, **fields) + b"\n")
+
+
+def audit_line(event: str, **fields: Any) -> bytes:
+    """One audit event as its line (no newline)."""
+    return dumps({"ts": utc_now_iso(), "event": event, **fields})
 
 
 def utc_now_iso() -> str:

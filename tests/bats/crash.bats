@@ -10,7 +10,7 @@ setup() {
 
 teardown() { sandbox_teardown; }
 
-@test "crash trial: 20 runs of kill -9 at random moments; every item succeeds exactly once, never twice at once" {
+@test "crash trial (SQLite, the default store): 20 runs of kill -9 at random moments; every item succeeds exactly once, never twice at once" {
   run "$HARNESS_ROOT/tests/crash_trial.sh" --runs 20 --items 4 --kills 2 --seed "$RANDOM" --json "$T/trial.json"
   printf '# %s\n' "${lines[-1]}" >&3
   assert_success
@@ -28,8 +28,8 @@ teardown() { sandbox_teardown; }
   [ "$(jq -c '[.lost, .doubled, .leftovers, .broken, .unkilled]' "$T/trial.json")" = "[0,0,0,0,0]" ]
 }
 
-@test "crash trial on the SQLite store: every item succeeds exactly once" {
-  run "$HARNESS_ROOT/tests/crash_trial.sh" --runs 8 --items 4 --kills 2 --store sqlite --seed "$RANDOM" --json "$T/trial.json"
+@test "crash trial on the files store: every item succeeds exactly once" {
+  run "$HARNESS_ROOT/tests/crash_trial.sh" --runs 8 --items 4 --kills 2 --store files --seed "$RANDOM" --json "$T/trial.json"
   printf '# %s\n' "${lines[-1]}" >&3
   assert_success
   [ "$(jq -c '[.lost, .doubled, .leftovers, .broken, .unkilled]' "$T/trial.json")" = "[0,0,0,0,0]" ]

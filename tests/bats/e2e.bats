@@ -307,7 +307,7 @@ PY
   # the retry waits out its backoff; the CLI's own retry is in the receipt
   [ "$(date -d "$(item_field r1 .not_before)" +%s)" -gt "$(date +%s)" ]
   [ "$(jq -r '.api_retries["429"]' "$(session_of r1)/metrics.json")" = 1 ]
-  [ "$(jq -r '[.state, .consecutive_failures] | join(" ")' "$STATE/circuit.json")" = "open 2" ]
+  [ "$(jq -r '[.state, .consecutive_failures] | join(" ")' <(store_record breaker))" = "open 2" ]
 }
 
 @test "529 storm: the sidecar counts the CLI's live retries; the breaker opens before the session ends" {
@@ -320,7 +320,7 @@ PY
   run jq -r 'select(.event == "circuit.opened") | .reason' "$STATE/events.jsonl"
   assert_output --regexp "^1 API-level failures in a row \(last: 3 API retries in a row in ses_.* \(last status 529\)\)"
   [ "$(jq -r '.api_retries["529"]' "$(session_of o)/metrics.json")" = 3 ]
-  [ "$(jq -c '[.window[] | .verdict]' "$STATE/circuit.json")" = '["api_error"]' ]
+  [ "$(jq -c '[.window[] | .verdict]' <(store_record breaker))" = '["api_error"]' ]
 }
 
 @test "400: failed, not retryable, quarantined at once; the breaker counts the API as up" {
@@ -329,7 +329,7 @@ PY
   assert_success
   [ "$(item_state b) $(item_field b .attempts) $(item_field b .last_verdict)" = "quarantined 1 failed" ]
   [[ "$(item_field b .last_reason)" == "API rejected the request (400): "* ]]
-  [ "$(jq -r '[.state, .consecutive_failures, .window[0].result] | join(" ")' "$STATE/circuit.json")" = "closed 0 success" ]
+  [ "$(jq -r '[.state, .consecutive_failures, .window[0].result] | join(" ")' <(store_record breaker))" = "closed 0 success" ]
 }
 
 @test "connection refused: api_error, retried, then quarantined with the CLI's own words" {

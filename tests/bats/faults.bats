@@ -14,7 +14,7 @@ teardown() { sandbox_teardown; }
 ctl() { "$CTL" --state "$STATE" "$@"; }
 
 circuit_is() { # <state>
-  [ "$(jq -r .state "$STATE/circuit.json" 2>/dev/null)" = "$1" ] || ctl circuit | grep -q "circuit: $1"
+  [ "$(jq -r .state <(store_record breaker) 2>/dev/null)" = "$1" ] || ctl circuit | grep -q "circuit: $1"
 }
 
 # audit_order <event:item>...: the audit log holds these events in this order
@@ -31,10 +31,10 @@ audit_order() {
   assert_success
   assert_output --partial "harness: not claiming: circuit breaker open for"
   assert_output --partial "3 API-level failures in a row"
-  assert_line --regexp "^harness: drained; 4 items left: .*held by the breaker until $(jq -r '.open_until | todate | sub("Z$"; "")' "$STATE/circuit.json")[.][0-9]{3}Z"
+  assert_line --regexp "^harness: drained; 4 items left: .*held by the breaker until $(jq -r '.open_until | todate | sub("Z$"; "")' <(store_record breaker))[.][0-9]{3}Z"
   [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 3 ]
   [ "$(item_state fine) $(item_state e3) $(item_field e3 .attempts)" = "pending pending 1" ]
-  [ "$(jq -r '[.state, .consecutive_failures, .open_s] | join(" ")' "$STATE/circuit.json")" = "open 3 60" ]
+  [ "$(jq -r '[.state, .consecutive_failures, .open_s] | join(" ")' <(store_record breaker))" = "open 3 60" ]
   run jq -r 'select(.event == "circuit.opened") | .reason' "$STATE/events.jsonl"
   assert_output --partial "3 API-level failures in a row (last: api_error: API error 500"
   run ctl circuit
@@ -59,7 +59,7 @@ audit_order() {
   wait_for 5 circuit_is half-open
   MOCK_CLAUDE_DELAY_S=0.3 run loop --drain -j 3
   assert_success
-  [ "$(ls "$STATE/queue/succeeded" | wc -l)" = 3 ]
+  [ "$(count_in succeeded)" = 3 ]
   # the probe ran alone: it ended before any other session started
   local probe
   probe=$(jq -r 'select(.event == "circuit.probe") | .session' "$STATE/events.jsonl")
@@ -79,21 +79,21 @@ audit_order() {
   run loop --drain --set RETRY_BASE_S=0
   assert_success
   # one probe, which failed; then the breaker is open for 0.8 s, then one more probe, 1.6 s
-  [ "$(jq -r '[.state, .open_s] | join(" ")' "$STATE/circuit.json")" = "open 0.8" ]
+  [ "$(jq -r '[.state, .open_s] | join(" ")' <(store_record breaker))" = "open 0.8" ]
   [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 1 ]
   wait_for 5 circuit_is half-open
   run loop --drain --set RETRY_BASE_S=0
-  [ "$(jq -r '[.state, .open_s] | join(" ")' "$STATE/circuit.json")" = "open 1.6" ]
+  [ "$(jq -r '[.state, .open_s] | join(" ")' <(store_record breaker))" = "open 1.6" ]
   [ "$(item_state e) $(item_field e .attempts)" = "pending 2" ]
 }
 
 @test "an api_retry storm in a live session opens the breaker before the session ends, and counts once" {
   q add --id st --prompt "[[mock:storm]]" >/dev/null
-  MOCK_CLAUDE_RETRIES=4 MOCK_CLAUDE_WAIT_FOR="$STATE/circuit.json" \
+  MOCK_CLAUDE_RETRIES=4 MOCK_CLAUDE_WAIT_FOR="$STATE" \
     run loop --drain --set CIRCUIT_FAILURES=1 --set CIRCUIT_STORM_RETRIES=3 --set MAX_ATTEMPTS=1
   assert_success
   audit_order "circuit.storm:" "circuit.opened:" "session.ended:st"
-  [ "$(jq -c '[.window[].verdict]' "$STATE/circuit.json")" = '["api_error"]' ]
+  [ "$(jq -c '[.window[].verdict]' <(store_record breaker))" = '["api_error"]' ]
   [ "$(item_state st) $(item_field st .last_verdict)" = "quarantined api_error" ]
   [ "$(jq '.api_retries["529"]' "$(session_of st)/metrics.json")" = 4 ]
 }
@@ -104,7 +104,7 @@ audit_order() {
   run loop --drain --set CIRCUIT_FAILURES=5
   assert_failure 4
   assert_output --regexp "halted: circuit breaker open .*credentials rejected \(401\).*the credentials are wrong"
-  [ "$(jq -r '.auth' "$STATE/circuit.json")" = true ]
+  [ "$(jq -r '.auth' <(store_record breaker))" = true ]
   run jq -r 'select(.event == "circuit.opened") | .credentials' "$STATE/events.jsonl"
   assert_output true
   [ "$(item_state a) $(item_field a .attempts) $(item_state b)" = "pending 0 pending" ]
@@ -144,7 +144,7 @@ loop_ran_until() { # <epoch>: the loop's heartbeat was written at or after then
   MOCK_CLAUDE_ONCE="$T/limited" MOCK_CLAUDE_RESET_IN_S=2 \
     "$LOOP" --state "$STATE" --set PAUSE_JITTER_S=0 --set IDLE_POLL_S=0.1 3>&- &
   local pid=$! rc=0
-  wait_for 15 test -f "$STATE/queue/succeeded/next.json"
+  wait_for 15 in_state next succeeded
   kill -TERM "$pid"
   wait "$pid" || rc=$?
   [ "$rc" = 143 ]
@@ -161,13 +161,13 @@ loop_ran_until() { # <epoch>: the loop's heartbeat was written at or after then
   q add --id next --priority low --prompt p >/dev/null
   MOCK_CLAUDE_ONCE="$T/limited" MOCK_CLAUDE_RESET_IN_S=3600 "$LOOP" --state "$STATE" --set IDLE_POLL_S=0.1 3>&- &
   local pid=$! rc=0
-  wait_for 10 test -f "$STATE/pause.json"
+  wait_for 10 is_paused
   run ctl show
   assert_line --regexp "^paused until .* \(3[56][0-9]{2}s more\): five_hour limit reached"
   [ "$(item_state next)" = pending ]
   run ctl resume
   assert_output "resumed: spawning allowed"
-  wait_for 10 test -f "$STATE/queue/succeeded/next.json"
+  wait_for 10 in_state next succeeded
   run jq -r 'select(.event == "loop.resumed") | .by' "$STATE/events.jsonl"
   assert_output operator
   # an operator's pause: nothing new is claimed
@@ -234,8 +234,8 @@ loop_stopping() { # <mode>: the loop's heartbeat says it is stopping that way
   local sid=ses_00000000-1111-2222-3333-444444444444 dir
   dir="$STATE/sessions/$sid"
   mkdir -p "$dir"
-  jq -c --arg s "$sid" '.lease = {session_id: $s} | .state = "running"' "$STATE/queue/pending/a.json" >"$STATE/queue/running/a.json"
-  rm "$STATE/queue/pending/a.json"
+  store_claim "$sid"
+  [ "$(item_state a)" = running ]
   run loop --drain
   assert_success
   [ "$(item_state a) $(item_field a .attempts)" = "succeeded 1" ]

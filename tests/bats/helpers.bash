@@ -69,16 +69,63 @@ wait_for() {
   done
 }
 
-item_state() { # <id>: prints the state directory holding the item
-  local s
-  for s in pending running verified succeeded quarantined canceled; do
-    [[ -f "$STATE/queue/$s/$1.json" ]] && { echo "$s"; return 0; }
-  done
-  echo missing
+# the item as the store holds it (either backend), with its state; {} when unknown
+item_json() { # <id>
+  PYTHONPATH="$HARNESS_ROOT/lib" "$HARNESS_ROOT/.venv/bin/python" -m harness queue-show --state-dir "$STATE" "$1" \
+    2>/dev/null || echo '{}'
+}
+
+item_state() { # <id>: prints the item's state (missing when there is none)
+  item_json "$1" | jq -r '.state // "missing"'
 }
 
 item_field() { # <id> <jq-filter>
-  jq -r "$2" "$STATE/queue/$(item_state "$1")/$1.json"
+  item_json "$1" | jq -r "$2"
+}
+
+in_state() { # <id> <state>: the item is in that state
+  [[ "$(item_state "$1")" == "$2" ]]
+}
+
+# store_record pause|breaker: the store's record as JSON, as it stands (null when none)
+store_record() { # pause|breaker
+  PYTHONPATH="$HARNESS_ROOT/lib" "$HARNESS_ROOT/.venv/bin/python" - "$STATE" "$1" <<'PY'
+import sys
+from pathlib import Path
+
+from harness import jsonio
+from harness.store import open_store
+
+store = open_store(Path(sys.argv[1]))
+if sys.argv[2] == "pause":
+    record = store.pause()
+else:
+    with store.breaker({}) as c:
+        record = {k: v for k, v in c.items() if not k.startswith("_")} or None
+sys.stdout.buffer.write(jsonio.dumps(record) + b"\n")
+PY
+}
+
+# store_claim <session>: a claim as a loop makes it (the next ready item, leased to
+# that session), with nothing started: what a loop that died right after leaves
+store_claim() { # <session>
+  PYTHONPATH="$HARNESS_ROOT/lib" "$HARNESS_ROOT/.venv/bin/python" - "$STATE" "$1" <<'PY'
+import sys
+import time
+from pathlib import Path
+
+from harness.store import open_store
+
+lease = open_store(Path(sys.argv[1])).claim(sys.argv[2], "a-loop-that-died", time.time())
+sys.exit(0 if lease is not None else 1)
+PY
+}
+
+is_paused() { [[ "$(store_record pause)" != null ]]; }
+
+count_in() { # <state>: how many items are in that state
+  PYTHONPATH="$HARNESS_ROOT/lib" "$HARNESS_ROOT/.venv/bin/python" -m harness queue-list --state-dir "$STATE" \
+    --state "$1" --json | jq length
 }
 
 audit_events() { # [item]: the audit log's event names, in order, optionally for one item

@@ -125,7 +125,7 @@ teardown() { sandbox_teardown; }
   "$HARNESS_ROOT/scripts/loopctl.sh" --state "$STATE" pause --for 600 --reason maintenance >/dev/null
   run loop --drain
   assert_success
-  assert_line "harness: drained; 1 item left: 1 paused until $(jq -r .until "$STATE/pause.json")"
+  assert_line "harness: drained; 1 item left: 1 paused until $(jq -r .until <(store_record pause))"
   [ "$(item_state a)" = pending ]
   [ ! -e "$MOCK_CLAUDE_LOG" ]
   run jq -r 'select(.event == "loop.drained") | "\(.left) \(.groups[0].kind)"' "$STATE/events.jsonl"
@@ -148,12 +148,12 @@ teardown() { sandbox_teardown; }
   q add --id b --prompt "fine" >/dev/null
   MOCK_CLAUDE_RESET_IN_S=3600 run loop --drain
   assert_success
-  assert_line "harness: drained; 2 items left: 2 paused until $(jq -r .until "$STATE/pause.json")"
+  assert_line "harness: drained; 2 items left: 2 paused until $(jq -r .until <(store_record pause))"
   [ "$(item_state a) $(item_field a .attempts) $(item_field a .last_verdict)" = "pending 0 usage_limited" ]
   [ "$(item_state b)" = pending ]
   local until now
   # the reset time plus up to PAUSE_JITTER_S (60 s)
-  until=$(jq '.until_epoch | floor' "$STATE/pause.json")
+  until=$(jq '.until_epoch | floor' <(store_record pause))
   now=$(date +%s)
   ((until >= now + 3590 && until <= now + 3661))
   [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 1 ]
@@ -191,7 +191,7 @@ teardown() { sandbox_teardown; }
   run loop --max-iterations 2
   assert_success
   [ "$(wc -l <"$MOCK_CLAUDE_LOG")" = 3 ]
-  [ "$(ls "$STATE/queue/succeeded" | wc -l)" = 3 ]
+  [ "$(count_in succeeded)" = 3 ]
 }
 
 @test "a second loop on the same state exits 3 at once; the lock is not inherited by agents" {
@@ -330,7 +330,7 @@ teardown() { sandbox_teardown; }
   # b was not tried: the next session would have been refused alike
   [ "$(item_state b) $(item_field b .attempts)" = "pending 0" ]
   assert_output --partial "fix the configuration, then run scripts/loopctl.sh circuit close"
-  [ "$(jq -r '[.state, .auth] | join(" ")' "$STATE/circuit.json")" = "open true" ]
+  [ "$(jq -r '[.state, .auth] | join(" ")' <(store_record breaker))" = "open true" ]
 }
 
 @test "secrets in the environment never reach state/" {
@@ -360,9 +360,10 @@ teardown() { sandbox_teardown; }
   assert_line session.adopted
 }
 
-@test "an item left in running/ by a loop that died before spawning returns to pending" {
+@test "an item left running by a loop that died before spawning returns to pending" {
   q add --id a --prompt p >/dev/null
-  mv "$STATE/queue/pending/a.json" "$STATE/queue/running/a.json"
+  store_claim ses_00000000-0000-0000-0000-00000000dead
+  [ "$(item_state a)" = running ]
   run loop --drain
   assert_success
   [ "$(item_state a) $(item_field a .attempts)" = "succeeded 1" ]

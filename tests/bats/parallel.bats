@@ -26,7 +26,7 @@ PY
   mkdir "$T/witness"
   MOCK_CLAUDE_WITNESS="$T/witness" MOCK_CLAUDE_DELAY_S=2 run loop --drain -j 8 --set AGING_S=0
   assert_success
-  [ "$(ls "$STATE/queue/succeeded" | wc -l)" = 200 ]
+  [ "$(count_in succeeded)" = 200 ]
   [ ! -s "$T/witness/doubles" ]
   [ "$(wc -l <"$T/witness/runs")" = 200 ]
   python3 - "$STATE" "$T/items.jsonl" <<'PY'

@@ -16,7 +16,7 @@ teardown() { sandbox_teardown; }
   [ "$(item_state fix-1)" = pending ]
   run jq -c '{id, title, prompt, priority, depends_on, attempts, max_turns, max_budget_usd, timeout_s,
     stall_timeout_s, model, allowed_tools, max_attempts, has_created: (.created_at | test("^20"))}' \
-    "$STATE/queue/pending/fix-1.json"
+    <(item_json fix-1)
   assert_output '{"id":"fix-1","title":"Fix it","prompt":"do the thing","priority":"high","depends_on":[],"attempts":0,"max_turns":7,"max_budget_usd":0.5,"timeout_s":60,"stall_timeout_s":30,"model":"claude-x","allowed_tools":"Bash,Read","max_attempts":2,"has_created":true}'
 }
 
@@ -47,8 +47,8 @@ teardown() { sandbox_teardown; }
   assert_failure 2
   assert_output --partial "stdin line 2: malformed JSON"
   [ "${#lines[@]}" = 1 ]
-  run find "$STATE/queue" -name '*.json'
-  assert_output ""
+  run q list --json
+  assert_output "[]"
 }
 
 @test "refused items: one line on stderr, exit 2, queue untouched" {
@@ -84,8 +84,8 @@ teardown() { sandbox_teardown; }
   run q add --file - <<<$'{"id":"a","prompt":"p","depends_on":["c"]}\n{"id":"b","prompt":"p","depends_on":["a"]}\n{"id":"c","prompt":"p","depends_on":["b"]}'
   assert_failure 2
   assert_output --partial "dependency cycle"
-  run find "$STATE/queue" -name '*.json'
-  assert_output ""
+  run q list --json
+  assert_output "[]"
 }
 
 @test "a prompt over the CLI's 10 MiB stdin limit is refused at add" {
@@ -145,12 +145,18 @@ teardown() { sandbox_teardown; }
   assert_output $'item.added\nitem.canceled\nitem.retry'
 }
 
-@test "state is created 0700 and its files 0600" {
+@test "state is created 0700 and its files 0600, with either store" {
   q add --id a --prompt p >/dev/null
   [ "$(stat -c %a "$STATE")" = 700 ]
-  [ "$(stat -c %a "$STATE/queue/pending")" = 700 ]
-  [ "$(stat -c %a "$STATE/queue/pending/a.json")" = 600 ]
+  [ "$(cat "$STATE/store")" = sqlite ]
+  [ "$(stat -c %a "$STATE/harness.db")" = 600 ]
+  [ "$(stat -c %a "$STATE/store")" = 600 ]
   [ "$(stat -c %a "$STATE/events.jsonl")" = 600 ]
+  STATE="$T/files" HARNESS_STORE=files q add --id a --prompt p >/dev/null
+  [ "$(cat "$T/files/store")" = files ]
+  [ "$(stat -c %a "$T/files/queue/pending")" = 700 ]
+  [ "$(stat -c %a "$T/files/queue/pending/a.json")" = 600 ]
+  [ "$(stat -c %a "$T/files/events.jsonl")" = 600 ]
 }
 
 @test "usage errors exit 2 with one line" {

@@ -70,7 +70,7 @@ def test_a_stale_token_is_fenced_and_counts_nowhere(tmp_path: Path) -> None:
 def test_reconcile_leaves_an_unreadable_running_item_and_says_so(tmp_path: Path) -> None:
     from harness.pipeline import reconcile
 
-    store = open_store(tmp_path)
+    store = open_store(tmp_path, "files")  # a torn item file: the files backend's
     store.init()
     (tmp_path / "queue" / "running" / "bad.json").write_bytes(b"{torn")
     assert reconcile.reconcile(store, 4242, policy.Policy()) == []

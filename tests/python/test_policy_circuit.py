@@ -210,7 +210,7 @@ def test_a_live_storm_counts_once_and_the_final_outcome_replaces_it(state: Path)
     c = b.storm("s2", 5, "500", T0 + 3)
     assert c["state"] == "open", "two sessions in a storm open it before either ends"
     b2 = Breaker(state / "other", pol(CIRCUIT_FAILURES=2))
-    (state / "other").mkdir()
+    (state / "other").mkdir(exist_ok=True)
     b2.storm("a", 5, "529", T0)
     assert b2.record("a", "success", "succeeded", "ok", T0 + 1)["consecutive_failures"] == 0
 

@@ -25,5 +25,5 @@ def test_a_database_from_a_newer_release_is_refused_in_one_line(tmp_path: Path) 
     con = sqlite3.connect(tmp_path / "harness.db")
     con.execute("PRAGMA user_version=99")
     con.close()
-    with pytest.raises(StoreError, match=r"has schema 99; this release knows up to 1: run a newer harness$"):
+    with pytest.raises(StoreError, match=r"has schema 99; this release knows up to 2: run a newer harness$"):
         open_store(tmp_path, "sqlite")

@@ -16,9 +16,10 @@ import sys
 from harness import config
 from harness.cli import events, loop, operator
 from harness.cli import queue as queue_verbs
+from harness.cli import store as store_verbs
 from harness.cli.common import EXIT_REFUSED
 from harness.serve import loopcalls
-from harness.store import queue
+from harness.store import StoreUnavailableError, queue
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -30,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m harness")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for module in (queue_verbs, loop, events, operator):
+    for module in (queue_verbs, loop, events, operator, store_verbs):
         module.add_parsers(sub)
     p = sub.add_parser("serve", help="the loop's long-lived helper (lib/harness/serve/helper.py)")
     p.set_defaults(fn=cmd_serve)
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.fn(args))
+    except StoreUnavailableError as exc:  # a corrupt, missing or locked database: fatal, not refused
+        print(f"harness: {exc}", file=sys.stderr)
+        return 1
     except (queue.QueueError, config.ConfigError) as exc:
         print(f"harness: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -20,7 +20,10 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def store_of(args: argparse.Namespace) -> Store:
-    return open_store(Path(args.state_dir))
+    """The state directory's store, ready (its directories or tables made)."""
+    store = open_store(Path(args.state_dir))
+    store.init()
+    return store
 
 
 def now_of(args: argparse.Namespace) -> float:

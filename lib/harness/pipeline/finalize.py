@@ -63,6 +63,7 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
     out.update(session=sid, item=item_id, receipt=receipt.line(metrics), cost_usd=metrics["cost_usd"])
 
     store = open_store(state_dir)
+    store.record_attempt(metrics)
     lease = _lease(store, rec, v, out)
     if lease is None:
         return out

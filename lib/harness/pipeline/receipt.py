@@ -69,6 +69,7 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
     return {
         "session_id": meta.get("session_id", rec.dir.name),
         "item_id": meta.get("item_id"),
+        "run": meta.get("run"),
         "attempt": meta.get("attempt"),
         "verdict": verdict.verdict,
         "reason": verdict.reason,
@@ -77,6 +78,7 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
         "started_at": meta.get("started_at"),
         "ended_at": meta.get("ended_at"),
         "wall_s": wall_s,
+        "ttft_s": _ttft(rec),
         "duration_ms": res.duration_ms if res else None,
         "duration_api_ms": res.duration_api_ms if res else None,
         "turns": len(facts.messages),
@@ -105,6 +107,15 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
                                and res.cli_cost_usd is not None and res.cost_usd is not None
                                and abs(res.cli_cost_usd - res.cost_usd) > 1e-9),
     }
+
+
+def _ttft(rec: SessionRecord) -> float | None:
+    """Seconds from the agent's start to its first message, as the sidecar saw it."""
+    started = rec.meta.get("started_epoch")
+    first = next((m.get("t") for m in rec.marks if m.get("kind") == "turn"), None)
+    if not isinstance(started, (int, float)) or not isinstance(first, (int, float)):
+        return None
+    return round(max(0.0, first - started), 3)
 
 
 def _verify(rec: SessionRecord) -> dict[str, Any] | None:

@@ -200,6 +200,8 @@ def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now:
         "attempt": attempt, "lease_token": got.token, "host": socket.gethostname(), "loop_pid": loop_pid, "cwd": "", "branch": "",
         "model": item.get("model") or p.MODEL or "", "started_at": iso(now), "started_epoch": round(now, 6), "argv": [],
     }
+    if item.get("run"):
+        meta["run"] = item["run"]
     if fix:
         meta.update(fix_round=fix.get("round"), fix_of=fix.get("session"))
     workdir, branch, error = _prepare(state_dir, sdir, sid, item, attempt, p, fix)

@@ -23,6 +23,7 @@ from typing import Any
 
 from harness import jsonio
 from harness.pipeline import stops
+from harness.store import StoreUnavailableError
 
 US = "\x1f"
 
@@ -140,6 +141,6 @@ def run(name: str, argv: list[str]) -> int:
     except CallError as exc:
         print(f"harness: {name}: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, StoreUnavailableError) as exc:
         print(f"harness: {name}: {exc}", file=sys.stderr)
         return 1

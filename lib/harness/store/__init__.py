@@ -1,30 +1,78 @@
-"""The store seam: the one place a backend is picked, by name ("files", the loop's; "sqlite").
+"""The store seam: the one place a backend is picked ("sqlite", the default; "files").
 
     from harness.store import open_store
     store = open_store(state_dir)        # a Store (store/base.py)
+
+A state directory keeps the backend it was made with: state/store names it. A new
+one gets HARNESS_STORE's (the configuration's STORE; sqlite when unset). A state
+directory of an earlier release (a queue/ directory, no name) is read with the files
+backend until the loop's start or `loopctl.sh migrate` moves it over (migrate.py).
+A directory named sqlite whose database has gone is refused, never started afresh.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from harness.store.base import FencedError, ItemState, Lease, Store, StoreError, UnknownItemError, UnreadableItemError
+from harness import jsonio
+from harness.store.base import (
+    FencedError,
+    ItemState,
+    Lease,
+    Store,
+    StoreError,
+    StoreUnavailableError,
+    UnknownItemError,
+    UnreadableItemError,
+)
 from harness.store.files import FilesStore
-from harness.store.sqlite import SqliteStore
+from harness.store.sqlite import DB_FILE, SqliteStore
 
-BACKENDS: dict[str, type[FilesStore] | type[SqliteStore]] = {"files": FilesStore, "sqlite": SqliteStore}
+BACKENDS: dict[str, type[FilesStore] | type[SqliteStore]] = {"sqlite": SqliteStore, "files": FilesStore}
+MARKER = "store"
 
-__all__ = ["BACKENDS", "FencedError", "ItemState", "Lease", "Store", "StoreError", "UnknownItemError", "UnreadableItemError",
-           "open_store"]
+__all__ = ["BACKENDS", "FencedError", "ItemState", "Lease", "Store", "StoreError", "StoreUnavailableError",
+           "UnknownItemError", "UnreadableItemError", "backend_of", "open_store"]
 
 
 def open_store(state_dir: Path, backend: str | None = None) -> Store:
-    """The state directory's store: the backend named, else the one it holds (SQLite
-    once state/harness.db exists, else the files backend)."""
-    if backend is None:
-        backend = "sqlite" if (Path(state_dir) / "harness.db").exists() else "files"
+    """The state directory's store: the backend named, else the one it holds."""
+    state_dir = Path(state_dir)
+    name = backend or backend_of(state_dir)
     try:
-        kind = BACKENDS[backend]
+        kind = BACKENDS[name]
     except KeyError:
-        raise StoreError(f"unknown store backend {backend!r} (one of: {', '.join(BACKENDS)})") from None
+        raise StoreError(f"unknown store backend {name!r} (one of: {', '.join(BACKENDS)})") from None
     return kind(state_dir)
+
+
+def backend_of(state_dir: Path) -> str:
+    """The backend a state directory holds; a new directory's is chosen (and named) now."""
+    try:
+        named = (state_dir / MARKER).read_text().strip()
+    except FileNotFoundError:
+        named = ""
+    has_db = (state_dir / DB_FILE).exists()
+    if named == "sqlite" and not has_db:
+        raise StoreUnavailableError(f"{state_dir / DB_FILE} is missing, but {state_dir} was made with it: restore it "
+                               "from a backup (loopctl.sh reindex rebuilds the attempts, not the queue)")
+    if named:
+        if named not in BACKENDS:
+            raise StoreError(f"{state_dir / MARKER} names an unknown store {named!r} (one of: {', '.join(BACKENDS)})")
+        return named
+    if has_db:
+        name = "sqlite"
+    elif (state_dir / "queue").is_dir():
+        return "files"  # an earlier release's state: migrate.py moves it over
+    else:
+        name = os.environ.get("HARNESS_STORE") or "sqlite"
+        if name not in BACKENDS:
+            raise StoreError(f"STORE must be one of {', '.join(BACKENDS)}, got {name!r}")
+    name_store(state_dir, name)
+    return name
+
+
+def name_store(state_dir: Path, name: str) -> None:
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    jsonio.write_atomic(state_dir / MARKER, (name + "\n").encode())

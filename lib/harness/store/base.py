@@ -45,6 +45,11 @@ class StoreError(QueueError):
     """A refused store operation; the message is one line for a person."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store cannot be used at all (a corrupt or missing database, one that stays
+    locked): a fatal error (exit 1), not a refused request."""
+
+
 class UnknownItemError(StoreError):
     """No item has that id."""
 
@@ -88,6 +93,11 @@ class Store(Protocol):
                updates: dict[str, Any] | None = None) -> dict[str, Any]: ...  # an item no session holds
     def cancel(self, item_id: str) -> str: ...
     def retry(self, item_id: str) -> str: ...
+
+    # --- attempts (one per session: its receipt) ----------------------------
+    def record_attempt(self, receipt: dict[str, Any]) -> None: ...
+    def attempts(self, since: float | None = None, run: str | None = None,
+                 skipped: list[str] | None = None) -> list[dict[str, Any]]: ...  # attempts.ATTEMPT_COLUMNS
 
     # --- live sessions ---------------------------------------------------
     def live(self) -> dict[str, tuple[str, dict[str, Any]]]: ...

@@ -17,7 +17,7 @@ from typing import Any
 
 from harness import jsonio
 from harness.pipeline.policy import iso
-from harness.store import queue
+from harness.store import attempts, queue
 from harness.store.base import FencedError, Lease, UnknownItemError, UnreadableItemError
 
 
@@ -74,6 +74,13 @@ class FilesStore:
         if item is None:
             return None
         return _lease(str(item["id"]), item)
+
+    def record_attempt(self, receipt: dict[str, Any]) -> None:
+        """Nothing more to write: the receipt file is the files backend's record."""
+
+    def attempts(self, since: float | None = None, run: str | None = None,
+                 skipped: list[str] | None = None) -> list[dict[str, Any]]:
+        return attempts.from_files(self.state_dir, since, run, skipped)
 
     def lease_of(self, item_id: str) -> Lease | None:
         """The lease of a running item; None when it is not running."""

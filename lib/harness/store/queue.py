@@ -193,7 +193,16 @@ def _limits(raw: dict[str, Any]) -> dict[str, Any]:
         if isinstance(tools, list):
             tools = ",".join(_text("allowed_tools", t, 200) for t in tools)
         out["allowed_tools"] = _text("allowed_tools", tools, 4000)
+    if raw.get("run") not in (None, ""):
+        out["run"] = check_run(raw["run"])
     return out
+
+
+def check_run(name: Any) -> str:
+    """A run's name: the rules of an item id."""
+    if not isinstance(name, str) or not ID_RE.match(name):
+        raise QueueError(f"invalid run name {name!r}: 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit")
+    return name
 
 
 def normalize(raw: Any, now_iso: str) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,29 +26,64 @@ from typing import Any
 
 from harness import jsonio
 from harness.pipeline.policy import iso
-from harness.store import queue
-from harness.store.base import FencedError, Lease, StoreError, UnknownItemError
+from harness.store import attempts, queue
+from harness.store.base import FencedError, Lease, StoreError, StoreUnavailableError, UnknownItemError
 from harness.store.files import this_host
 
 DB_FILE = "harness.db"
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 10_000
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    rank INTEGER NOT NULL,
-    created REAL NOT NULL,
-    not_before REAL NOT NULL DEFAULT 0,
-    fixing INTEGER NOT NULL DEFAULT 0,
-    lease_session TEXT,
-    lease_token INTEGER,
-    doc TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS items_state ON items (state);
-CREATE TABLE IF NOT EXISTS audit (n INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL, doc TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, doc TEXT NOT NULL);
-"""
+LOCK_NOTICE_S = 5.0  # sqlite's own busy wait, after which a waiting write says so on stderr
+DB_LOCK_WAIT_S = 120.0  # the whole wait (HARNESS_DB_LOCK_WAIT_S, the configuration's DB_LOCK_WAIT_S)
+# The schema, one step per version (PRAGMA user_version): a database is brought up
+# to the newest step in one transaction; a newer database than this release knows
+# is refused in one line.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE items (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        rank INTEGER NOT NULL,
+        created REAL NOT NULL,
+        not_before REAL NOT NULL DEFAULT 0,
+        fixing INTEGER NOT NULL DEFAULT 0,
+        lease_session TEXT,
+        lease_token INTEGER,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX items_state ON items (state);
+    CREATE TABLE audit (n INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL, doc TEXT NOT NULL);
+    CREATE TABLE kv (key TEXT PRIMARY KEY, doc TEXT NOT NULL);
+    """,
+    # 2: runs (an item's run) and attempts (one row per session: its receipt's
+    # numbers in columns, the whole receipt as JSON)
+    """
+    ALTER TABLE items ADD COLUMN run TEXT;
+    CREATE INDEX items_run ON items (run);
+    CREATE TABLE attempts (
+        session_id TEXT PRIMARY KEY,
+        item_id TEXT,
+        run TEXT,
+        attempt INTEGER,
+        verdict TEXT,
+        model TEXT,
+        started REAL,
+        ended REAL,
+        wall_s REAL,
+        ttft_s REAL,
+        turns INTEGER,
+        cost_usd REAL,
+        input INTEGER,
+        output INTEGER,
+        cache_read INTEGER,
+        cache_write INTEGER,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX attempts_ended ON attempts (ended);
+    CREATE INDEX attempts_item ON attempts (item_id);
+    CREATE INDEX attempts_run ON attempts (run);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+ITEM_COLUMNS = "id, state, rank, created, not_before, fixing, lease_session, lease_token, run, doc"
 
 
 def _epoch(text: Any) -> float:
@@ -61,11 +98,11 @@ def _lease_doc(item: dict[str, Any]) -> dict[str, Any]:
     return lease if isinstance(lease, dict) else {}
 
 
-def _row_values(item: dict[str, Any]) -> tuple[Any, ...]:
+def row_values(item: dict[str, Any]) -> tuple[Any, ...]:
     rank = queue.PRIORITIES.index(item["priority"]) if item.get("priority") in queue.PRIORITIES else 2
     lease = _lease_doc(item)
     return (item["id"], item["state"], rank, _epoch(item.get("created_at")), _epoch(item.get("not_before")),
-            int(bool(item.get("fix"))), lease.get("session_id"), lease.get("token"),
+            int(bool(item.get("fix"))), lease.get("session_id"), lease.get("token"), item.get("run"),
             jsonio.dumps(item).decode())
 
 
@@ -75,35 +112,65 @@ class SqliteDb:
     the items (audit, pause, breaker, hosts; the leases' inotify signal)."""
 
     state_dir: Path
+    db_file: str = DB_FILE  # another name only while a migration builds the database
 
     def __post_init__(self) -> None:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self.state_dir / DB_FILE
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        self.path = self.state_dir / self.db_file
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
-        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                  check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._migrate()
+        try:
+            self.db = sqlite3.connect(self.path, timeout=LOCK_NOTICE_S, isolation_level=None, check_same_thread=False)
+            self._locked(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: sqlite3.Error) -> StoreError:
+        return StoreUnavailableError(f"{self.path}: not a usable SQLite database ({exc}); nothing was changed: restore it "
+                                "from a backup, or check its permissions")
 
     def _migrate(self) -> None:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.state_dir / DB_FILE} has schema {version}; this release knows up to "
+            raise StoreError(f"{self.path} has schema {version}; this release knows up to "
                              f"{SCHEMA_VERSION}: run a newer harness")
-        if version < 1:
+        if version < SCHEMA_VERSION:
             with self._tx():
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
+                version = int(self.db.execute("PRAGMA user_version").fetchone()[0])  # another process's, maybe
+                for step in MIGRATIONS[version:]:
+                    for statement in step.split(";"):
+                        if statement.strip():
+                            self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _locked(self, step: Callable[[], Any]) -> Any:
+        """step(), waiting while another process holds the database's write lock (a
+        person's sqlite3 shell, say): after LOCK_NOTICE_S a line on stderr says so;
+        after DB_LOCK_WAIT_S the wait ends in StoreUnavailableError."""
+        limit = float(os.environ.get("HARNESS_DB_LOCK_WAIT_S") or DB_LOCK_WAIT_S)
+        began = time.monotonic()
+        told = False
+        while True:
+            try:
+                return step()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                waited = time.monotonic() - began
+                if waited >= limit:
+                    raise StoreUnavailableError(f"{self.path} stayed locked by another process for {waited:.0f} s "
+                                           f"(DB_LOCK_WAIT_S={limit:g}); nothing was changed") from None
+                if not told:
+                    print(f"harness: {self.path} is locked by another process; waiting up to {limit:g} s",
+                          file=sys.stderr)
+                    told = True
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once (BEGIN IMMEDIATE): no two claimers
         ever read the same ready row as free."""
-        self.db.execute("BEGIN IMMEDIATE")
+        self._locked(lambda: self.db.execute("BEGIN IMMEDIATE"))
         try:
             yield self.db
         except BaseException:
@@ -133,10 +200,11 @@ class SqliteDb:
     # --- audit, pause, breaker, hosts ------------------------------------
 
     def audit(self, event: str, **fields: Any) -> None:
-        """One line in state/events.jsonl, as always, and one row in the database."""
-        jsonio.audit(self.state_dir, event, **fields)
-        doc = {"ts": jsonio.utc_now_iso(), "event": event, **{k: v for k, v in fields.items() if v is not None}}
-        self.db.execute("INSERT INTO audit (event, doc) VALUES (?, ?)", (event, jsonio.dumps(doc).decode()))
+        """One line in state/events.jsonl, as always, and the same line in the database."""
+        line = jsonio.audit_line(event, **fields)
+        jsonio.append_line(self.state_dir / "events.jsonl", line + b"\n")
+        with self._tx():
+            self.db.execute("INSERT INTO audit (event, doc) VALUES (?, ?)", (event, line.decode()))
 
     def events(self) -> Iterator[dict[str, Any]]:
         for (doc,) in self.db.execute("SELECT doc FROM audit ORDER BY n"):
@@ -185,7 +253,74 @@ class SqliteDb:
 
 
 @dataclass
-class SqliteStore(SqliteDb):
+class SqliteRecords(SqliteDb):
+    """Attempts (one row per session, from its receipt) and the rebuild of attempts
+    and the audit rows from the files they come from (reindex)."""
+
+    def _put_attempt(self, receipt: dict[str, Any]) -> None:
+        r = attempts.row(receipt)
+        if not r["session_id"]:
+            raise StoreError("a receipt without a session_id cannot be recorded")
+        cols = attempts.ATTEMPT_COLUMNS
+        self.db.execute(f"INSERT OR REPLACE INTO attempts ({', '.join(cols)}, doc) VALUES "
+                        f"({', '.join('?' * (len(cols) + 1))})", (*(r[c] for c in cols), jsonio.dumps(receipt).decode()))
+
+    def record_attempt(self, receipt: dict[str, Any]) -> None:
+        """The session's receipt as its attempt (again after a repeated finalize: replaced)."""
+        with self._tx():
+            self._put_attempt(receipt)
+
+    def attempts(self, since: float | None = None, run: str | None = None,
+                 skipped: list[str] | None = None) -> list[dict[str, Any]]:
+        cols = attempts.ATTEMPT_COLUMNS
+        where, args = ["1"], list[Any]()
+        if since is not None:
+            where.append("ended >= ?")
+            args.append(since)
+        if run is not None:
+            where.append("run = ?")
+            args.append(run)
+        cur = self.db.execute(f"SELECT {', '.join(cols)} FROM attempts WHERE {' AND '.join(where)}", args)
+        return [dict(zip(cols, r, strict=True)) for r in cur]
+
+    def reindex(self) -> dict[str, int]:
+        """Attempts rebuilt from the sessions' receipt files, the audit rows from
+        state/events.jsonl: what the files hold, the database holds again."""
+        skipped: list[str] = []
+        receipts = list(attempts.receipts(self.state_dir, skipped))
+        lines = audit_lines(self.state_dir / "events.jsonl", skipped)
+        with self._tx():
+            self.db.execute("DELETE FROM attempts")
+            for receipt in receipts:
+                self._put_attempt(receipt)
+            self.db.execute("DELETE FROM audit")
+            self.db.executemany("INSERT INTO audit (event, doc) VALUES (?, ?)", lines)
+        for line in skipped:
+            print(f"reindex: skipped {line}", file=sys.stderr)
+        return {"attempts": len(receipts), "events": len(lines), "skipped": len(skipped)}
+
+
+def audit_lines(path: Path, skipped: list[str]) -> list[tuple[str, str]]:
+    """The audit log's lines as (event, line) rows; a line that is not an event is skipped."""
+    rows: list[tuple[str, str]] = []
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return rows
+    for n, line in enumerate(data.splitlines(), 1):
+        try:
+            doc = jsonio.loads(line)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("event"), str):
+            rows.append((doc["event"], line.decode("utf-8", "replace")))
+        elif line.strip():
+            skipped.append(f"{path} line {n}: not an audit event")
+    return rows
+
+
+@dataclass
+class SqliteStore(SqliteRecords):
     """The Store protocol over the database: items, claims with their fencing tokens, live sessions."""
 
     # --- items -----------------------------------------------------------
@@ -195,7 +330,8 @@ class SqliteStore(SqliteDb):
         return (row[0], jsonio.loads(row[1])) if row else None
 
     def _put(self, item: dict[str, Any]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _row_values(item))
+        self.db.execute(f"INSERT OR REPLACE INTO items ({ITEM_COLUMNS}) VALUES ({', '.join('?' * 10)})",
+                        row_values(item))
 
     def add(self, entries: list[tuple[str, Any]]) -> list[str]:
         now = jsonio.utc_now_iso()
