@@ -37,6 +37,10 @@ session_start() { # <worker>
       return 1
       ;;
     *)
+      # the store could not be written (a full disk, a database that stays locked):
+      # nothing was claimed; the loop stops claiming and ends (exit 1) rather than
+      # report a drained queue that is not
+      LOOP_FATAL="claiming an item failed (exit $rc; the line above says why); nothing was claimed"
       log_audit loop.claim_failed --arg error "the start helper exited $rc"
       warn "claiming an item failed (exit $rc)"
       return 1

@@ -20,6 +20,12 @@
 #                                on harness/salvage/<session> first
 #   prune --merged [--dry-run]   deletes the branches of succeeded items wholly on
 #                                TARGET_BRANCH (never one with a commit the target lacks)
+#   migrate                      moves a files-backend state directory (an earlier
+#                                release's) to the SQLite store; the old files are kept
+#                                in state/files-backend/. The loop's start does it too.
+#                                Refused while a loop runs on the state directory (exit 3)
+#   reindex                      rebuilds the store's attempts from sessions/*/metrics.json
+#                                and its audit rows from events.jsonl
 #
 # Every change goes to the audit log (state/events.jsonl) and wakes a running loop,
 # which acts on it at once. <command> --help: that command's usage. Exit codes:
@@ -85,7 +91,7 @@ main() {
   set -- "${CLI_REST[@]}"
   cmd=$1
   case "$cmd" in
-    show | pause | resume | circuit | stop | unstop | worktrees | prune) config_verb_help "${BASH_SOURCE[0]}" "$@" ;;
+    show | pause | resume | circuit | stop | unstop | worktrees | prune | migrate | reindex) config_verb_help "${BASH_SOURCE[0]}" "$@" ;;
   esac
   shift
   config_python "$HARNESS_ROOT" quick || die "$CFG_ERROR"
@@ -113,6 +119,15 @@ main() {
       if rm -f -- "$STATE/STOP"; then log_audit loop.stop_withdrawn --arg by operator; echo "STOP removed"; fi ;;
     worktrees) py worktrees list --state-dir "$STATE" "$@" ;;
     prune) loopctl_prune "$@" ;;
+    migrate)
+      (($# == 0)) || usage_error "migrate takes no arguments"
+      if [[ -e "$STATE/loop.lock" ]] && ! flock -n "$STATE/loop.lock" true; then
+        die "a loop is running on $STATE: stop it first (loopctl.sh stop), then migrate" "$EXIT_BUSY"
+      fi
+      py migrate --state-dir "$STATE" ;;
+    reindex)
+      (($# == 0)) || usage_error "reindex takes no arguments"
+      py reindex --state-dir "$STATE" ;;
     help) log_help "${BASH_SOURCE[0]}" ;;
     *) usage_error "unknown command: $cmd (see --help)" ;;
   esac

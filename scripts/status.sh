@@ -36,7 +36,7 @@ main() {
     shift
   done
   config_python "$HARNESS_ROOT" quick || die "$CFG_ERROR"
-  [[ -d "${CFG[STATE_DIR]}/queue" ]] || die "no queue in ${CFG[STATE_DIR]} (wrong --state?)" "$EXIT_USAGE"
+  [[ -e "${CFG[STATE_DIR]}/store" || -d "${CFG[STATE_DIR]}/queue" ]] || die "no queue in ${CFG[STATE_DIR]} (wrong --state?)" "$EXIT_USAGE"
   resilience_init
   local f
   for f in "${CLI_FLAGS[@]}"; do

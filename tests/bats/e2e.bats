@@ -390,8 +390,9 @@ agent_in_tool() { # <item>: its live session's CLI is inside a tool call
   assert_failure 4
   assert_output --regexp "harness: halted: only [0-9.]+ MB free under $STATE \(MIN_FREE_MB is 100\)"
   [ "$(item_state f)" = pending ]
-  # now the disk fills up while the session writes its stream
-  fill_disk "$STATE" 64
+  # now the disk fills up while the session writes its stream (the claim and the
+  # session's own files fit in what is left; its 300 KB stream does not)
+  fill_disk "$STATE" 192
   run loop --drain --set MIN_FREE_MB=0
   assert_failure 1
   assert_output --partial "No space left on device"

@@ -23,7 +23,7 @@ from typing import Any
 from harness import jsonio
 from harness.store import attempts, queue
 from harness.store.base import StoreError
-from harness.store.sqlite import DB_FILE, ITEM_COLUMNS, SqliteRecords, audit_lines, row_values
+from harness.store.sqlite import DB_FILE, ITEM_COLUMNS, SqliteRecords, row_values
 
 BUILDING = DB_FILE + ".migrating"
 KEPT = "files-backend"
@@ -96,9 +96,7 @@ def _build(state_dir: Path) -> Migrated:
         for receipt in attempts.receipts(state_dir, skipped):
             db._put_attempt(receipt)
             out.attempts += 1
-        lines = audit_lines(state_dir / "events.jsonl", skipped)
-        db.db.executemany("INSERT INTO audit (event, doc) VALUES (?, ?)", lines)
-        out.events = len(lines)
+    out.events = db.index_audit(skipped)
     db.db.execute("PRAGMA journal_mode=DELETE")  # one self-contained file to rename
     db.db.close()
     for line in skipped:

@@ -200,15 +200,38 @@ class SqliteDb:
     # --- audit, pause, breaker, hosts ------------------------------------
 
     def audit(self, event: str, **fields: Any) -> None:
-        """One line in state/events.jsonl, as always, and the same line in the database."""
-        line = jsonio.audit_line(event, **fields)
-        jsonio.append_line(self.state_dir / "events.jsonl", line + b"\n")
-        with self._tx():
-            self.db.execute("INSERT INTO audit (event, doc) VALUES (?, ?)", (event, line.decode()))
+        """One line in state/events.jsonl: the one log every writer appends to (bash
+        and Python alike); the database indexes it when it is read (events)."""
+        jsonio.audit(self.state_dir, event, **fields)
 
     def events(self) -> Iterator[dict[str, Any]]:
+        self.index_audit()
         for (doc,) in self.db.execute("SELECT doc FROM audit ORDER BY n"):
             yield jsonio.loads(doc)
+
+    def index_audit(self, skipped: list[str] | None = None, again: bool = False) -> int:
+        """The audit log's lines not yet in the database, added (every line again
+        with again, or when the log was replaced); returns how many were added."""
+        path = self.state_dir / "events.jsonl"
+        with self._tx():
+            mark = self._kv("audit_index") or {}
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                return 0
+            offset = int(mark.get("offset") or 0)
+            if again or mark.get("inode") != st.st_ino or st.st_size < offset:
+                self.db.execute("DELETE FROM audit")
+                offset = 0
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(st.st_size - offset)
+            whole = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
+            rows = audit_lines(whole, path, skipped if skipped is not None else [])
+            self.db.executemany("INSERT INTO audit (event, doc) VALUES (?, ?)", rows)
+            self.db.execute("INSERT OR REPLACE INTO kv VALUES ('audit_index', ?)",
+                            (jsonio.dumps({"offset": offset + len(whole), "inode": st.st_ino}).decode(),))
+        return len(rows)
 
     def _kv(self, key: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT doc FROM kv WHERE key = ?", (key,)).fetchone()
@@ -288,25 +311,19 @@ class SqliteRecords(SqliteDb):
         state/events.jsonl: what the files hold, the database holds again."""
         skipped: list[str] = []
         receipts = list(attempts.receipts(self.state_dir, skipped))
-        lines = audit_lines(self.state_dir / "events.jsonl", skipped)
         with self._tx():
             self.db.execute("DELETE FROM attempts")
             for receipt in receipts:
                 self._put_attempt(receipt)
-            self.db.execute("DELETE FROM audit")
-            self.db.executemany("INSERT INTO audit (event, doc) VALUES (?, ?)", lines)
+        events = self.index_audit(skipped, again=True)
         for line in skipped:
             print(f"reindex: skipped {line}", file=sys.stderr)
-        return {"attempts": len(receipts), "events": len(lines), "skipped": len(skipped)}
+        return {"attempts": len(receipts), "events": events, "skipped": len(skipped)}
 
 
-def audit_lines(path: Path, skipped: list[str]) -> list[tuple[str, str]]:
-    """The audit log's lines as (event, line) rows; a line that is not an event is skipped."""
+def audit_lines(data: bytes, path: Path, skipped: list[str]) -> list[tuple[str, str]]:
+    """Audit log lines as (event, line) rows; a line that is not an event is skipped."""
     rows: list[tuple[str, str]] = []
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return rows
     for n, line in enumerate(data.splitlines(), 1):
         try:
             doc = jsonio.loads(line)
@@ -315,7 +332,7 @@ def audit_lines(path: Path, skipped: list[str]) -> list[tuple[str, str]]:
         if isinstance(doc, dict) and isinstance(doc.get("event"), str):
             rows.append((doc["event"], line.decode("utf-8", "replace")))
         elif line.strip():
-            skipped.append(f"{path} line {n}: not an audit event")
+            skipped.append(f"{path}: a line that is not an audit event ({line[:60]!r})")
     return rows
 
 
