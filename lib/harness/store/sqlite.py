@@ -324,7 +324,7 @@ class SqliteRecords(SqliteDb):
 def audit_lines(data: bytes, path: Path, skipped: list[str]) -> list[tuple[str, str]]:
     """Audit log lines as (event, line) rows; a line that is not an event is skipped."""
     rows: list[tuple[str, str]] = []
-    for n, line in enumerate(data.splitlines(), 1):
+    for line in data.splitlines():
         try:
             doc = jsonio.loads(line)
         except ValueError:
