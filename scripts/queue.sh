@@ -8,10 +8,16 @@
 #       [--verify CMD] [--verify-timeout S]
 #                              --verify: a shell command run in the worktree after a
 #                              succeeded session (over VERIFY_CMD); exit 0 verifies it
-#   add --file FILE            one JSON item, a JSON array, or JSON lines ('-': stdin)
+#       [--run NAME]           --run: the run the item joins (queue.sh runs)
+#   add --file FILE [--run NAME]
+#                              one JSON item, a JSON array, or JSON lines ('-': stdin);
+#                              an item's own "run" field works too
 #   list [--state S]... [--json]
 #   show <id>                  the whole item, prompt included, as JSON
+#   runs [--json]              every run: state, progress, cost so far, ETA
+#   run NAME [--json]          one run, with its items
 #   cancel <id>                pending/quarantined -> canceled; running: the loop stops it
+#   cancel --run NAME          every item of the run not yet finished
 #   retry <id>                 quarantined/canceled -> pending, attempts reset
 #
 # <command> --help: that command's usage. Priorities: critical, high, normal
@@ -32,13 +38,14 @@ source "$HARNESS_ROOT/lib/wake.sh"
 # passes a file through; the helper validates everything before writing anything.
 queue_cmd_add() { # <args...>
   local file="" prompt_file="" have_prompt=0 prompt="" key
-  local -a jq_args=() deps=()
+  local -a jq_args=() deps=() run=()
   while (($#)); do
     case "$1" in
       --file) file=${2:?--file needs a path}; shift ;;
       --prompt) prompt=${2-}; have_prompt=1; shift ;;
       --prompt-file) prompt_file=${2:?--prompt-file needs a path}; shift ;;
       --depends-on) deps+=("${2:?--depends-on needs an id}"); shift ;;
+      --run) run=(--run "${2:?--run needs a name}"); shift ;;
       --id | --title | --priority | --model | --allowed-tools | --verify)
         [[ $# -ge 2 ]] || usage_error "$1 needs a value"
         key=${1#--}
@@ -56,7 +63,7 @@ queue_cmd_add() { # <args...>
   if [[ -n "$file" ]]; then
     [[ $have_prompt == 0 && -z "$prompt_file" && ${#jq_args[@]} == 0 ]] ||
       usage_error "add: --file cannot be combined with other item flags"
-    if [[ "$file" == - ]]; then py queue-add --state-dir "$STATE" --file -; else py queue-add --state-dir "$STATE" --file "$file"; fi
+    py queue-add --state-dir "$STATE" --file "$file" "${run[@]}"
     return
   fi
   if [[ -n "$prompt_file" ]]; then
@@ -71,7 +78,7 @@ queue_cmd_add() { # <args...>
   fi
   jq -n "${jq_args[@]}" --args '$ARGS.named + (if ($ARGS.positional | length) > 0
     then {depends_on: $ARGS.positional} else {} end)' "${deps[@]}" |
-    py queue-add --state-dir "$STATE" --file - --label item
+    py queue-add --state-dir "$STATE" --file - --label item "${run[@]}"
 }
 
 main() {
@@ -80,7 +87,7 @@ main() {
   set -- "${CLI_REST[@]}"
   cmd=$1
   case "$cmd" in
-    add | list | show | cancel | retry) config_verb_help "${BASH_SOURCE[0]}" "$@" ;;
+    add | list | show | cancel | retry | runs | run) config_verb_help "${BASH_SOURCE[0]}" "$@" ;;
   esac
   shift
   config_python "$HARNESS_ROOT" || die "$CFG_ERROR"
@@ -104,7 +111,25 @@ main() {
         shift
       done
       py queue-list --state-dir "$STATE" "${args[@]}" ;;
-    show | cancel | retry)
+    runs)
+      [[ $# == 0 || ($# == 1 && $1 == --json) ]] || usage_error "runs takes only --json"
+      py queue-runs --state-dir "$STATE" "$@" ;;
+    run)
+      [[ $# -ge 1 && $1 != -* ]] || usage_error "run needs a run name"
+      local name=$1
+      shift
+      [[ $# == 0 || ($# == 1 && $1 == --json) ]] || usage_error "run takes only --json after the name"
+      py queue-runs --state-dir "$STATE" --name "$name" "$@" ;;
+    cancel)
+      if [[ "${1:-}" == --run ]]; then
+        [[ $# == 2 ]] || usage_error "cancel --run needs exactly one run name"
+        py queue-cancel-run --state-dir "$STATE" "$2"
+      else
+        [[ $# == 1 ]] || usage_error "cancel needs exactly one item id"
+        py queue-cancel --state-dir "$STATE" "$1"
+      fi
+      wake_loop "$STATE" ;;
+    show | retry)
       [[ $# == 1 ]] || usage_error "$cmd needs exactly one item id"
       py "queue-$cmd" --state-dir "$STATE" "$1"
       [[ $cmd == show ]] || wake_loop "$STATE" ;;

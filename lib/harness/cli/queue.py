@@ -21,9 +21,53 @@ def cmd_queue_add(args: argparse.Namespace) -> int:
             data, label = Path(args.file).read_bytes(), args.file
         except OSError as exc:
             raise queue.QueueError(f"cannot read {args.file}: {exc.strerror}") from None
-    ids = store_of(args).add(queue.parse_items(data, label))
+    entries = queue.parse_items(data, label)
+    if args.run:
+        entries = [(where, _in_run(where, raw, queue.check_run(args.run))) for where, raw in entries]
+    ids = store_of(args).add(entries)
     for item_id in ids:
         print(item_id)
+    return 0
+
+
+def _in_run(where: str, raw: Any, run: str) -> Any:
+    """The item, put in the run --run names (an item naming another run is refused)."""
+    if isinstance(raw, dict):
+        if raw.get("run") not in (None, "", run):
+            raise queue.QueueError(f"{where}: the item names run {raw['run']!r}, not {run!r}")
+        raw = {**raw, "run": run}
+    return raw
+
+
+def cmd_queue_runs(args: argparse.Namespace) -> int:
+    from harness.report import runs as run_report
+
+    store, now = store_of(args), time.time()
+    found = run_report.runs(store, now, args.name)
+    if args.name and not found:
+        raise queue.QueueError(f"unknown run: {args.name}")
+    if args.json:
+        docs = [r.as_dict() for r in found]
+        sys.stdout.buffer.write(jsonio.dumps(docs[0] if args.name else docs, pretty=True) + b"\n")
+        return 0
+    if args.name:
+        print(run_report.render_one(found[0], store.items(list(queue.STATES)), now))
+    elif not found:
+        print("no runs (queue.sh add --run NAME groups items in one)")
+    else:
+        print(run_report.render_table(found, now))
+    return 0
+
+
+def cmd_queue_cancel_run(args: argparse.Namespace) -> int:
+    store = store_of(args)
+    run = queue.check_run(args.run)
+    items = [i for i in store.items(["pending", "verified", "running"]) if i.get("run") == run]
+    if not items and not any(i.get("run") == run for i in store.items(list(queue.STATES))):
+        raise queue.QueueError(f"unknown run: {run}")
+    for item in items:
+        print(store.cancel(item["id"]))
+    print(f"run {run}: {len(items)} item(s) canceled or being stopped")
     return 0
 
 
@@ -114,7 +158,15 @@ def add_parsers(sub: Subparsers) -> None:
     p = with_state(sub, "queue-add")
     p.add_argument("--file")
     p.add_argument("--label", help="how errors name the input (default: the file, or stdin)")
+    p.add_argument("--run", help="the run every item joins")
     p.set_defaults(fn=cmd_queue_add)
+    p = with_state(sub, "queue-runs")
+    p.add_argument("--name", help="one run, with its items")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_queue_runs)
+    p = with_state(sub, "queue-cancel-run")
+    p.add_argument("run")
+    p.set_defaults(fn=cmd_queue_cancel_run)
     p = with_state(sub, "queue-list")
     p.add_argument("--state", action="append")
     p.add_argument("--json", action="store_true")

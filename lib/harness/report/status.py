@@ -22,6 +22,7 @@ from harness.pipeline.breaker import Breaker, describe
 from harness.pipeline.policy import Policy
 from harness.report.style import Style, clip
 from harness.store import open_store, queue
+from harness.store.attempts import TOKEN_KINDS
 
 STALE_FACTOR = 3.0
 STALE_MIN_S = 3.0
@@ -111,25 +112,28 @@ def queue_counts(state_dir: Path) -> dict[str, int]:
 
 
 def today(state_dir: Path, now: float) -> dict[str, Any]:
-    day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
-    totals: dict[str, Any] = {"date": day, "sessions": 0, "succeeded": 0, "success_rate": None, "cost_usd": 0.0,
-                              "tokens": {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}, "verdicts": {}}
-    root = state_dir / "sessions"
-    for name in os.listdir(root) if root.is_dir() else []:
-        m = jsonio.read_dict(root / name / "metrics.json")
-        if not m or not str(m.get("ended_at") or "").startswith(day):
-            continue
+    midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    totals: dict[str, Any] = {"date": midnight.strftime("%Y-%m-%d"), "sessions": 0, "succeeded": 0,
+                              "success_rate": None, "cost_usd": 0.0, "tokens": dict.fromkeys(TOKEN_KINDS, 0),
+                              "verdicts": {}}
+    for r in open_store(state_dir).attempts(since=midnight.timestamp()):
         totals["sessions"] += 1
-        verdict = str(m.get("verdict"))
+        verdict = str(r.get("verdict"))
         totals["verdicts"][verdict] = totals["verdicts"].get(verdict, 0) + 1
         totals["succeeded"] += verdict == "succeeded"
-        totals["cost_usd"] += float(m.get("cost_usd") or 0)
-        for k in totals["tokens"]:
-            totals["tokens"][k] += int((m.get("tokens") or {}).get(k) or 0)
+        totals["cost_usd"] += float(r.get("cost_usd") or 0)
+        for k in TOKEN_KINDS:
+            totals["tokens"][k] += int(r.get(k) or 0)
     if totals["sessions"]:
         totals["success_rate"] = round(totals["succeeded"] / totals["sessions"], 3)
     totals["cost_usd"] = round(totals["cost_usd"], 4)
     return totals
+
+
+def active_runs(state_dir: Path, now: float) -> list[dict[str, Any]]:
+    from harness.report import runs
+
+    return [r.as_dict() | {"line": runs.line(r)} for r in runs.runs(open_store(state_dir), now) if r.state == "running"]
 
 
 def collect(state_dir: Path, p: Policy, now: float, heartbeat_s: float) -> dict[str, Any]:
@@ -152,6 +156,7 @@ def collect(state_dir: Path, p: Policy, now: float, heartbeat_s: float) -> dict[
         "agents": agents(state_dir, now, heartbeat_s),
         "queue": queue_counts(state_dir),
         "today": today(state_dir, now),
+        "runs": active_runs(state_dir, now),
     }
 
 
@@ -209,6 +214,7 @@ def render(st: dict[str, Any], style: Style) -> str:
     rate = f"{t['success_rate'] * 100:.0f}%" if t["success_rate"] is not None else "-"
     lines.append(f"today     {t['sessions']} sessions, {t['succeeded']} succeeded ({rate}), ${t['cost_usd']:.4f}, "
                  f"{_tokens(t['tokens'])} tokens  [{t['date']} UTC]")
+    lines.extend(f"{'runs' if i == 0 else '':<10}{style.text(r['line'])}" for i, r in enumerate(st["runs"]))
     lines.append("")
     agents_ = st["agents"]
     if not agents_:

@@ -47,6 +47,7 @@ INPUT_FIELDS = (
     "max_attempts",
     "verify",
     "verify_timeout_s",
+    "run",
 )
 HARNESS_FIELDS = ("attempts", "state", "history", "not_before", "lease", "updated_at", "last_verdict", "last_reason",
                   "fix", "fix_rounds")
