@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from harness.pipeline.policy import iso
 from harness.report import runs
 from harness.store import Store, open_store
