@@ -11,10 +11,11 @@ helper serves many verbs, and start-up time counts for the others.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 
 from harness import config
-from harness.cli import events, loop, operator
+from harness.cli import events, loop, operator, reports
 from harness.cli import queue as queue_verbs
 from harness.cli import store as store_verbs
 from harness.cli.common import EXIT_REFUSED
@@ -31,7 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m harness")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for module in (queue_verbs, loop, events, operator, store_verbs):
+    for module in (queue_verbs, loop, events, operator, store_verbs, reports):
         module.add_parsers(sub)
     p = sub.add_parser("serve", help="the loop's long-lived helper (lib/harness/serve/helper.py)")
     p.set_defaults(fn=cmd_serve)
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args))
     except StoreUnavailableError as exc:  # a corrupt, missing or locked database: fatal, not refused
         print(f"harness: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:  # what the store's own checks did not foresee: one line, never a traceback
+        print(f"harness: {args.cmd}: the store's database failed: {exc}", file=sys.stderr)
         return 1
     except (queue.QueueError, config.ConfigError) as exc:
         print(f"harness: {exc}", file=sys.stderr)

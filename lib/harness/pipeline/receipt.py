@@ -110,9 +110,10 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
 
 
 def _ttft(rec: SessionRecord) -> float | None:
-    """Seconds from the agent's start to its first message, as the sidecar saw it."""
+    """Seconds from the agent's start to the model's first streamed message (or tool
+    call), as the sidecar saw it; None for a session that streamed none."""
     started = rec.meta.get("started_epoch")
-    first = next((m.get("t") for m in rec.marks if m.get("kind") == "turn"), None)
+    first = next((m.get("t") for m in rec.marks if m.get("kind") in ("turn", "tool_use")), None)
     if not isinstance(started, (int, float)) or not isinstance(first, (int, float)):
         return None
     return round(max(0.0, first - started), 3)

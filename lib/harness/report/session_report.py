@@ -4,6 +4,7 @@ summary, metrics, tools, errors, timeline, cost."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from harness.pipeline import receipt, record
 from harness.pipeline.verdict import Verdict
 from harness.report.sessions import Session, all_sessions
 from harness.report.style import Style, clip, iso, out_json, secs
+from harness.store import open_store
+from harness.store.attempts import TOKEN_KINDS
 from harness.stream import events as norm
 from harness.stream.calls import Call, ToolCalls, tool_summary
 from harness.stream.facts import SessionFacts, scan
@@ -395,16 +398,17 @@ def parse_since(text: str, now: float) -> float:
 
 
 def cmd_cost(state_dir: Path, st: Style, as_json: bool, since: float | None) -> int:
+    """Cost and tokens by day and by item, from the store's attempts (one per finished session)."""
     by_day: dict[str, dict[str, Any]] = {}
     by_item: dict[str, dict[str, Any]] = {}
     total = _bucket()
-    for s in all_sessions(state_dir):
-        m = s.metrics()
-        if m is None or (since is not None and s.started < since):
-            continue
-        day = iso(s.started)[:10]
-        for bucket in (by_day.setdefault(day, _bucket()), by_item.setdefault(str(m.get("item_id")), _bucket()), total):
-            _add(bucket, m)
+    skipped: list[str] = []
+    for r in open_store(state_dir).attempts(since=since, skipped=skipped):
+        day = iso(r["started"])[:10] if r.get("started") else "unknown"
+        for bucket in (by_day.setdefault(day, _bucket()), by_item.setdefault(str(r.get("item_id")), _bucket()), total):
+            _add(bucket, r)
+    for line in skipped:
+        print(f"harness: cost: skipped {line}", file=sys.stderr)
     if as_json:
         out_json({"since": since, "total": total, "by_day": by_day, "by_item": by_item})
         return 0
@@ -423,13 +427,14 @@ def _bucket() -> dict[str, Any]:
             "input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
 
 
-def _add(b: dict[str, Any], m: dict[str, Any]) -> None:
+def _add(b: dict[str, Any], r: dict[str, Any]) -> None:
+    """One attempt (store/attempts.py's columns) into a bucket."""
     b["sessions"] += 1
-    b["succeeded"] += m.get("verdict") == "succeeded"
-    b["cost_usd"] = round(b["cost_usd"] + float(m.get("cost_usd") or 0), 6)
-    b["estimated"] += bool(m.get("cost_estimated"))
-    for k in ("input", "output", "cache_read", "cache_write"):
-        b[k] += int((m.get("tokens") or {}).get(k) or 0)
+    b["succeeded"] += r.get("verdict") == "succeeded"
+    b["cost_usd"] = round(b["cost_usd"] + float(r.get("cost_usd") or 0), 6)
+    b["estimated"] += bool(r.get("cost_estimated"))
+    for k in TOKEN_KINDS:
+        b[k] += int(r.get(k) or 0)
 
 
 def _cost_row(key: str, b: dict[str, Any]) -> None:

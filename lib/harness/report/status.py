@@ -214,7 +214,7 @@ def render(st: dict[str, Any], style: Style) -> str:
     rate = f"{t['success_rate'] * 100:.0f}%" if t["success_rate"] is not None else "-"
     lines.append(f"today     {t['sessions']} sessions, {t['succeeded']} succeeded ({rate}), ${t['cost_usd']:.4f}, "
                  f"{_tokens(t['tokens'])} tokens  [{t['date']} UTC]")
-    lines.extend(f"{'runs' if i == 0 else '':<10}{style.text(r['line'])}" for i, r in enumerate(st["runs"]))
+    lines.extend(f"{'runs' if i == 0 else '':<10}{style.text(r['line'])}" for i, r in enumerate(st.get("runs") or []))
     lines.append("")
     agents_ = st["agents"]
     if not agents_:

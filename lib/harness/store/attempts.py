@@ -15,7 +15,7 @@ from typing import Any
 from harness import jsonio
 
 ATTEMPT_COLUMNS = ("session_id", "item_id", "run", "attempt", "verdict", "model", "started", "ended", "wall_s",
-                   "ttft_s", "turns", "cost_usd", "input", "output", "cache_read", "cache_write")
+                   "ttft_s", "turns", "cost_usd", "cost_estimated", "input", "output", "cache_read", "cache_write")
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 
 
@@ -48,6 +48,7 @@ def row(receipt: dict[str, Any]) -> dict[str, Any]:
         "ttft_s": _num(receipt.get("ttft_s")),
         "turns": int(turns) if turns is not None else None,
         "cost_usd": _num(receipt.get("cost_usd")) or 0.0,
+        "cost_estimated": int(bool(receipt.get("cost_estimated"))),
     }
     for kind in TOKEN_KINDS:
         out[kind] = int(_num(tokens.get(kind)) or 0)
@@ -79,12 +80,12 @@ def receipts(state_dir: Path, skipped: list[str] | None = None) -> Iterator[dict
 
 
 def selected(r: dict[str, Any], since: float | None, run: str | None) -> bool:
-    """Whether a row is in a report's window (ended at or after since) and run."""
+    """Whether a row is in a report's window (started at or after since) and run."""
     if run is not None and r.get("run") != run:
         return False
     if since is not None:
-        ended = r.get("ended")
-        return ended is not None and ended >= since
+        started = r.get("started")
+        return started is not None and started >= since
     return True
 
 

@@ -71,13 +71,14 @@ MIGRATIONS: tuple[str, ...] = (
         ttft_s REAL,
         turns INTEGER,
         cost_usd REAL,
+        cost_estimated INTEGER,
         input INTEGER,
         output INTEGER,
         cache_read INTEGER,
         cache_write INTEGER,
         doc TEXT NOT NULL
     );
-    CREATE INDEX attempts_ended ON attempts (ended);
+    CREATE INDEX attempts_started ON attempts (started);
     CREATE INDEX attempts_item ON attempts (item_id);
     CREATE INDEX attempts_run ON attempts (run);
     """,
@@ -298,7 +299,7 @@ class SqliteRecords(SqliteDb):
         cols = attempts.ATTEMPT_COLUMNS
         where, args = ["1"], list[Any]()
         if since is not None:
-            where.append("ended >= ?")
+            where.append("started >= ?")
             args.append(since)
         if run is not None:
             where.append("run = ?")

@@ -1,0 +1,51 @@
+"""report.sh: the store's attempts rolled up (report/rollup.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from harness import jsonio
+from harness.cli.common import Subparsers, with_state
+from harness.store import open_store, queue
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import rollup
+    from harness.report.session_report import parse_since
+    from harness.report.style import clip
+
+    if args.json and args.csv:
+        raise queue.QueueError("give --json or --csv, not both")
+    try:
+        since = parse_since(args.since, time.time()) if args.since else None
+    except ValueError as exc:
+        raise queue.QueueError(str(exc)) from None
+    skipped: list[str] = []
+    rows = open_store(Path(args.state_dir)).attempts(since=since, run=args.run, skipped=skipped)
+    for line in skipped:
+        print(f"harness: report: skipped {line}", file=sys.stderr)
+    try:
+        report = rollup.rollup(rows, args.by)
+    except ValueError as exc:
+        raise queue.QueueError(str(exc)) from None
+    report.update(since=since, run=args.run)
+    if args.json:
+        sys.stdout.buffer.write(jsonio.dumps(report, pretty=True) + b"\n")
+    elif args.csv:
+        sys.stdout.write(rollup.to_csv(report))
+    else:
+        print(rollup.to_text(report, clip))
+    return 0
+
+
+def add_parsers(sub: Subparsers) -> None:
+    p = with_state(sub, "report")
+    p.add_argument("--by", default="day")
+    p.add_argument("--since")
+    p.add_argument("--run")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", action="store_true")
+    p.set_defaults(fn=cmd_report)
