@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from harness.cli import main
 from harness.pipeline.policy import iso
 from harness.report import rollup
