@@ -95,10 +95,15 @@ def test_groups_by_day_item_model_verdict_and_run(tmp_path: Path) -> None:
     assert by_run == {"r1": pytest.approx(0.60), "r2": pytest.approx(0.10)}
 
 
-def test_both_stores_give_the_same_report(tmp_path: Path) -> None:
-    a = rollup.rollup(open_store(_store(tmp_path, "sqlite")).attempts(), "item")
-    b = rollup.rollup(open_store(_store(tmp_path, "files")).attempts(), "item")
-    assert a == b
+@pytest.mark.parametrize("by", rollup.GROUPINGS)
+def test_both_stores_and_the_database_give_the_same_report(tmp_path: Path, by: str) -> None:
+    sqlite = open_store(_store(tmp_path, "sqlite"))
+    reference = rollup.rollup(sqlite.attempts(), by)
+    assert rollup.rollup(open_store(_store(tmp_path, "files")).attempts(), by) == reference
+    computed = sqlite.rollup(by)  # type: ignore[attr-defined]
+    assert computed == reference
+    assert sqlite.rollup(by, DAY2, "r2") == rollup.rollup(sqlite.attempts(DAY2, "r2"), by)  # type: ignore[attr-defined]
+    assert sqlite.rollup(by, DAY2 * 2)["total"] == rollup.rollup([], by)["total"]  # type: ignore[attr-defined]
 
 
 def test_the_command_line_filters_and_writes_json_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,7 +54,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE kv (key TEXT PRIMARY KEY, doc TEXT NOT NULL);
     """,
     # 2: runs (an item's run) and attempts (one row per session: its receipt's
-    # numbers in columns, the whole receipt as JSON)
+    # numbers in columns; the whole receipt as JSON beside it, in receipts, so that
+    # a report's scan reads narrow rows)
     """
     ALTER TABLE items ADD COLUMN run TEXT;
     CREATE INDEX items_run ON items (run);
@@ -75,9 +76,9 @@ MIGRATIONS: tuple[str, ...] = (
         input INTEGER,
         output INTEGER,
         cache_read INTEGER,
-        cache_write INTEGER,
-        doc TEXT NOT NULL
+        cache_write INTEGER
     );
+    CREATE TABLE receipts (session_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
     CREATE INDEX attempts_started ON attempts (started);
     CREATE INDEX attempts_item ON attempts (item_id);
     CREATE INDEX attempts_run ON attempts (run);
@@ -286,8 +287,9 @@ class SqliteRecords(SqliteDb):
         if not r["session_id"]:
             raise StoreError("a receipt without a session_id cannot be recorded")
         cols = attempts.ATTEMPT_COLUMNS
-        self.db.execute(f"INSERT OR REPLACE INTO attempts ({', '.join(cols)}, doc) VALUES "
-                        f"({', '.join('?' * (len(cols) + 1))})", (*(r[c] for c in cols), jsonio.dumps(receipt).decode()))
+        self.db.execute(f"INSERT OR REPLACE INTO attempts ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        tuple(r[c] for c in cols))
+        self.db.execute("INSERT OR REPLACE INTO receipts VALUES (?, ?)", (r["session_id"], jsonio.dumps(receipt).decode()))
 
     def record_attempt(self, receipt: dict[str, Any]) -> None:
         """The session's receipt as its attempt (again after a repeated finalize: replaced)."""
@@ -307,6 +309,15 @@ class SqliteRecords(SqliteDb):
         cur = self.db.execute(f"SELECT {', '.join(cols)} FROM attempts WHERE {' AND '.join(where)}", args)
         return [dict(zip(cols, r, strict=True)) for r in cur]
 
+    def rollup(self, by: str, since: float | None = None, run: str | None = None) -> dict[str, Any]:
+        """report.sh's roll-up, computed by the database (store/sqlite_report.py)."""
+        from harness.report import rollup as reference
+        from harness.store import sqlite_report
+
+        if by not in sqlite_report.KEY_SQL:
+            raise ValueError(f"--by takes one of {', '.join(reference.GROUPINGS)}; got {by!r}")
+        return sqlite_report.rollup(self.db, by, since, run, reference.MEASURES, reference.PERCENTILES)
+
     def reindex(self) -> dict[str, int]:
         """Attempts rebuilt from the sessions' receipt files, the audit rows from
         state/events.jsonl: what the files hold, the database holds again."""
@@ -314,6 +325,7 @@ class SqliteRecords(SqliteDb):
         receipts = list(attempts.receipts(self.state_dir, skipped))
         with self._tx():
             self.db.execute("DELETE FROM attempts")
+            self.db.execute("DELETE FROM receipts")
             for receipt in receipts:
                 self._put_attempt(receipt)
         events = self.index_audit(skipped, again=True)
