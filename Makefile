@@ -67,6 +67,8 @@ bench: setup
 	$(PY) tests/bench/bench_overhead.py
 	$(PY) tests/bench/bench_parallel.py
 	$(PY) tests/bench/bench_pipeline.py
+	$(PY) tests/bench/bench_report.py
+	$(PY) tests/bench/bench_store.py
 
 clean:
 	rm -rf $(VENV) .tools .demo .bench .pytest_cache .mypy_cache .ruff_cache

@@ -23,11 +23,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
 
-from common import ROOT, env  # noqa: E402
-
-from harness.pipeline.policy import iso  # noqa: E402
-from harness.report import rollup  # noqa: E402
-from harness.store import attempts, open_store  # noqa: E402
+from common import ROOT, env
+from harness.pipeline.policy import iso
+from harness.report import rollup
+from harness.store import attempts, open_store
 
 T0 = 1_798_761_600.0
 MODELS = ("claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5")
