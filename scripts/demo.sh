@@ -59,7 +59,7 @@ export CLAUDE_BIN="$CLAUDE" HARNESS_STATE_DIR="$DEMO/state" HARNESS_REPO_DIR="$D
 export HARNESS_ALLOWED_TOOLS="Bash,Write,Read" HARNESS_RETRY_BASE_S=1 HARNESS_QUIET=1
 export HARNESS_INTEGRATE=merge HARNESS_TARGET_BRANCH=trunk
 
-"$ROOT/scripts/queue.sh" add --file - >/dev/null <<'ITEMS'
+"$ROOT/scripts/queue.sh" add --run demo --file - >/dev/null <<'ITEMS'
 {"id": "add-greeting", "title": "Add a greeting file", "priority": "high", "prompt": "Create hello.txt with a friendly greeting and commit it. [[fake:write_commit]]"}
 {"id": "check-build", "title": "Run a quick check", "prompt": "Run a shell command that writes out.txt and report. [[fake:bash]]", "depends_on": ["add-greeting"]}
 {"id": "runaway", "title": "A task that never ends", "priority": "low", "max_turns": 3, "prompt": "Keep going step by step. [[fake:endless]]"}
@@ -73,17 +73,20 @@ rc=0
 echo "== loop exited $rc after $((SECONDS - start)) s"
 echo
 echo "== every item's history: its sessions, fix rounds and landing, in order"
-for f in "$DEMO"/state/queue/*/*.json; do
-  jq -r '.id as $i | .history[] | "\($i)\t\(.verdict)\t\(.reason)"' "$f"
-done | while IFS=$'\t' read -r item verdict reason; do
-  printf '%-14s %-16s %.110s\n' "$item" "$verdict" "$reason"
-done
+"$ROOT/scripts/queue.sh" list --json | jq -r '.[] | .id as $i | .history[] | "\($i)\t\(.verdict)\t\(.reason)"' |
+  while IFS=$'\t' read -r item verdict reason; do
+    printf '%-14s %-16s %.110s\n' "$item" "$verdict" "$reason"
+  done
 echo
 echo "== queue"
 "$ROOT/scripts/queue.sh" list
 echo
+echo "== the run, and every session rolled up by item (report.sh)"
+"$ROOT/scripts/queue.sh" runs
+"$ROOT/scripts/report.sh" --by item
+echo
 echo "== trunk, where the merge queue landed the verified work (main is untouched)"
 git -C "$DEMO/repo" log --graph --format='%h %s' trunk
 echo
-echo "Look around: $DEMO/state (queue/, sessions/<id>/{events.jsonl,meta.json,metrics.json}, events.jsonl)"
+echo "Look around: $DEMO/state (harness.db, sessions/<id>/{events.jsonl,meta.json,metrics.json}, events.jsonl)"
 exit "$rc"
