@@ -1,6 +1,6 @@
 """The sidecar: one per loop. Follows every live session, writes heartbeats, stops stalls.
 
-Live sessions are the leases in state/queue/running/. For each, events.jsonl is
+Live sessions are the store's leases (Store.live; inotify on Store.live_changes). For each, events.jsonl is
 followed by (inode, offset); a session whose stream is quiet is woken by inotify
 (watchdog), one that streams fast is read on a short poll instead, so that a flood
 of writes costs one read per poll rather than one wake-up per write. Everything
