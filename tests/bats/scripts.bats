@@ -40,8 +40,8 @@ setup() {
   local script verb flag listed n=0
   local -A verbs=(
     [parse-session-events.sh]="list watch summary metrics tools errors timeline cost export"
-    [queue.sh]="add list show cancel retry"
-    [loopctl.sh]="show pause resume circuit stop unstop worktrees prune"
+    [queue.sh]="add list show runs run cancel retry"
+    [loopctl.sh]="show pause resume circuit stop unstop worktrees prune migrate reindex"
   )
   for script in "${!verbs[@]}"; do
     # the commands here are the commands the script's help block lists
@@ -58,7 +58,7 @@ setup() {
       done
     done
   done
-  ((n == 44))
+  ((n == 52))
   # --help after other arguments; nothing added, stopped or created
   run "$Q" --state "$T/none" add --id x --prompt p --help
   assert_success
