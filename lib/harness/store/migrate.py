@@ -23,7 +23,7 @@ from typing import Any
 from harness import jsonio
 from harness.store import attempts, queue
 from harness.store.base import StoreError
-from harness.store.sqlite import DB_FILE, ITEM_COLUMNS, SqliteRecords, row_values
+from harness.store.sqlite import DB_FILE, ITEM_COLUMNS, ITEM_MARKS, SqliteRecords, row_values
 
 BUILDING = DB_FILE + ".migrating"
 KEPT = "files-backend"
@@ -85,8 +85,7 @@ def _build(state_dir: Path) -> Migrated:
             for item_id in q.ids(state):
                 item = _item(q, state, item_id, out)
                 if item is not None:
-                    db.db.execute(f"INSERT INTO items ({ITEM_COLUMNS}) VALUES ({', '.join('?' * 10)})",
-                                  row_values(item))
+                    db.db.execute(f"INSERT INTO items ({ITEM_COLUMNS}) VALUES ({ITEM_MARKS})", row_values(item))
                     out.items[state] += 1
         for name, key in (("pause.json", "pause"), ("circuit.json", "breaker")):
             doc = _json(state_dir / name)

@@ -58,6 +58,7 @@ MIGRATIONS: tuple[str, ...] = (
     # a report's scan reads narrow rows)
     """
     ALTER TABLE items ADD COLUMN run TEXT;
+    ALTER TABLE items ADD COLUMN deps TEXT;
     CREATE INDEX items_run ON items (run);
     CREATE TABLE attempts (
         session_id TEXT PRIMARY KEY,
@@ -85,7 +86,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-ITEM_COLUMNS = "id, state, rank, created, not_before, fixing, lease_session, lease_token, run, doc"
+# deps: the item's depends_on as a JSON list, NULL when none (a claim reads it
+# without decoding any item's whole document)
+ITEM_COLUMNS = "id, state, rank, created, not_before, fixing, lease_session, lease_token, run, deps, doc"
+ITEM_MARKS = ", ".join("?" * len(ITEM_COLUMNS.split(", ")))
 
 
 def _epoch(text: Any) -> float:
@@ -105,7 +109,7 @@ def row_values(item: dict[str, Any]) -> tuple[Any, ...]:
     lease = _lease_doc(item)
     return (item["id"], item["state"], rank, _epoch(item.get("created_at")), _epoch(item.get("not_before")),
             int(bool(item.get("fix"))), lease.get("session_id"), lease.get("token"), item.get("run"),
-            jsonio.dumps(item).decode())
+            jsonio.dumps(item["depends_on"]).decode() if item.get("depends_on") else None, jsonio.dumps(item).decode())
 
 
 @dataclass
@@ -360,8 +364,7 @@ class SqliteStore(SqliteRecords):
         return (row[0], jsonio.loads(row[1])) if row else None
 
     def _put(self, item: dict[str, Any]) -> None:
-        self.db.execute(f"INSERT OR REPLACE INTO items ({ITEM_COLUMNS}) VALUES ({', '.join('?' * 10)})",
-                        row_values(item))
+        self.db.execute(f"INSERT OR REPLACE INTO items ({ITEM_COLUMNS}) VALUES ({ITEM_MARKS})", row_values(item))
 
     def add(self, entries: list[tuple[str, Any]]) -> list[str]:
         now = jsonio.utc_now_iso()
@@ -417,17 +420,18 @@ class SqliteStore(SqliteRecords):
                                  str(r.get("created_at", "")), r["id"]))
         return rows
 
-    def _candidates(self, now: float, aging_s: float) -> list[tuple[queue.Candidate, str]]:
+    def _candidates(self, now: float, aging_s: float) -> list[queue.Candidate]:
+        """Pending items in claim order, from their columns alone."""
         rows = self.db.execute(
-            "SELECT id, rank, created, not_before, fixing, doc FROM items WHERE state = 'pending'").fetchall()
-        cands = [(queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[5]).get("depends_on") or []),
-                                  bool(r[4])), r[5]) for r in rows]
-        cands.sort(key=lambda c: (not c[0].fixing, c[0].effective_rank(now, aging_s), c[0].created, c[0].item_id))
+            "SELECT id, rank, created, not_before, deps, fixing FROM items WHERE state = 'pending'").fetchall()
+        cands = [queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[4])) if r[4] else [], bool(r[5]))
+                 for r in rows]
+        cands.sort(key=lambda c: (not c.fixing, c.effective_rank(now, aging_s), c.created, c.item_id))
         return cands
 
     def pending(self, now: float, aging_s: float = 0.0) -> list[queue.Candidate]:
         """Pending items in claim order (what a claim would try, first to last)."""
-        return [c for c, _ in self._candidates(now, aging_s)]
+        return self._candidates(now, aging_s)
 
     def claim(self, session_id: str, worker: str, now: float, admit: Callable[[], bool] | None = None,
               aging_s: float = 0.0) -> Lease | None:
@@ -436,10 +440,11 @@ class SqliteStore(SqliteRecords):
         if admit is not None and (self._ready(now, aging_s) is None or not admit()):
             return None
         with self._tx():
-            found = self._ready(now, aging_s)
-            if found is not None:
-                c, doc = found
-                item: dict[str, Any] = jsonio.loads(doc)
+            c = self._ready(now, aging_s)
+            if c is not None:
+                found = self._load(c.item_id)
+                assert found is not None
+                item = found[1]
                 item["state"] = "running"
                 item["claims"] = int(item.get("claims") or 0) + 1
                 item["lease"] = {"session_id": session_id, "token": item["claims"], "worker": worker,
@@ -451,12 +456,22 @@ class SqliteStore(SqliteRecords):
                 return Lease(c.item_id, session_id, item["claims"], worker, item)
         return None
 
-    def _ready(self, now: float, aging_s: float) -> tuple[queue.Candidate, str] | None:
-        """The best pending item that may run now (not held back, its dependencies done)."""
-        done = {r[0] for r in self.db.execute("SELECT id FROM items WHERE state = 'succeeded'")}
-        for c, doc in self._candidates(now, aging_s):
-            if c.not_before <= now and all(d in done for d in c.depends_on):
-                return c, doc
+    def _ready(self, now: float, aging_s: float) -> queue.Candidate | None:
+        """The best pending item that may run now (not held back, its dependencies done):
+        the claim order of _candidates, computed by the database, read until one is ready."""
+        rank = "rank" if aging_s <= 0 else "max(0, rank - CAST(max(0.0, ? - created) / ? AS INTEGER))"
+        cur = self.db.execute(
+            "SELECT id, rank, created, not_before, deps, fixing FROM items WHERE state = 'pending' AND not_before <= ? "
+            f"ORDER BY fixing DESC, {rank}, created, id", (now, now, aging_s) if aging_s > 0 else (now,))
+        for r in cur:
+            c = queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[4])) if r[4] else [], bool(r[5]))
+            if c.depends_on:
+                marks = ", ".join("?" * len(c.depends_on))
+                done = self.db.execute(f"SELECT count(*) FROM items WHERE state = 'succeeded' AND id IN ({marks})",
+                                       c.depends_on).fetchone()[0]
+                if done < len(set(c.depends_on)):
+                    continue
+            return c
         return None
 
     def lease_of(self, item_id: str) -> Lease | None:
