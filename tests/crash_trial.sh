@@ -104,6 +104,10 @@ for ((run = 1; run <= RUNS; run++)); do
     "$ROOT/scripts/queue.sh" --state "$state" add --id "item$i" \
       --prompt "crash trial run $run item $i file=item$i.txt [[mock:$mode]]" >/dev/null
   done
+  if [[ ! -d "$dir/witness" ]]; then # something outside removed the trial's own directory
+    echo "crash_trial: run $run: $dir was removed under the trial (not by the harness); giving up" >&2
+    exit 2
+  fi
   planned=$((1 + RANDOM % KILLS)) kills=0
   for ((k = 0; k < planned; k++)); do
     jobs=$((1 + RANDOM % 3))

@@ -27,3 +27,30 @@ def test_a_database_from_a_newer_release_is_refused_in_one_line(tmp_path: Path) 
     con.close()
     with pytest.raises(StoreError, match=r"has schema 99; this release knows up to 2: run a newer harness$"):
         open_store(tmp_path, "sqlite")
+
+
+def test_opening_the_store_again_never_drops_a_live_connection_s_locks(tmp_path: Path) -> None:
+    """A second open_store() in one process must not close a descriptor of harness.db
+    by hand: that would drop the first connection's POSIX locks, and another process's
+    last close would then delete the WAL the first one still writes to (claims lost)."""
+    import subprocess
+    import sys
+
+    first = open_store(tmp_path, "sqlite")
+    first.init()
+    first.add([("t", {"id": f"i{n:03d}", "prompt": "p"}) for n in range(30)])
+    other = [sys.executable, "-c", "import sys; from pathlib import Path; from harness.store import open_store; "
+             "open_store(Path(sys.argv[1])).states()", str(tmp_path)]
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "lib")}
+    claimed = []
+    for n in range(30):
+        open_store(tmp_path, "sqlite").pause()  # what the gate and the breaker do before a claim
+        subprocess.run(other, check=True, env=env)  # another process opens and closes the database
+        lease = first.claim(f"s{n}", "w", 1e10)
+        assert lease is not None
+        claimed.append(lease.item_id)
+    seen = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                           "from harness.store import open_store; "
+                           "print(sorted(i for i, s in open_store(Path(sys.argv[1])).states().items() if s == 'running'))",
+                           str(tmp_path)], check=True, env=env, capture_output=True, text=True).stdout
+    assert seen.strip() == str(sorted(claimed))

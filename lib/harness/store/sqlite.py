@@ -123,8 +123,14 @@ class SqliteDb:
     def __post_init__(self) -> None:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = self.state_dir / self.db_file
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
+        # made 0600 once, and never opened by hand again: closing any descriptor of
+        # harness.db drops every POSIX lock this process holds on it, among them the
+        # shared lock that keeps another process's last close from checkpointing and
+        # deleting the WAL a live connection of this one still writes to
+        try:
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+        except FileExistsError:
+            pass
         try:
             self.db = sqlite3.connect(self.path, timeout=LOCK_NOTICE_S, isolation_level=None, check_same_thread=False)
             self._locked(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
