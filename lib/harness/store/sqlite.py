@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,10 +127,8 @@ class SqliteDb:
         # harness.db drops every POSIX lock this process holds on it, among them the
         # shared lock that keeps another process's last close from checkpointing and
         # deleting the WAL a live connection of this one still writes to
-        try:
+        with suppress(FileExistsError):
             os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
-        except FileExistsError:
-            pass
         try:
             self.db = sqlite3.connect(self.path, timeout=LOCK_NOTICE_S, isolation_level=None, check_same_thread=False)
             self._locked(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
