@@ -94,3 +94,16 @@ def from_files(state_dir: Path, since: float | None = None, run: str | None = No
     """Rows read from the receipt files (the files backend, and the baseline of the
     report benchmark)."""
     return [r for r in map(row, receipts(state_dir, skipped)) if selected(r, since, run)]
+
+
+class ReceiptFiles:
+    """Attempts as the files backend keeps them: the receipt files themselves."""
+
+    state_dir: Path
+
+    def record_attempt(self, receipt: dict[str, Any]) -> None:
+        """Nothing more to write: the receipt file is the record."""
+
+    def attempts(self, since: float | None = None, run: str | None = None,
+                 skipped: list[str] | None = None) -> list[dict[str, Any]]:
+        return from_files(self.state_dir, since, run, skipped)

@@ -33,7 +33,7 @@ def _lease(item_id: str, item: dict[str, Any]) -> Lease:
 
 
 @dataclass
-class FilesStore:
+class FilesStore(attempts.ReceiptFiles):
     state_dir: Path
     # running/<file> -> (mtime, session id, item id, item): live() reads a file again
     # only when it changed (the sidecar asks many times a second)
@@ -74,13 +74,6 @@ class FilesStore:
         if item is None:
             return None
         return _lease(str(item["id"]), item)
-
-    def record_attempt(self, receipt: dict[str, Any]) -> None:
-        """Nothing more to write: the receipt file is the files backend's record."""
-
-    def attempts(self, since: float | None = None, run: str | None = None,
-                 skipped: list[str] | None = None) -> list[dict[str, Any]]:
-        return attempts.from_files(self.state_dir, since, run, skipped)
 
     def lease_of(self, item_id: str) -> Lease | None:
         """The lease of a running item; None when it is not running."""
