@@ -306,15 +306,11 @@ class SqliteRecords(SqliteDb):
 
     def attempts(self, since: float | None = None, run: str | None = None,
                  skipped: list[str] | None = None) -> list[dict[str, Any]]:
+        from harness.store.sqlite_report import where_clause
+
         cols = attempts.ATTEMPT_COLUMNS
-        where, args = ["1"], list[Any]()
-        if since is not None:
-            where.append("started >= ?")
-            args.append(since)
-        if run is not None:
-            where.append("run = ?")
-            args.append(run)
-        cur = self.db.execute(f"SELECT {', '.join(cols)} FROM attempts WHERE {' AND '.join(where)}", args)
+        where, args = where_clause(since, run)
+        cur = self.db.execute(f"SELECT {', '.join(cols)} FROM attempts WHERE {where}", args)
         return [dict(zip(cols, r, strict=True)) for r in cur]
 
     def rollup(self, by: str, since: float | None = None, run: str | None = None) -> dict[str, Any]:

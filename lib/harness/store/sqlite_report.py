@@ -23,7 +23,8 @@ KEY_SQL = {
 }
 
 
-def _where(since: float | None, run: str | None) -> tuple[str, list[Any]]:
+def where_clause(since: float | None, run: str | None) -> tuple[str, list[Any]]:
+    """The attempts a report or a listing selects: started since, of one run."""
     where, args = ["1"], list[Any]()
     if since is not None:
         where.append("started >= ?")
@@ -40,7 +41,7 @@ def rollup(db: sqlite3.Connection, by: str, since: float | None, run: str | None
     from harness.report.rollup import percentile
 
     key = KEY_SQL[by]
-    where, args = _where(since, run)
+    where, args = where_clause(since, run)
     sums = ", ".join(f"sum({k})" for k in TOKEN_KINDS)
     groups: dict[str, dict[str, Any]] = {}
     total: dict[str, Any] = {}
