@@ -54,3 +54,22 @@ def test_opening_the_store_again_never_drops_a_live_connection_s_locks(tmp_path:
                            "print(sorted(i for i, s in open_store(Path(sys.argv[1])).states().items() if s == 'running'))",
                            str(tmp_path)], check=True, env=env, capture_output=True, text=True).stdout
     assert seen.strip() == str(sorted(claimed))
+
+
+def test_the_audit_index_keeps_a_rotated_log_s_events_and_reads_the_new_one_whole(tmp_path: Path) -> None:
+    store = open_store(tmp_path, "sqlite")
+    store.audit("one", n=1)
+    store.audit("two", n=2)
+    assert [e["event"] for e in store.events()] == ["one", "two"]
+    (tmp_path / "events.jsonl").rename(tmp_path / "events.jsonl.1")  # logrotate's way
+    store.audit("three", n=3)
+    with open(tmp_path / "events.jsonl", "ab") as fh:
+        fh.write(b'{"ts":"2026-11-30T00:00:00Z","event":"four"')  # a line still being written
+    assert [e["event"] for e in store.events()] == ["one", "two", "three"]
+    with open(tmp_path / "events.jsonl", "ab") as fh:
+        fh.write(b"}\n")
+    assert [e["event"] for e in store.events()] == ["one", "two", "three", "four"]
+    (tmp_path / "events.jsonl").write_bytes(b"")  # copytruncate
+    store.audit("five")
+    assert [e["event"] for e in store.events()][-2:] == ["four", "five"]
+    assert store.reindex()["events"] == 1  # type: ignore[attr-defined]  # reindex: the file as it is now

@@ -220,8 +220,9 @@ class SqliteDb:
             yield jsonio.loads(doc)
 
     def index_audit(self, skipped: list[str] | None = None, again: bool = False) -> int:
-        """The audit log's lines not yet in the database, added (every line again
-        with again, or when the log was replaced); returns how many were added."""
+        """The audit log's lines not yet in the database, added; returns how many.
+        A log rotated away keeps its rows, and the new file is read from its start;
+        again (reindex) drops every row and reads the file as it is now."""
         path = self.state_dir / "events.jsonl"
         with self._tx():
             mark = self._kv("audit_index") or {}
@@ -230,9 +231,10 @@ class SqliteDb:
             except FileNotFoundError:
                 return 0
             offset = int(mark.get("offset") or 0)
-            if again or mark.get("inode") != st.st_ino or st.st_size < offset:
+            if again:
                 self.db.execute("DELETE FROM audit")
-                offset = 0
+            if again or mark.get("inode") != st.st_ino or st.st_size < offset:
+                offset = 0  # a log rotated away (renamed or truncated): its rows stay, the new one is read whole
             with open(path, "rb") as fh:
                 fh.seek(offset)
                 data = fh.read(st.st_size - offset)
