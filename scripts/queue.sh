@@ -123,7 +123,7 @@ main() {
     cancel)
       if [[ "${1:-}" == --run ]]; then
         [[ $# == 2 ]] || usage_error "cancel --run needs exactly one run name"
-        py queue-cancel-run --state-dir "$STATE" "$2"
+        py queue-cancel-run --state-dir "$STATE" -- "$2"
       else
         [[ $# == 1 ]] || usage_error "cancel needs exactly one item id"
         py queue-cancel --state-dir "$STATE" "$1"

@@ -25,7 +25,9 @@ main() {
   while (($#)); do
     case "$1" in
       -h | --help) pre+=("$1") ;;
-      --state | --config) pre+=("$1" "${2:-}"); shift ;;
+      --state | --config)
+        [[ -n "${2:-}" ]] || usage_error "$1 needs a value"
+        pre+=("$1" "$2"); shift ;;
       --by | --since | --run)
         [[ -n "${2:-}" ]] || usage_error "$1 needs a value"
         args+=("$1" "$2"); shift ;;

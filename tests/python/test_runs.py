@@ -110,3 +110,22 @@ def test_the_eta_is_within_20_percent_once_a_third_of_the_run_is_done(slots: int
     assert eta.seconds is not None
     assert abs(eta.seconds - actual) <= 0.2 * actual, (eta, actual)
     assert eta.confidence == "medium"
+
+
+def test_canceled_items_that_never_ran_do_not_dilute_the_eta_and_a_blocked_run_is_failed(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.add([("t", {"id": f"a{i}", "prompt": "p", "run": "r", "created_at": iso(T0 + i)}) for i in range(6)])
+    for i in range(3):  # a0..a2: two sessions each, 10 s apiece, one at a time
+        _finish(store, f"s{i}", "succeeded")
+        for k in range(2):
+            store.record_attempt(_receipt(f"s{i}-{k}", f"a{i}", "r", T0 + 100 * i + 20 * k, 10, 0.1))
+    store.cancel("a3")
+    (run,) = runs.runs(store, T0 + 1000)
+    assert run.eta is not None and run.eta.sessions_per_item == 2.0
+    assert run.eta.seconds == 40.0  # a4, a5: 2 sessions x 10 s each, one at a time
+    blocked = open_store(tmp_path / "b")
+    blocked.add([("t", {"id": "x", "prompt": "p", "run": "b", "created_at": iso(T0)}),
+                 ("t", {"id": "y", "prompt": "p", "run": "b", "depends_on": ["x"], "created_at": iso(T0 + 1)})])
+    blocked.cancel("x")
+    (run,) = runs.runs(blocked, T0)
+    assert (run.state, run.blocked) == ("failed", 1)

@@ -73,3 +73,34 @@ def test_the_audit_index_keeps_a_rotated_log_s_events_and_reads_the_new_one_whol
     store.audit("five")
     assert [e["event"] for e in store.events()][-2:] == ["four", "five"]
     assert store.reindex()["events"] == 1  # type: ignore[attr-defined]  # reindex: the file as it is now
+
+
+def test_a_state_directory_being_migrated_or_with_an_emptied_database_is_refused(tmp_path: Path) -> None:
+    from harness.store import StoreUnavailableError
+
+    (tmp_path / "store").write_text("migrating\n")
+    with pytest.raises(StoreUnavailableError, match="is being moved to the SQLite store"):
+        open_store(tmp_path)
+    (tmp_path / "store").unlink()
+    open_store(tmp_path).add([("t", {"id": "a", "prompt": "p"})])
+    assert (tmp_path / "store").read_text() == "sqlite\n"
+    (tmp_path / "harness.db").write_bytes(b"")  # a failed restore, a stray `: >`
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"harness.db{suffix}").unlink(missing_ok=True)
+    with pytest.raises(StoreUnavailableError, match="harness.db is empty, but"):
+        open_store(tmp_path)
+
+
+def test_migrate_on_a_new_state_directory_leaves_it_usable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    assert main(["migrate", "--state-dir", str(tmp_path / "new")]) == 0
+    assert "nothing to migrate" in capsys.readouterr().out
+    assert main(["queue-add", "--state-dir", str(tmp_path / "new"), "--file", str(_item_file(tmp_path))]) == 0
+    assert open_store(tmp_path / "new").get("a")[0] == "pending"
+
+
+def _item_file(tmp_path: Path) -> Path:
+    f = tmp_path / "item.json"
+    f.write_text('{"id": "a", "prompt": "p"}')
+    return f

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import jsonio
-from harness.cli.common import Subparsers, cell, store_of, with_state
+from harness.cli.common import EXIT_REFUSED, Subparsers, cell, store_of, with_state
 from harness.store import queue
 
 
@@ -65,10 +65,16 @@ def cmd_queue_cancel_run(args: argparse.Namespace) -> int:
     items = [i for i in store.items(["pending", "verified", "running"]) if i.get("run") == run]
     if not items and not any(i.get("run") == run for i in store.items(list(queue.STATES))):
         raise queue.QueueError(f"unknown run: {run}")
-    for item in items:
-        print(store.cancel(item["id"]))
-    print(f"run {run}: {len(items)} item(s) canceled or being stopped")
-    return 0
+    failed = 0
+    for item in items:  # one that finished meanwhile is said, and the rest go on
+        try:
+            print(store.cancel(item["id"]))
+        except queue.QueueError as exc:
+            print(f"harness: {exc}", file=sys.stderr)
+            failed += 1
+    print(f"run {run}: {len(items) - failed} item(s) canceled or being stopped"
+          + (f"; {failed} could not be (above)" if failed else ""))
+    return EXIT_REFUSED if failed else 0
 
 
 def _age(created: str | None, now: float) -> str:

@@ -53,6 +53,7 @@ class Run:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(queue.STATES, 0))
     total: int = 0
     done: int = 0  # items in a terminal state
+    blocked: int = 0  # pending items a failed or canceled dependency holds for good
     sessions: int = 0
     cost_usd: float = 0.0
     created_at: str | None = None
@@ -67,12 +68,13 @@ class Run:
         return out
 
 
-def _state(counts: dict[str, int]) -> str:
-    """running while an item may still run; then failed (an item quarantined),
-    canceled (an item canceled, none failed) or done (every item succeeded)."""
-    if any(counts[s] for s in ACTIVE):
+def _state(counts: dict[str, int], blocked: int) -> str:
+    """running while an item may still run; then failed (an item quarantined, or
+    blocked for good by a dependency that failed or was canceled), canceled (an item
+    canceled, none failed) or done (every item succeeded)."""
+    if sum(counts[s] for s in ACTIVE) > blocked:
         return "running"
-    if counts["quarantined"]:
+    if counts["quarantined"] or blocked:
         return "failed"
     return "canceled" if counts["canceled"] else "done"
 
@@ -96,17 +98,19 @@ def summarize(name: str, items: list[dict[str, Any]], rows: list[dict[str, Any]]
         run.counts[item["state"]] = run.counts.get(item["state"], 0) + 1
     run.total = len(items)
     run.done = sum(run.counts[s] for s in queue.TERMINAL_STATES)
-    run.state = _state(run.counts)
+    run.blocked = sum(1 for i in items if i["state"] == "pending" and i.get("blocked"))
+    run.state = _state(run.counts, run.blocked)
     run.sessions = len(rows)
     run.cost_usd = sum(float(r.get("cost_usd") or 0) for r in rows)
     run.created_at = min((str(i.get("created_at")) for i in items if i.get("created_at")), default=None)
     ended = [r["ended"] for r in rows if r.get("ended")]
     run.last_ended_at = iso(max(ended)) if ended else None
-    finished_items = {i["id"] for i in items if i["state"] in queue.TERMINAL_STATES}
+    tried = {r.get("item_id") for r in rows}  # a canceled item that never ran takes no sessions
+    finished_items = {i["id"] for i in items if i["state"] in queue.TERMINAL_STATES and i["id"] in tried}
     durations = [float(r["wall_s"]) for r in rows if isinstance(r.get("wall_s"), (int, float))]
     per_item = _sessions_per_item(rows, finished_items)
     running = [now - _claimed(i, now) for i in items if i["state"] == "running"]
-    pending = run.counts["pending"] + run.counts["verified"]
+    pending = run.counts["pending"] - run.blocked  # a verified item only waits to land: no session left
     run.eta = estimate(durations, max(per_item, 1.0), pending, running, _parallel(rows, len(running)),
                        run.done, run.total)
     if run.eta.seconds is not None:
@@ -185,6 +189,8 @@ def line(run: Run) -> str:
     """One run on one line: name, progress bar, counts, cost, ETA."""
     c = run.counts
     parts = [f"{c['succeeded']} ok"]
+    if run.blocked:
+        parts.append(f"{run.blocked} blocked")
     for label, key in (("failed", "quarantined"), ("canceled", "canceled"), ("running", "running"),
                        ("pending", "pending"), ("landing", "verified")):
         if c.get(key):

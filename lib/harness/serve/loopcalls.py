@@ -15,6 +15,7 @@ They run in the helper coprocess (serve/helper.py) or, without one, as
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import Any
 
 from harness import jsonio
 from harness.pipeline import stops
-from harness.store import StoreUnavailableError
+from harness.store import StoreError
 
 US = "\x1f"
 
@@ -141,6 +142,6 @@ def run(name: str, argv: list[str]) -> int:
     except CallError as exc:
         print(f"harness: {name}: {exc}", file=sys.stderr)
         return 2
-    except (OSError, StoreUnavailableError) as exc:
+    except (OSError, StoreError, sqlite3.Error) as exc:  # a store that cannot be used: one line, never a traceback
         print(f"harness: {name}: {exc}", file=sys.stderr)
         return 1

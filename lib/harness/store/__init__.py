@@ -44,32 +44,38 @@ def open_store(state_dir: Path, backend: str | None = None) -> Store:
         kind = BACKENDS[name]
     except KeyError:
         raise StoreError(f"unknown store backend {name!r} (one of: {', '.join(BACKENDS)})") from None
-    return kind(state_dir)
+    fresh = backend is None and not (state_dir / MARKER).exists() and not (state_dir / "queue").is_dir()
+    store = kind(state_dir)
+    if fresh or (backend is None and name == "sqlite" and not (state_dir / MARKER).exists()):
+        name_store(state_dir, name)  # named once the store exists: never a name without its database
+    return store
 
 
 def backend_of(state_dir: Path) -> str:
-    """The backend a state directory holds; a new directory's is chosen (and named) now."""
+    """The backend a state directory holds (a new directory's: HARNESS_STORE's)."""
     try:
         named = (state_dir / MARKER).read_text().strip()
     except FileNotFoundError:
         named = ""
-    has_db = (state_dir / DB_FILE).exists()
-    if named == "sqlite" and not has_db:
-        raise StoreUnavailableError(f"{state_dir / DB_FILE} is missing, but {state_dir} was made with it: restore it "
-                               "from a backup (loopctl.sh reindex rebuilds the attempts, not the queue)")
+    db = state_dir / DB_FILE
+    if named == "migrating":
+        raise StoreUnavailableError(f"{state_dir} is being moved to the SQLite store (loopctl.sh migrate); "
+                                    "a migration cut short is finished by running that again")
+    if named == "sqlite" and (not db.exists() or db.stat().st_size == 0):
+        raise StoreUnavailableError(f"{db} is {'empty' if db.exists() else 'missing'}, but {state_dir} was made with "
+                                    "it: restore it from a backup (loopctl.sh reindex rebuilds the attempts, "
+                                    "not the queue)")
     if named:
         if named not in BACKENDS:
             raise StoreError(f"{state_dir / MARKER} names an unknown store {named!r} (one of: {', '.join(BACKENDS)})")
         return named
-    if has_db:
-        name = "sqlite"
-    elif (state_dir / "queue").is_dir():
+    if db.exists():
+        return "sqlite"
+    if (state_dir / "queue").is_dir():
         return "files"  # an earlier release's state: migrate.py moves it over
-    else:
-        name = os.environ.get("HARNESS_STORE") or "sqlite"
-        if name not in BACKENDS:
-            raise StoreError(f"STORE must be one of {', '.join(BACKENDS)}, got {name!r}")
-    name_store(state_dir, name)
+    name = os.environ.get("HARNESS_STORE") or "sqlite"
+    if name not in BACKENDS:
+        raise StoreError(f"STORE must be one of {', '.join(BACKENDS)}, got {name!r}")
     return name
 
 

@@ -74,6 +74,7 @@ def receipts(state_dir: Path, skipped: list[str] | None = None) -> Iterator[dict
                 skipped.append(f"{path}: unreadable receipt ({exc})")
             continue
         if isinstance(doc, dict):
+            doc.setdefault("session_id", name)  # the directory names the session
             yield doc
         elif skipped is not None:
             skipped.append(f"{path}: not a JSON object")

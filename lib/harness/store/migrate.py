@@ -26,6 +26,7 @@ from harness.store.base import StoreError
 from harness.store.sqlite import DB_FILE, ITEM_COLUMNS, ITEM_MARKS, SqliteRecords, row_values
 
 BUILDING = DB_FILE + ".migrating"
+MIGRATING = "migrating"  # state/store while a migration runs
 KEPT = "files-backend"
 
 
@@ -45,27 +46,44 @@ class Migrated:
                 f"{', the pause' if self.pause else ''}{', the breaker' if self.breaker else ''}{extra}")
 
 
+def _marker(state_dir: Path) -> str:
+    try:
+        return (state_dir / "store").read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
 def needed(state_dir: Path) -> bool:
-    """A files-backend state that no one has named (an earlier release's)."""
-    return (state_dir / "queue").is_dir() and not (state_dir / DB_FILE).exists() and not (state_dir / "store").exists()
+    """A files-backend state that no one has named (an earlier release's), or one
+    whose migration was cut short before its database was in place."""
+    return ((state_dir / "queue").is_dir() and not (state_dir / DB_FILE).exists()
+            and _marker(state_dir) in ("", MIGRATING))
 
 
 def migrate(state_dir: Path) -> Migrated | None:
     """Moves the state over; None when there is nothing to move. One migration at a
-    time (state/migrate.lock)."""
+    time (state/migrate.lock). While it runs, state/store says "migrating", so every
+    other command refuses (open_store) rather than write where the migration has
+    already read; a write already under way finishes first (queue/.lock)."""
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(state_dir / "migrate.lock", "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if (state_dir / DB_FILE).exists():
+            if _marker(state_dir) in ("", MIGRATING):  # cut short after its database was in place
+                jsonio.write_atomic(state_dir / "store", b"sqlite\n")
+                if (state_dir / "queue").is_dir() and not (state_dir / KEPT).exists():
+                    _settle(state_dir)
+            return None
         if not needed(state_dir):
-            if (state_dir / DB_FILE).exists() and (state_dir / "queue").is_dir() and not (state_dir / KEPT).exists():
-                _settle(state_dir)  # a migration cut short after its database was in place
             return None
         if (state_dir / KEPT).exists():
             raise StoreError(f"{state_dir / KEPT} already exists: move it aside and run loopctl.sh migrate again")
+        jsonio.write_atomic(state_dir / "store", (MIGRATING + "\n").encode())
         for suffix in ("", "-wal", "-shm", "-journal"):  # a migration cut short before
             (state_dir / (BUILDING + suffix)).unlink(missing_ok=True)
-        out = _build(state_dir)
-        _settle(state_dir)
+        with queue.Queue(state_dir).locked():
+            out = _build(state_dir)
+            _settle(state_dir)
     from harness.store import open_store  # the store names itself sqlite now
 
     open_store(state_dir).audit("store.migrated", backend="sqlite", items=out.items, attempts=out.attempts,

@@ -143,7 +143,7 @@ class SqliteDb:
     def _migrate(self) -> None:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema {version}; this release knows up to "
+            raise StoreUnavailableError(f"{self.path} has schema {version}; this release knows up to "
                              f"{SCHEMA_VERSION}: run a newer harness")
         if version < SCHEMA_VERSION:
             with self._tx():
@@ -196,11 +196,14 @@ class SqliteDb:
     def _touch_lease(self, session_id: str, gone: bool = False) -> None:
         """state/leases/<session>: made at a claim, removed at the finish; only a signal
         for inotify (the database is the record)."""
+        if not session_id:  # a lease cut short before its session was recorded
+            return
         leases = self.state_dir / "leases"
         leases.mkdir(mode=0o700, exist_ok=True)
         path = leases / session_id
         if gone:
-            path.unlink(missing_ok=True)
+            with suppress(OSError):  # only a signal: the move has committed
+                path.unlink(missing_ok=True)
         else:
             path.touch(mode=0o600)
 
@@ -328,8 +331,8 @@ class SqliteRecords(SqliteDb):
         """Attempts rebuilt from the sessions' receipt files, the audit rows from
         state/events.jsonl: what the files hold, the database holds again."""
         skipped: list[str] = []
-        receipts = list(attempts.receipts(self.state_dir, skipped))
-        with self._tx():
+        with self._tx():  # the scan inside: a session finalized meanwhile waits, then records itself
+            receipts = list(attempts.receipts(self.state_dir, skipped))
             self.db.execute("DELETE FROM attempts")
             self.db.execute("DELETE FROM receipts")
             for receipt in receipts:
