@@ -87,7 +87,7 @@ def test_a_state_directory_being_migrated_or_with_an_emptied_database_is_refused
     (tmp_path / "harness.db").write_bytes(b"")  # a failed restore, a stray `: >`
     for suffix in ("-wal", "-shm"):
         (tmp_path / f"harness.db{suffix}").unlink(missing_ok=True)
-    with pytest.raises(StoreUnavailableError, match="harness.db is empty, but"):
+    with pytest.raises(StoreUnavailableError, match=r"harness\.db is empty, but"):
         open_store(tmp_path)
 
 
