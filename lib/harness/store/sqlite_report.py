@@ -37,60 +37,67 @@ def where_clause(since: float | None, run: str | None) -> tuple[str, list[Any]]:
 
 def rollup(db: sqlite3.Connection, by: str, since: float | None, run: str | None,
            measures: tuple[str, ...], percentiles: tuple[int, ...]) -> dict[str, Any]:
-    """{"by", "groups", "total"} as report/rollup.py builds it."""
-    from harness.report.rollup import percentile
-
+    """{"by", "groups", "total"} as report/rollup.py builds it: the sums by one
+    GROUP BY, the rest (percentiles, the cost per succeeded item) from one scan of
+    narrow columns."""
     key = KEY_SQL[by]
     where, args = where_clause(since, run)
     sums = ", ".join(f"sum({k})" for k in TOKEN_KINDS)
     groups: dict[str, dict[str, Any]] = {}
-    total: dict[str, Any] = {}
-    for level, sql_key in (("groups", key), ("total", "'total'")):
-        for row in db.execute(
-                f"SELECT {sql_key}, count(*), sum(verdict = 'succeeded'), sum(cost_usd), sum(cost_estimated), {sums} "
-                f"FROM attempts WHERE {where} GROUP BY 1", args):
-            g = {"key": row[0], "sessions": row[1], "succeeded": row[2] or 0,
-                 "success_rate": round((row[2] or 0) / row[1], 4) if row[1] else None,
-                 "cost_usd": round(row[3] or 0.0, 6), "cost_estimated": row[4] or 0,
-                 "tokens": {k: v or 0 for k, v in zip(TOKEN_KINDS, row[5:], strict=True)},
-                 "succeeded_items": 0, "cost_per_succeeded_item": None, "percentiles": {}}
-            if level == "total":
-                total = g
-            else:
-                groups[row[0]] = g
-    if not total:
-        total = _empty("total")
-    _per_item(db, key, where, args, groups)
-    _per_item(db, "'total'", where, args, {"total": total})
-    for m in measures:
-        values: dict[str, list[float]] = {}
-        all_values: list[float] = []
-        for k, v in db.execute(f"SELECT {key}, {m} FROM attempts WHERE {where} AND {m} IS NOT NULL ORDER BY {m}", args):
-            values.setdefault(k, []).append(float(v))
-            all_values.append(float(v))
-        for name, g in groups.items():
-            g["percentiles"][m] = {f"p{p}": _round(percentile(values.get(name, []), p)) for p in percentiles}
-        total["percentiles"][m] = {f"p{p}": _round(percentile(all_values, p)) for p in percentiles}
+    for row in db.execute(f"SELECT {key}, count(*), sum(verdict = 'succeeded'), sum(cost_usd), sum(cost_estimated), "
+                          f"{sums} FROM attempts WHERE {where} GROUP BY 1", args):
+        groups[row[0]] = _group(row[0], row[1], row[2] or 0, row[3] or 0.0, row[4] or 0, row[5:])
+    total = _group("total", sum(g["sessions"] for g in groups.values()),
+                   sum(g["succeeded"] for g in groups.values()), sum(g["_cost"] for g in groups.values()),
+                   sum(g["cost_estimated"] for g in groups.values()),
+                   [sum(g["tokens"][k] for g in groups.values()) for k in TOKEN_KINDS])
+    assert len(measures) == 4 and measures[3] == "cost_usd", "one scan reads four measures, the cost last"
+    values: dict[str, tuple[list[float], ...]] = {k: ([], [], [], []) for k in groups}
+    item_cost: dict[str, float] = {}
+    ok: dict[str, set[str]] = {k: set() for k in groups}
+    cols = ", ".join(measures)
+    # the one Python pass over the rows: kept to the least work per row
+    for k, item, verdict, m0, m1, m2, m3 in db.execute(
+            f"SELECT {key}, item_id, verdict, {cols} FROM attempts WHERE {where}", args):
+        if item is not None:
+            item_cost[item] = item_cost.get(item, 0.0) + (m3 or 0.0)
+            if verdict == "succeeded":
+                ok[k].add(item)
+        lists = values[k]
+        if m0 is not None:
+            lists[0].append(m0)
+        if m1 is not None:
+            lists[1].append(m1)
+        if m2 is not None:
+            lists[2].append(m2)
+        if m3 is not None:
+            lists[3].append(m3)
+    every = [[v for lists in values.values() for v in lists[i]] for i in range(4)]
+    for name, g in groups.items():
+        _finish(g, ok[name], item_cost, values[name], measures, percentiles)
+    _finish(total, set().union(*ok.values()), item_cost, every, measures, percentiles)
     return {"by": by, "groups": [groups[k] for k in sorted(groups)], "total": total}
 
 
-def _per_item(db: sqlite3.Connection, key: str, where: str, args: list[Any], groups: dict[str, dict[str, Any]]) -> None:
-    """The cost per succeeded item: every session of the items that succeeded in the
-    group (their failed attempts too, wherever those fall) over their number."""
-    for k, n, cost in db.execute(
-            f"WITH ic AS (SELECT item_id, sum(cost_usd) AS c FROM attempts WHERE {where} GROUP BY item_id), "
-            f"ok AS (SELECT DISTINCT {key} AS k, item_id FROM attempts WHERE {where} AND verdict = 'succeeded' "
-            f"AND item_id IS NOT NULL) "
-            f"SELECT ok.k, count(*), sum(ic.c) FROM ok JOIN ic USING (item_id) GROUP BY ok.k", [*args, *args]):
-        if k in groups:
-            groups[k]["succeeded_items"] = n
-            groups[k]["cost_per_succeeded_item"] = round(cost / n, 6) if n else None
+def _group(key: str, sessions: int, succeeded: int, cost: float, estimated: int, tokens: Any) -> dict[str, Any]:
+    return {"key": key, "sessions": sessions, "succeeded": succeeded,
+            "success_rate": round(succeeded / sessions, 4) if sessions else None, "cost_usd": round(cost, 6),
+            "_cost": cost, "cost_estimated": estimated,
+            "tokens": {k: v or 0 for k, v in zip(TOKEN_KINDS, tokens, strict=True)},
+            "succeeded_items": 0, "cost_per_succeeded_item": None, "percentiles": {}}
 
 
-def _empty(key: str) -> dict[str, Any]:
-    return {"key": key, "sessions": 0, "succeeded": 0, "success_rate": None, "cost_usd": 0.0, "cost_estimated": 0,
-            "tokens": dict.fromkeys(TOKEN_KINDS, 0), "succeeded_items": 0, "cost_per_succeeded_item": None,
-            "percentiles": {}}
+def _finish(g: dict[str, Any], items: set[str], item_cost: dict[str, float], lists: Any,
+            measures: tuple[str, ...], percentiles: tuple[int, ...]) -> None:
+    from harness.report.rollup import percentile
+
+    del g["_cost"]
+    g["succeeded_items"] = len(items)
+    if items:
+        g["cost_per_succeeded_item"] = round(sum(item_cost[i] for i in items) / len(items), 6)
+    for m, vs in zip(measures, lists, strict=True):
+        vs.sort()
+        g["percentiles"][m] = {f"p{p}": _round(percentile(vs, p)) for p in percentiles}
 
 
 def _round(v: float | None) -> float | None:
