@@ -15,6 +15,7 @@ command -v jq >/dev/null || need+=(jq)
 command -v git >/dev/null || need+=(git)
 command -v flock >/dev/null || need+=(util-linux)
 command -v npm >/dev/null || need+=(npm)
+command -v curl >/dev/null || need+=(curl)
 if ((${#need[@]} == 0)); then
   exit 0
 fi

@@ -25,7 +25,7 @@ def test_a_database_from_a_newer_release_is_refused_in_one_line(tmp_path: Path) 
     con = sqlite3.connect(tmp_path / "harness.db")
     con.execute("PRAGMA user_version=99")
     con.close()
-    with pytest.raises(StoreError, match=r"has schema 99; this release knows up to 2: run a newer harness$"):
+    with pytest.raises(StoreError, match=r"has schema 99; this release knows up to 3: run a newer harness$"):
         open_store(tmp_path, "sqlite")
 
 
@@ -104,3 +104,40 @@ def _item_file(tmp_path: Path) -> Path:
     f = tmp_path / "item.json"
     f.write_text('{"id": "a", "prompt": "p"}')
     return f
+
+
+def test_an_older_database_is_brought_up_to_date_keeping_its_rows(tmp_path: Path) -> None:
+    """A version-1 database (issue 13's first part) with an item, taken to the newest
+    schema in one go; a version-2 one's attempts get the columns of version 3 filled
+    from their receipts."""
+    import json
+
+    from harness.store.sqlite import MIGRATIONS, SCHEMA_VERSION
+
+    def at(version: int, path: Path) -> sqlite3.Connection:
+        con = sqlite3.connect(path, isolation_level=None)
+        for step in MIGRATIONS[:version]:
+            con.executescript(step)
+        con.execute(f"PRAGMA user_version={version}")
+        return con
+
+    old = tmp_path / "v1"
+    old.mkdir()
+    con = at(1, old / "harness.db")
+    con.execute("INSERT INTO items VALUES ('a', 'pending', 2, 0, 0, 0, NULL, NULL, ?)",
+                (json.dumps({"id": "a", "prompt": "p", "priority": "normal", "depends_on": [], "state": "pending"}),))
+    con.close()
+    store = open_store(old, "sqlite")
+    assert store.get("a")[0] == "pending"
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # type: ignore[attr-defined]
+    assert store.claim("s1", "w", 1e10) is not None  # the new columns work for it
+    two = tmp_path / "v2"
+    two.mkdir()
+    con = at(2, two / "harness.db")
+    receipt = {"session_id": "s1", "item_id": "a", "verdict": "succeeded", "fix_round": 1,
+               "verify": {"cmd": "true", "seconds": 2.5}, "api_retries": {"529": 3}, "claim_to_exec_s": 0.2}
+    con.execute("INSERT INTO attempts (session_id, item_id, verdict) VALUES ('s1', 'a', 'succeeded')")
+    con.execute("INSERT INTO receipts VALUES ('s1', ?)", (json.dumps(receipt),))
+    con.close()
+    (row,) = open_store(two, "sqlite").attempts()
+    assert (row["fix_round"], row["verify_s"], row["claim_s"], json.loads(row["retries"])) == (1, 2.5, 0.2, {"529": 3})

@@ -92,6 +92,8 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
         loop_pid=args.loop_pid,
         loop_start=args.loop_start,
         policy=Policy.from_pairs(args.cfg),
+        metrics_textfile=Path(args.metrics_textfile) if args.metrics_textfile else None,
+        metrics_s=args.metrics_interval_s,
     )
     return sidecar.main(opts)
 
@@ -159,6 +161,8 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--tool-timeout-s", type=float, default=config.default("TOOL_TIMEOUT_S"))
     p.add_argument("--heartbeat-s", type=float, default=config.default("HEARTBEAT_S"))
     p.add_argument("--monitor-poll-s", type=float, default=config.default("MONITOR_POLL_S"))
+    p.add_argument("--metrics-textfile", default="")
+    p.add_argument("--metrics-interval-s", type=float, default=config.default("METRICS_INTERVAL_S"))
     p.add_argument("--loop-pid", type=int, default=0)
     p.add_argument("--loop-start", default="")
     with_policy(p)

@@ -1,4 +1,5 @@
-"""report.sh: the store's attempts rolled up (report/rollup.py)."""
+"""report.sh (the store's attempts rolled up: report/rollup.py) and serve.sh (the
+HTTP server and the metrics textfile: serve/http.py, serve/metrics.py)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_http(args: argparse.Namespace) -> int:
+    if args.textfile:
+        from harness.serve.metrics import write_textfile
+
+        write_textfile(Path(args.state_dir), Path(args.textfile))
+        return 0
+    from harness.serve import http
+
+    return http.serve(Path(args.state_dir), args.addr)
+
+
 def add_parsers(sub: Subparsers) -> None:
+    p = with_state(sub, "http")
+    p.add_argument("--addr", default="127.0.0.1:8765")
+    p.add_argument("--textfile", help="write the metrics to this file once, and exit")
+    p.set_defaults(fn=cmd_http)
     p = with_state(sub, "report")
     p.add_argument("--by", default="day")
     p.add_argument("--since")

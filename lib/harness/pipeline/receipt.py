@@ -79,6 +79,7 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
         "ended_at": meta.get("ended_at"),
         "wall_s": wall_s,
         "ttft_s": _ttft(rec),
+        "claim_to_exec_s": _claim_to_exec(rec),
         "duration_ms": res.duration_ms if res else None,
         "duration_api_ms": res.duration_api_ms if res else None,
         "turns": len(facts.messages),
@@ -107,6 +108,14 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
                                and res.cli_cost_usd is not None and res.cost_usd is not None
                                and abs(res.cli_cost_usd - res.cost_usd) > 1e-9),
     }
+
+
+def _claim_to_exec(rec: SessionRecord) -> float | None:
+    """Seconds from the claim (the session's start in meta.json) to the agent's exec."""
+    started = rec.meta.get("started_epoch")
+    if not isinstance(started, (int, float)) or rec.exec_at is None:
+        return None
+    return round(max(0.0, rec.exec_at - started), 3)
 
 
 def _ttft(rec: SessionRecord) -> float | None:

@@ -33,6 +33,7 @@ class SessionRecord:
     facts: SessionFacts
     exit_code: int | None = None
     exit_mtime: float | None = None  # when the wrapper recorded the exit status
+    exec_at: float | None = None  # when the wrapper started the agent (agent.pid's mtime)
     kill: dict[str, Any] | None = None  # kill.json: the harness stopped it
     stall: dict[str, Any] | None = None  # stall.json: the sidecar found it stalled
     spawn_error: str = ""
@@ -111,6 +112,7 @@ def read(sdir: Path, facts: SessionFacts | None = None, meta: dict[str, Any] | N
         facts=facts if facts is not None else facts_mod.scan(sdir / "events.jsonl"),
         exit_code=_exit_code(sdir / "exit_code"),
         exit_mtime=_mtime(sdir / "exit_code"),
+        exec_at=_mtime(sdir / "agent.pid"),
         kill=jsonio.read_dict(sdir / "kill.json"),
         stall=jsonio.read_dict(sdir / "stall.json"),
         spawn_error=_text(sdir / "spawn_error"),

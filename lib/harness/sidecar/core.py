@@ -37,6 +37,31 @@ IDLE_WAIT_S = 1.0
 EXIT_BUSY = 3
 
 
+class MetricsFile:
+    """METRICS_TEXTFILE, rewritten every METRICS_INTERVAL_S (atomically) for
+    node_exporter's textfile collector."""
+
+    def __init__(self, state_dir: Path, path: Path, every_s: float) -> None:
+        self.state_dir, self.path, self.every_s = state_dir, path, every_s
+        self.last = float("-inf")
+        self.error = ""
+
+    def tick(self, now_mono: float) -> None:
+        if now_mono - self.last < self.every_s:
+            return
+        self.last = now_mono
+        from harness.serve.metrics import write_textfile
+
+        try:
+            write_textfile(self.state_dir, self.path)
+        except Exception as exc:  # the metrics must never stop the sidecar; it says why, once
+            if str(exc) != self.error:
+                log(f"cannot write the metrics to {self.path}: {type(exc).__name__}: {exc}")
+            self.error = str(exc)
+        else:
+            self.error = ""
+
+
 class Sidecar:
     def __init__(self, opts: Options) -> None:
         self.o = opts
@@ -50,6 +75,8 @@ class Sidecar:
         self.store = open_store(opts.state_dir)  # its live() rereads a lease only when it changed
         self.done: set[str] = set()  # ended, but the loop has not finalized them yet
         self.unspawned = 0  # leases whose session has no meta.json yet
+        self.metrics = MetricsFile(opts.state_dir, opts.metrics_textfile, opts.metrics_s) \
+            if opts.metrics_textfile is not None else None
 
     # --- discovery -------------------------------------------------------
 
@@ -170,6 +197,8 @@ class Sidecar:
         if now_mono - self.hb_mono >= self.o.heartbeat_s:
             self.own_heartbeat(now_wall)
             self.hb_mono = now_mono
+        if self.metrics is not None:
+            self.metrics.tick(now_mono)
 
     def own_heartbeat(self, now_wall: float) -> None:
         ru = resource.getrusage(resource.RUSAGE_SELF)

@@ -30,6 +30,8 @@ class Options:
     loop_pid: int = 0
     loop_start: str = ""
     policy: Policy = field(default_factory=Policy)
+    metrics_textfile: Path | None = None  # rewritten with the Prometheus metrics every metrics_s
+    metrics_s: float = 15.0
 
 
 @dataclass

@@ -15,7 +15,8 @@ from typing import Any
 from harness import jsonio
 
 ATTEMPT_COLUMNS = ("session_id", "item_id", "run", "attempt", "verdict", "model", "started", "ended", "wall_s",
-                   "ttft_s", "turns", "cost_usd", "cost_estimated", "input", "output", "cache_read", "cache_write")
+                   "ttft_s", "turns", "cost_usd", "cost_estimated", "input", "output", "cache_read", "cache_write",
+                   "fix_round", "verify_s", "claim_s", "retries")
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 
 
@@ -49,6 +50,11 @@ def row(receipt: dict[str, Any]) -> dict[str, Any]:
         "turns": int(turns) if turns is not None else None,
         "cost_usd": _num(receipt.get("cost_usd")) or 0.0,
         "cost_estimated": int(bool(receipt.get("cost_estimated"))),
+        "fix_round": int(fix_round) if (fix_round := _num(receipt.get("fix_round"))) is not None else None,
+        "verify_s": _num(verify.get("seconds")) if isinstance(verify := receipt.get("verify"), dict) else None,
+        "claim_s": _num(receipt.get("claim_to_exec_s")),
+        "retries": jsonio.dumps(retries).decode() if isinstance(retries := receipt.get("api_retries"), dict)
+        and retries else None,  # {"529": 3}: the API retries by HTTP status, as JSON
     }
     for kind in TOKEN_KINDS:
         out[kind] = int(_num(tokens.get(kind)) or 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -153,6 +154,9 @@ class FilesStore(attempts.ReceiptFiles):
 
     def audit(self, event: str, **fields: Any) -> None:
         jsonio.audit(self.state_dir, event, **fields)
+
+    def event_counts(self, names: list[str]) -> dict[str, int]:
+        return dict(Counter(str(e["event"]) for e in self.events() if e.get("event") in names))
 
     def events(self) -> Iterator[dict[str, Any]]:
         """The audit log's events, oldest first; a torn last line is skipped."""

@@ -84,6 +84,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX attempts_item ON attempts (item_id);
     CREATE INDEX attempts_run ON attempts (run);
     """,
+    # 3: what /metrics counts beside the receipt's numbers: fix rounds, verify time,
+    # claim-to-exec time, API retries by status (JSON); filled from the receipts
+    """
+    ALTER TABLE attempts ADD COLUMN fix_round INTEGER;
+    ALTER TABLE attempts ADD COLUMN verify_s REAL;
+    ALTER TABLE attempts ADD COLUMN claim_s REAL;
+    ALTER TABLE attempts ADD COLUMN retries TEXT;
+    UPDATE attempts SET
+        fix_round = (SELECT json_extract(doc, '$.fix_round') FROM receipts r WHERE r.session_id = attempts.session_id),
+        verify_s = (SELECT json_extract(doc, '$.verify.seconds') FROM receipts r WHERE r.session_id = attempts.session_id),
+        claim_s = (SELECT json_extract(doc, '$.claim_to_exec_s') FROM receipts r WHERE r.session_id = attempts.session_id),
+        retries = (SELECT NULLIF(json_extract(doc, '$.api_retries'), '{}') FROM receipts r
+                   WHERE r.session_id = attempts.session_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # deps: the item's depends_on as a JSON list, NULL when none (a claim reads it
@@ -221,6 +235,11 @@ class SqliteDb:
         self.index_audit()
         for (doc,) in self.db.execute("SELECT doc FROM audit ORDER BY n"):
             yield jsonio.loads(doc)
+
+    def event_counts(self, names: list[str]) -> dict[str, int]:
+        self.index_audit()
+        marks = ", ".join("?" * len(names))
+        return dict(self.db.execute(f"SELECT event, count(*) FROM audit WHERE event IN ({marks}) GROUP BY event", names))
 
     def index_audit(self, skipped: list[str] | None = None, again: bool = False) -> int:
         """The audit log's lines not yet in the database, added; returns how many.
