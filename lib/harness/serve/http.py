@@ -12,28 +12,34 @@ token). The token comes from the environment (HARNESS_SERVE_TOKEN), never from
 the command line (it would show in ps) and is never written anywhere.
 
     /metrics    Prometheus text format (serve/metrics.py)
+    /events     the audit log as server-sent events, resumable (serve/feed.py)
     /healthz    "ok"
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from harness import jsonio
+from harness.serve.feed import Feed
 from harness.store import queue
 
 TOKEN_ENV = "HARNESS_SERVE_TOKEN"
+GRACE_S = 2
 
 
 class ServeError(queue.QueueError):
@@ -57,22 +63,43 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class TokenCheck(BaseHTTPMiddleware):
-    def __init__(self, app: Any, token: str, state_dir: Path) -> None:
-        super().__init__(app)
+class TokenCheck:
+    """Every request carries the token, or gets 401 and an audit line (a plain ASGI
+    middleware: it never buffers a streaming response)."""
+
+    def __init__(self, app: ASGIApp, token: str, state_dir: Path) -> None:
+        self.app = app
         self.token = token.encode()
         self.state_dir = state_dir
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token):
-            return await call_next(request)
+            await self.app(scope, receive, send)
+            return
         peer = request.client.host if request.client else "?"
         jsonio.audit(self.state_dir, "serve.refused", path=request.url.path, peer=peer,
                      reason="wrong token" if given else "no token")
-        return PlainTextResponse("a token is required (Authorization: Bearer ...)\n", status_code=401,
-                                 headers={"WWW-Authenticate": "Bearer"})
+        response = PlainTextResponse("a token is required (Authorization: Bearer ...)\n", status_code=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+
+class FeedCollector(Collector):
+    """This server's own feed: clients connected, clients dropped for falling behind."""
+
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("harness_feed_clients", "Clients following /events.", value=len(self.feed.clients))
+        yield CounterMetricFamily("harness_feed_dropped_clients", "Feed clients dropped for falling behind.",
+                                  value=self.feed.dropped)
 
 
 def app(state_dir: Path, token: str | None) -> Starlette:
@@ -88,8 +115,26 @@ def app(state_dir: Path, token: str | None) -> Starlette:
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
+    feed = Feed(state_dir / "events.jsonl")
+    reg.register(FeedCollector(feed))
+
+    async def events(request: Request) -> Response:
+        return StreamingResponse(feed.stream(request.headers.get("last-event-id")), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await feed.start()
+        try:
+            yield
+        finally:
+            await feed.stop()
+
     middleware = [Middleware(TokenCheck, token=token, state_dir=state_dir)] if token else []
-    return Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz)], middleware=middleware)
+    routes = [Route("/metrics", metrics), Route("/healthz", healthz), Route("/events", events)]
+    application = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    application.state.feed = feed
+    return application
 
 
 def serve(state_dir: Path, addr: str) -> int:
@@ -102,7 +147,10 @@ def serve(state_dir: Path, addr: str) -> int:
     if token is not None and len(token) < 16:
         raise ServeError("SERVE_TOKEN must be at least 16 characters")
     jsonio.audit(state_dir, "serve.started", addr=f"{host}:{port}", token=bool(token), pid=os.getpid())
-    uvicorn.run(app(state_dir, token), host=host, port=port, log_level="warning", access_log=False,
-                server_header=False)
+    application = app(state_dir, token)
+    server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
+                                           server_header=False, timeout_graceful_shutdown=GRACE_S))
+    application.state.feed.stopping = lambda: server.should_exit  # a stop ends the feed's streams first
+    server.run()
     jsonio.audit(state_dir, "serve.stopped", addr=f"{host}:{port}")
     return 0

@@ -1,0 +1,143 @@
+"""/events (serve/feed.py) through a real server: a reconnect with Last-Event-ID
+misses nothing and repeats nothing; a client that reads nothing is dropped while
+one that reads keeps up with every event."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from harness import jsonio
+from harness.store import open_store
+from test_metrics import _families, _free_port, _get, _samples, _server, _up
+
+PAD = "x" * 4000  # 3,000 events of 4 kB: more than the kernel buffers and the queue hold
+
+
+class Reader:
+    """A client of /events: its events' (id, data) in order, read on a thread."""
+
+    def __init__(self, port: int, last_id: str | None = None) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        self.conn.request("GET", "/events", headers=headers)
+        self.resp = self.conn.getresponse()
+        assert self.resp.status == 200
+        self.events: list[tuple[str, dict[str, object]]] = []
+        self.error = ""
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        ev_id, data = "", b""
+        try:
+            for line in self.resp:
+                if line.startswith(b"id: "):
+                    ev_id = line[4:].strip().decode()
+                elif line.startswith(b"data: "):
+                    data = line[6:].rstrip(b"\n")
+                elif line == b"\n" and data:
+                    self.events.append((ev_id, jsonio.loads(data)))
+                    ev_id, data = "", b""
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        """Gone, as a browser tab closes: the socket shut first, which wakes the reader."""
+        if self.conn.sock is not None:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        self.thread.join(timeout=10)
+        self.conn.close()
+
+    def wait_for(self, n: int, deadline_s: float = 30.0) -> None:
+        deadline = time.monotonic() + deadline_s
+        while len(self.events) < n:
+            assert time.monotonic() < deadline, f"{len(self.events)} of {n} events ({self.error or 'still reading'})"
+            time.sleep(0.02)  # polling the reader thread's list, with a deadline
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("the server did not stop on SIGTERM") from None
+
+
+def _connected(port: int, n: int, deadline_s: float = 10.0) -> None:
+    """Until the server counts n feed clients (so that nothing appended next is before them)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        status, text = _get(f"http://127.0.0.1:{port}/metrics")
+        if status == 200 and _samples(_families(text)["harness_feed_clients"]) == {(): n}:
+            return
+        time.sleep(0.05)  # polling the server's own count, with a deadline
+    raise AssertionError(f"the server never had {n} feed clients")
+
+
+def test_a_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = open_store(state)
+    store.audit("before", n=-1)  # before the client: not sent to a new client
+    port = _free_port()
+    proc = _server(state, f"127.0.0.1:{port}", None)
+    try:
+        _up(port, proc)
+        first = Reader(port)
+        _connected(port, 1)
+        for n in range(10):
+            store.audit("e", n=n)
+        first.wait_for(10)
+        assert [d["n"] for _, d in first.events] == list(range(10))
+        last_id = first.events[3][0]
+        first.close()
+        for n in range(10, 20):
+            store.audit("e", n=n)
+        again = Reader(port, last_id)
+        again.wait_for(16)
+        store.audit("e", n=20)
+        again.wait_for(17)
+        assert [d["n"] for _, d in again.events] == list(range(4, 21))
+        again.close()
+    finally:
+        _stop(proc)
+
+
+def test_a_client_that_reads_nothing_is_dropped_and_the_others_keep_up(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = open_store(state)
+    port = _free_port()
+    proc = _server(state, f"127.0.0.1:{port}", None)
+    slow = socket.socket()
+    try:
+        _up(port, proc)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", port))
+        slow.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads a byte
+        fast = Reader(port)
+        _connected(port, 2)
+        n_events = 3000
+        for n in range(n_events):
+            store.audit("e", n=n, pad=PAD)
+            if n - len(fast.events) > 300:  # a client that keeps up: never far behind
+                fast.wait_for(n - 100)
+        fast.wait_for(n_events, deadline_s=60)
+        assert [d["n"] for _, d in fast.events] == list(range(n_events))
+        deadline = time.monotonic() + 30
+        while True:
+            fams = _families(_get(f"http://127.0.0.1:{port}/metrics")[1])
+            if _samples(fams["harness_feed_dropped_clients"], "harness_feed_dropped_clients_total") == {(): 1}:
+                break
+            assert time.monotonic() < deadline, "the slow client was never dropped"
+            time.sleep(0.05)  # polling the server's count, with a deadline
+        assert _samples(fams["harness_feed_clients"]) == {(): 1}
+        fast.close()
+    finally:
+        slow.close()
+        _stop(proc)
