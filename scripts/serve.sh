@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Summary: Serves Prometheus metrics over HTTP (loopback unless SERVE_TOKEN is set), or writes them for node_exporter.
+# Summary: Serves Prometheus metrics and the live event feed over HTTP (loopback unless SERVE_TOKEN is set), or writes the metrics for node_exporter.
 # Usage: serve.sh [--state DIR] [--config FILE] [--addr HOST:PORT] [--textfile PATH]
 #
 #   --addr HOST:PORT   where to listen (default SERVE_ADDR, 127.0.0.1:8765); any address
@@ -7,11 +7,12 @@
 #   --textfile PATH    write the metrics once to PATH (node_exporter's textfile collector,
 #                      atomically) and exit, instead of serving
 #
-# Routes: /metrics (Prometheus text format), /healthz. With SERVE_TOKEN set (in the
-# environment as HARNESS_SERVE_TOKEN, or in harness.conf; never on the command line)
-# every request needs "Authorization: Bearer <token>"; one without it is refused (401)
-# and audited. Stops on SIGINT or SIGTERM. Exit codes: 0 done, 1 fatal error, 2 bad
-# usage or a refused configuration.
+# Routes: /metrics (Prometheus text format), /events (the audit log as server-sent
+# events; Last-Event-ID resumes; a client that falls behind is dropped), /healthz.
+# With SERVE_TOKEN set (as HARNESS_SERVE_TOKEN in the environment, or in
+# harness.conf; never on the command line) every request needs "Authorization:
+# Bearer <token>"; one without it is refused (401) and audited. Stops on SIGINT or
+# SIGTERM. Exit codes: 0 done, 1 fatal error, 2 bad usage or a refused configuration.
 set -euo pipefail
 
 HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
