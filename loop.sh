@@ -38,6 +38,8 @@ source "$HARNESS_ROOT/lib/session.sh"
 source "$HARNESS_ROOT/lib/integrate.sh"
 # shellcheck source=lib/sidecar.sh
 source "$HARNESS_ROOT/lib/sidecar.sh"
+# shellcheck source=lib/serve.sh
+source "$HARNESS_ROOT/lib/serve.sh"
 # shellcheck source=lib/wake.sh
 source "$HARNESS_ROOT/lib/wake.sh"
 
@@ -297,6 +299,7 @@ loop_run() {
     loop_tick
     integrate_step
     sidecar_check
+    serve_check
     sidecar_loop_heartbeat running
     worktree_prune_aged
     loop_claim_all
@@ -366,17 +369,19 @@ main() {
   # A write to the helper coprocess after it died must fail (EPIPE), not kill the
   # loop. A trapped signal, unlike an ignored one, is back to default in children.
   trap ':' PIPE
-  trap 'sidecar_stop' EXIT
+  trap 'sidecar_stop; serve_stop' EXIT
   py_serve
   log_audit loop.started --arg worker "$LOOP_WORKER" --arg mode "$LOOP_MODE" --argjson jobs "${CFG[JOBS]}" \
     --arg agent "$SPAWN_BIN" --arg agent_version "$LOOP_AGENT_VERSION"
   info "agent: $SPAWN_BIN ($LOOP_AGENT_VERSION)"
   sidecar_start
+  serve_start
   loop_reconcile
   integrate_leftovers
   integrate_due
   loop_run
   sidecar_stop
+  serve_stop
   sidecar_loop_heartbeat stopped
   loop_drain_report
   log_audit loop.stopped --arg reason "${LOOP_FATAL:-${LOOP_HALT:-${LOOP_SIGNAL:-$LOOP_MODE}}}" --argjson started "$LOOP_STARTED"

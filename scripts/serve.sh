@@ -2,7 +2,7 @@
 # Summary: Serves Prometheus metrics and the live event feed over HTTP (loopback unless SERVE_TOKEN is set), or writes the metrics for node_exporter.
 # Usage: serve.sh [--state DIR] [--config FILE] [--addr HOST:PORT] [--textfile PATH]
 #
-#   --addr HOST:PORT   where to listen (default SERVE_ADDR, 127.0.0.1:8765); any address
+#   --addr HOST:PORT   where to listen (default SERVE_ADDR, else 127.0.0.1:8765); any address
 #                      that is not loopback needs SERVE_TOKEN (the server refuses to start)
 #   --textfile PATH    write the metrics once to PATH (node_exporter's textfile collector,
 #                      atomically) and exit, instead of serving
@@ -42,7 +42,7 @@ main() {
   if [[ -n "$textfile" ]]; then
     args=(--textfile "$textfile")
   else
-    args=(--addr "${addr:-${CFG[SERVE_ADDR]}}")
+    args=(--addr "${addr:-${CFG[SERVE_ADDR]:-127.0.0.1:8765}}")
   fi
   # the token reaches the server through its environment only
   HARNESS_SERVE_TOKEN="${CFG[SERVE_TOKEN]}" PYTHONPATH="$HARNESS_ROOT/lib" exec "$HARNESS_PY" -m harness http \

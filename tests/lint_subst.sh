@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 files=("$@")
 ((${#files[@]})) || files=(loop.sh lib/config.sh lib/lock.sh lib/log.sh lib/resilience.sh
-  lib/session.sh lib/sidecar.sh lib/spawn.sh lib/wake.sh lib/worktree.sh)
+  lib/serve.sh lib/session.sh lib/sidecar.sh lib/spawn.sh lib/wake.sh lib/worktree.sh)
 bad=0
 for f in "${files[@]}"; do
   awk -v file="$f" '

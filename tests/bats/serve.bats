@@ -89,3 +89,20 @@ PY
   wait "$pid"
   [ "$(item_state h)" = succeeded ]
 }
+
+@test "SERVE_ADDR: the loop starts the server beside itself, and stops it when it ends" {
+  q add --id h --prompt "[[mock:slow]]" >/dev/null
+  local port
+  port=$(free_port)
+  MOCK_CLAUDE_DELAY_S=3 "$LOOP" --state "$STATE" --drain --set SERVE_ADDR="127.0.0.1:$port" 3>&- &
+  local pid=$!
+  wait_for 20 port_open "$port"
+  wait_for 20 bash -c "curl -sf http://127.0.0.1:$port/metrics | grep -q '^harness_running_sessions 1'"
+  wait "$pid"
+  run port_open "$port"
+  assert_failure
+  [ "$(item_state h)" = succeeded ]
+  run audit_events
+  assert_line serve.started
+  assert_line serve.stopped
+}

@@ -129,6 +129,7 @@ def app(state_dir: Path, token: str | None) -> Starlette:
             yield
         finally:
             await feed.stop()
+            jsonio.audit(state_dir, "serve.stopped", pid=os.getpid())
 
     middleware = [Middleware(TokenCheck, token=token, state_dir=state_dir)] if token else []
     routes = [Route("/metrics", metrics), Route("/healthz", healthz), Route("/events", events)]
@@ -151,6 +152,5 @@ def serve(state_dir: Path, addr: str) -> int:
     server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
                                            server_header=False, timeout_graceful_shutdown=GRACE_S))
     application.state.feed.stopping = lambda: server.should_exit  # a stop ends the feed's streams first
-    server.run()
-    jsonio.audit(state_dir, "serve.stopped", addr=f"{host}:{port}")
+    server.run()  # uvicorn raises a stop's signal again once it has shut down: the lifespan says "stopped"
     return 0
