@@ -28,21 +28,24 @@ class Reader:
         self.resp = self.conn.getresponse()
         assert self.resp.status == 200
         self.events: list[tuple[str, dict[str, object]]] = []
+        self.beats: list[tuple[str, dict[str, object]]] = []  # heartbeats: no id
         self.error = ""
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
     def _read(self) -> None:
-        ev_id, data = "", b""
+        ev_id, kind, data = "", "", b""
         try:
             for line in self.resp:
                 if line.startswith(b"id: "):
                     ev_id = line[4:].strip().decode()
+                elif line.startswith(b"event: "):
+                    kind = line[7:].strip().decode()
                 elif line.startswith(b"data: "):
                     data = line[6:].rstrip(b"\n")
                 elif line == b"\n" and data:
-                    self.events.append((ev_id, jsonio.loads(data)))
-                    ev_id, data = "", b""
+                    (self.beats if kind == "heartbeat" else self.events).append((ev_id, jsonio.loads(data)))
+                    ev_id, kind, data = "", "", b""
         except (OSError, ValueError, http.client.HTTPException) as exc:
             self.error = f"{type(exc).__name__}: {exc}"
 
@@ -140,4 +143,29 @@ def test_a_client_that_reads_nothing_is_dropped_and_the_others_keep_up(tmp_path:
         fast.close()
     finally:
         slow.close()
+        _stop(proc)
+
+
+def test_a_live_session_s_heartbeats_are_in_the_feed_as_they_are_rewritten(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = open_store(state)
+    store.add([("t", {"id": "a", "prompt": "p"})])
+    assert store.claim("ses_live", "w", 1e10) is not None
+    hb = state / "sessions" / "ses_live" / "heartbeat.json"
+    hb.parent.mkdir(parents=True)
+    port = _free_port()
+    proc = _server(state, f"127.0.0.1:{port}", None)
+    try:
+        _up(port, proc)
+        reader = Reader(port)
+        _connected(port, 1)
+        for turns in (1, 2):
+            jsonio.write_atomic(hb, jsonio.dumps({"session_id": "ses_live", "turns": turns}) + b"\n")
+            deadline = time.monotonic() + 10
+            while not any(d.get("turns") == turns for _, d in reader.beats):
+                assert time.monotonic() < deadline, f"no heartbeat with turns {turns}: {reader.beats}"
+                time.sleep(0.02)  # polling the reader thread's list, with a deadline
+        assert all(i == "" for i, _ in reader.beats) and reader.events == []
+        reader.close()
+    finally:
         _stop(proc)

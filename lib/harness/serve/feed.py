@@ -1,4 +1,5 @@
-"""/events: the audit log as server-sent events, live, resumable with Last-Event-ID.
+"""/events: the audit log as server-sent events, live, resumable with Last-Event-ID,
+and each live session's heartbeat as it is rewritten.
 
 One tailer per server follows state/events.jsonl (every writer appends whole lines
 to it) and hands each new line to every connected client's queue without waiting:
@@ -19,7 +20,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,8 @@ class Feed:
         self.ino, self.pos = self._stat()
         self.task: asyncio.Task[None] | None = None
         self.stopping: Callable[[], bool] = lambda: False  # the server's "should exit"
+        self.live: Callable[[], Iterable[str]] | None = None  # the live sessions' ids (the store's leases)
+        self.beat_mtimes: dict[str, float] = {}
 
     def _stat(self) -> tuple[int, int]:
         try:
@@ -75,6 +78,7 @@ class Feed:
     async def _tail(self) -> None:
         while not self.stopping():
             self.poll()
+            self.beats()
             await asyncio.sleep(POLL_S)
         for client in list(self.clients):  # the server stops: every stream ends, cleanly
             with contextlib.suppress(asyncio.QueueFull):
@@ -100,6 +104,25 @@ class Feed:
             start += len(line)
             self.broadcast(event(self.ino, start, line.rstrip(b"\n")))
         self.pos = start
+
+    def beats(self) -> None:
+        """Each live session's heartbeat.json, as it is rewritten: `event: heartbeat`,
+        without an id (a heartbeat is a state, not history: a reconnect gets the next)."""
+        if not self.clients or self.live is None:
+            return
+        seen: dict[str, float] = {}
+        for sid in self.live():
+            path = self.path.parent / "sessions" / sid / "heartbeat.json"
+            try:
+                mtime = os.stat(path).st_mtime
+                if self.beat_mtimes.get(sid) != mtime:
+                    line = path.read_bytes().strip()
+                    if line and b"\n" not in line:
+                        self.broadcast(b"event: heartbeat\ndata: %s\n\n" % line)
+            except OSError:
+                continue
+            seen[sid] = mtime
+        self.beat_mtimes = seen
 
     def broadcast(self, ev: bytes) -> None:
         for client in list(self.clients):

@@ -22,7 +22,7 @@ import contextlib
 import hmac
 import ipaddress
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from harness import jsonio
 from harness.serve.feed import Feed
-from harness.store import queue
+from harness.store import Store, open_store, queue
 
 TOKEN_ENV = "HARNESS_SERVE_TOKEN"
 GRACE_S = 2
@@ -116,6 +116,14 @@ def app(state_dir: Path, token: str | None) -> Starlette:
         return PlainTextResponse("ok\n")
 
     feed = Feed(state_dir / "events.jsonl")
+    stores: list[Store] = []  # one connection, opened at the first look
+
+    def live() -> Iterable[str]:
+        if not stores:
+            stores.append(open_store(state_dir))
+        return stores[0].live().keys()
+
+    feed.live = live
     reg.register(FeedCollector(feed))
 
     async def events(request: Request) -> Response:
