@@ -58,8 +58,9 @@ test-e2e: test-deps setup
 pytest: $(PY)
 	$(PY) -m pytest -q tests/python
 
-# Benchmarks, not tests: figures with their targets (tests/bench/). About 7 minutes,
-# and 1 GB in .bench/ for the scan benchmark (BENCH_SCAN_MB to change it).
+# Benchmarks, not tests: figures with their targets (tests/bench/). About 11 minutes,
+# 1 GB in .bench/ for the scan benchmark (BENCH_SCAN_MB to change it), and 0.5 GB in
+# $TMPDIR for the report benchmark's 100,000 receipt files.
 bench: setup
 	$(PY) tests/bench/bench_scan.py
 	$(PY) tests/bench/bench_sidecar.py
@@ -69,6 +70,7 @@ bench: setup
 	$(PY) tests/bench/bench_pipeline.py
 	$(PY) tests/bench/bench_report.py
 	$(PY) tests/bench/bench_store.py
+	$(PY) tests/bench/bench_feed.py
 
 clean:
 	rm -rf $(VENV) .tools .demo .bench .pytest_cache .mypy_cache .ruff_cache
