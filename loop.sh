@@ -381,10 +381,10 @@ main() {
   integrate_due
   loop_run
   sidecar_stop
-  serve_stop
   sidecar_loop_heartbeat stopped
   loop_drain_report
   log_audit loop.stopped --arg reason "${LOOP_FATAL:-${LOOP_HALT:-${LOOP_SIGNAL:-$LOOP_MODE}}}" --argjson started "$LOOP_STARTED"
+  serve_stop # after the last audit line: the feed's clients see the loop stop
   [[ -z "$LOOP_FATAL" ]] || die "stopped: $LOOP_FATAL" "$EXIT_FATAL"
   [[ -z "$LOOP_HALT" ]] || die "halted: $LOOP_HALT" "$EXIT_HALTED"
   case "$LOOP_SIGNAL" in

@@ -168,6 +168,10 @@ config_print() {
     ((${#CFG[$key]} <= vw)) || vw=${#CFG[$key]}
   done
   for key in "${CFG_KEYS[@]}"; do
+    if [[ $key == SERVE_TOKEN && -n "${CFG[$key]}" ]]; then # a secret: never printed
+      printf '%-*s = %-*s # %s\n' "$kw" "$key" "$vw" "(set)" "${CFG_SRC[$key]}"
+      continue
+    fi
     printf '%-*s = %-*s # %s\n' "$kw" "$key" "$vw" "${CFG[$key]}" "${CFG_SRC[$key]}"
   done
 }

@@ -8,9 +8,11 @@ SERVE_PID="" SERVE_TOLD=0
 # output goes to state/serve.log. The token reaches it through its environment.
 serve_start() {
   [[ -n "${CFG[SERVE_ADDR]}" ]] || return 0
-  local s=${CFG[STATE_DIR]}
+  local s=${CFG[STATE_DIR]} own=""
+  spawn_proc_start "$$" own || true
   HARNESS_SERVE_TOKEN="${CFG[SERVE_TOKEN]}" PYTHONPATH="$HARNESS_ROOT/lib" setsid "$HARNESS_PY" -m harness http \
-    --state-dir "$s" --addr "${CFG[SERVE_ADDR]}" </dev/null >>"$s/serve.log" 2>&1 8>&- 9>&- &
+    --state-dir "$s" --addr "${CFG[SERVE_ADDR]}" --loop-pid "$$" --loop-start "$own" \
+    </dev/null >>"$s/serve.log" 2>&1 8>&- 9>&- &
   SERVE_PID=$!
   info "serving /metrics and /events on ${CFG[SERVE_ADDR]} (pid $SERVE_PID; its log: $s/serve.log)"
 }

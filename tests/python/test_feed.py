@@ -122,7 +122,7 @@ def test_a_client_that_reads_nothing_is_dropped_and_the_others_keep_up(tmp_path:
         _up(port, proc)
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.connect(("127.0.0.1", port))
-        slow.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads a byte
+        slow.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and never reads a byte
         fast = Reader(port)
         _connected(port, 2)
         n_events = 3000
@@ -169,3 +169,65 @@ def test_a_live_session_s_heartbeats_are_in_the_feed_as_they_are_rewritten(tmp_p
         reader.close()
     finally:
         _stop(proc)
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        return s.recv(200)
+
+
+def test_bad_input_neither_leaks_a_client_nor_stops_the_feed(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = open_store(state)
+    store.add([("t", {"id": "a", "prompt": "p"})])
+    assert store.claim("ses_live", "w", 1e10) is not None
+    port = _free_port()
+    proc = _server(state, f"127.0.0.1:{port}", None)
+    try:
+        _up(port, proc)
+        for bad in ("1:-1", "x", "99999999:99999999999"):  # a malformed or impossible Last-Event-ID
+            r = Reader(port, bad)
+            r.close()
+        # a Host that is not loopback's: refused (no DNS rebinding onto a tokenless server)
+        assert _raw(port, b"GET /metrics HTTP/1.1\r\nHost: evil.example\r\n\r\n").startswith(b"HTTP/1.1 400")
+        _connected(port, 0)
+        reader = Reader(port)
+        _connected(port, 1)
+        # the log replaced by a directory for a while: the tailer's look fails, says so, and goes on
+        log = state / "events.jsonl"
+        log.rename(state / "events.jsonl.1")
+        log.mkdir()
+        deadline = time.monotonic() + 10
+        while b"harness: feed: IsADirectoryError" not in _stderr_so_far(proc):
+            assert time.monotonic() < deadline, "the tailer's failure was never said"
+            time.sleep(0.05)  # polling the server's stderr, with a deadline
+        log.rmdir()
+        store.audit("still", n=1)
+        reader.wait_for(1)
+        assert reader.events[0][1]["event"] == "still"
+        assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        (state / "store").write_text("migrating\n")  # the store cannot be opened: /metrics says so
+        assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 503
+        reader.close()
+    finally:
+        _stop(proc)
+
+
+_seen: dict[int, bytes] = {}
+
+
+def _stderr_so_far(proc: subprocess.Popen[bytes]) -> bytes:
+    """What the server wrote to stderr so far (read without blocking)."""
+    import fcntl
+    import os
+
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    try:
+        chunk = os.read(fd, 65536)
+    except BlockingIOError:
+        chunk = b""
+    _seen[proc.pid] = _seen.get(proc.pid, b"") + chunk
+    return _seen[proc.pid]

@@ -196,3 +196,29 @@ def test_the_textfile_is_written_whole_and_parses(tmp_path: Path) -> None:
     fams = _families(out.read_text())
     assert _samples(fams["harness_sessions"], "harness_sessions_total")[(("verdict", "succeeded"),)] == 2
     assert [p.name for p in out.parent.iterdir()] == ["harness.prom"]  # no temp file left
+
+
+def test_the_textfile_is_readable_by_node_exporter(tmp_path: Path) -> None:
+    from harness.serve.metrics import write_textfile
+
+    state = _state(tmp_path, "sqlite")
+    old = os.umask(0o077)  # the harness's
+    try:
+        write_textfile(state, tmp_path / "new" / "harness.prom")
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "new" / "harness.prom").stat().st_mode & 0o777) == "0o644"
+    assert oct((tmp_path / "new").stat().st_mode & 0o777) == "0o755"
+
+
+def test_events_need_the_token_too(tmp_path: Path) -> None:
+    state = _state(tmp_path, "sqlite")
+    port = _free_port()
+    proc = _server(state, f"127.0.0.1:{port}", TOKEN)
+    try:
+        _up(port, proc)
+        assert _get(f"http://127.0.0.1:{port}/events")[0] == 401
+        assert _get(f"http://127.0.0.1:{port}/nowhere")[0] == 401  # every path, even an unknown one
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -54,13 +54,15 @@ def cmd_http(args: argparse.Namespace) -> int:
         return 0
     from harness.serve import http
 
-    return http.serve(Path(args.state_dir), args.addr)
+    return http.serve(Path(args.state_dir), args.addr, args.loop_pid, args.loop_start)
 
 
 def add_parsers(sub: Subparsers) -> None:
     p = with_state(sub, "http")
     p.add_argument("--addr", default="127.0.0.1:8765")
     p.add_argument("--textfile", help="write the metrics to this file once, and exit")
+    p.add_argument("--loop-pid", type=int, default=0, help="the loop that started it: gone, the server stops")
+    p.add_argument("--loop-start", default="", help="that loop's start time (/proc/PID/stat field 22)")
     p.set_defaults(fn=cmd_http)
     p = with_state(sub, "report")
     p.add_argument("--by", default="day")

@@ -43,9 +43,10 @@ def event(ino: int, end: int, line: bytes) -> bytes:
 def parse_last_id(text: str | None) -> tuple[int, int] | None:
     try:
         ino, _, off = (text or "").partition(":")
-        return int(ino), int(off)
+        parsed = int(ino), int(off)
     except ValueError:
         return None
+    return parsed if parsed[1] >= 0 else None
 
 
 class Feed:
@@ -53,18 +54,25 @@ class Feed:
         self.path = path
         self.clients: set[Client] = set()
         self.dropped = 0
-        self.ino, self.pos = self._stat()
+        self.fd: int | None = None  # the log being followed, kept open: a rotation never loses its end
+        self.ino, self.pos = 0, 0
+        self._open(at_end=True)
         self.task: asyncio.Task[None] | None = None
         self.stopping: Callable[[], bool] = lambda: False  # the server's "should exit"
         self.live: Callable[[], Iterable[str]] | None = None  # the live sessions' ids (the store's leases)
         self.beat_mtimes: dict[str, float] = {}
+        self.error = ""  # the tailer's last error, said once on stderr
 
-    def _stat(self) -> tuple[int, int]:
+    def _open(self, at_end: bool = False) -> None:
         try:
-            st = os.stat(self.path)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return 0, 0
-        return st.st_ino, st.st_size
+            return
+        if self.fd is not None:
+            os.close(self.fd)
+        self.fd = fd
+        st = os.fstat(fd)
+        self.ino, self.pos = st.st_ino, st.st_size if at_end else 0
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._tail())
@@ -74,36 +82,66 @@ class Feed:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.task is None or not self.task.done()
 
     async def _tail(self) -> None:
         while not self.stopping():
-            self.poll()
-            self.beats()
+            self._look()
             await asyncio.sleep(POLL_S)
-        for client in list(self.clients):  # the server stops: every stream ends, cleanly
+        self._look()  # what came in the last poll interval, then every stream ends, cleanly
+        for client in list(self.clients):
             with contextlib.suppress(asyncio.QueueFull):
                 client.queue.put_nowait(None)
 
-    def poll(self) -> None:
-        """New whole lines since the last look, to every client."""
-        ino, size = self._stat()
-        if ino != self.ino or size < self.pos:  # rotated or truncated: the new file from its start
-            self.ino, self.pos = ino, 0
-        if size <= self.pos:
-            return
+    def _look(self) -> None:
+        """One look at the log and the heartbeats; an error is said once and the feed goes on."""
         try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.pos)
-                data = fh.read(size - self.pos)
+            self.poll()
+            self.beats()
+        except Exception as exc:  # the feed outlives a bad look; it says why, once
+            if str(exc) != self.error:
+                print(f"harness: feed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            self.error = str(exc)
+        else:
+            self.error = ""
+
+    def poll(self) -> None:
+        """New whole lines since the last look, to every client; a log rotated away is
+        read to its end first, then the new one from its start."""
+        if self.fd is None:
+            self._open()
+            if self.fd is None:
+                return
+        self._send_new()
+        try:
+            ino = os.stat(self.path).st_ino
         except FileNotFoundError:
             return
-        start = self.pos
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # a line being written: read next time
-            start += len(line)
-            self.broadcast(event(self.ino, start, line.rstrip(b"\n")))
-        self.pos = start
+        if ino != self.ino:
+            self._open()
+            self._send_new()
+        elif os.fstat(self.fd).st_size < self.pos:  # truncated in place: from its start
+            self.pos = 0
+            self._send_new()
+
+    def _send_new(self) -> None:
+        assert self.fd is not None
+        size = os.fstat(self.fd).st_size
+        if size <= self.pos:
+            return
+        data = os.pread(self.fd, size - self.pos, self.pos)
+        whole = data[: data.rfind(b"\n") + 1]  # a line being written: read next time
+        end = self.pos
+        for line in whole.split(b"\n")[:-1]:
+            end += len(line) + 1
+            self.broadcast(event(self.ino, end, line))
+        self.pos = end
 
     def beats(self) -> None:
         """Each live session's heartbeat.json, as it is rewritten: `event: heartbeat`,
@@ -142,29 +180,30 @@ class Feed:
             client.task.cancel()
 
     def backlog(self, since: tuple[int, int] | None) -> list[bytes]:
-        """The events after Last-Event-ID up to where the tailer is now."""
-        if since is None or self.ino == 0:
+        """The events after Last-Event-ID up to where the tailer is now (of the log it
+        follows; a client of a log rotated away since gets all of the new one)."""
+        if since is None or self.fd is None:
             return []
         ino, off = since
         if ino != self.ino:
-            off = 0  # the log was rotated since: all of the new one
-        if off >= self.pos:
+            off = 0
+        if not 0 <= off < self.pos:
             return []
-        with open(self.path, "rb") as fh:
-            fh.seek(off)
-            data = fh.read(self.pos - off)
+        data = os.pread(self.fd, self.pos - off, off)
         out, end = [], off
-        for line in data.splitlines(keepends=True):
-            end += len(line)
-            out.append(event(self.ino, end, line.rstrip(b"\n")))
+        for line in data.split(b"\n")[:-1]:
+            end += len(line) + 1
+            out.append(event(self.ino, end, line))
         return out
 
     async def stream(self, last_id: str | None) -> AsyncIterator[bytes]:
         """A client's events: the backlog, then live ones until it goes or is dropped."""
         client = Client(task=asyncio.current_task())
-        self.clients.add(client)  # first: nothing the tailer reads from now on is missed
-        backlog = self.backlog(parse_last_id(last_id))  # up to where the tailer is: no await in between
         try:
+            # the backlog up to where the tailer is, then the client joins: no await in
+            # between, so what the tailer reads next is in its queue, and nothing twice
+            backlog = self.backlog(parse_last_id(last_id))
+            self.clients.add(client)
             yield b"retry: 1000\n\n"
             for ev in backlog:
                 yield ev

@@ -22,6 +22,8 @@ import contextlib
 import hmac
 import ipaddress
 import os
+import sqlite3
+import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -36,6 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from harness import jsonio
 from harness.serve.feed import Feed
+from harness.sidecar.model import proc_start
 from harness.store import Store, open_store, queue
 
 TOKEN_ENV = "HARNESS_SERVE_TOKEN"
@@ -83,7 +87,7 @@ class TokenCheck:
             await self.app(scope, receive, send)
             return
         peer = request.client.host if request.client else "?"
-        jsonio.audit(self.state_dir, "serve.refused", path=request.url.path, peer=peer,
+        jsonio.audit(self.state_dir, "serve.refused", path=request.url.path[:200], peer=peer,
                      reason="wrong token" if given else "no token")
         response = PlainTextResponse("a token is required (Authorization: Bearer ...)\n", status_code=401,
                                      headers={"WWW-Authenticate": "Bearer"})
@@ -109,10 +113,15 @@ def app(state_dir: Path, token: str | None) -> Starlette:
 
     reg = registry(state_dir)
 
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+    def metrics(request: Request) -> Response:  # a plain def: Starlette runs it on a thread, off the event loop
+        try:
+            return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+        except (queue.QueueError, OSError, sqlite3.Error) as exc:  # the store cannot be read now: one line
+            return PlainTextResponse(f"the store cannot be read: {exc}\n", status_code=503)
 
     async def healthz(request: Request) -> Response:
+        if not feed.healthy:
+            return PlainTextResponse("the feed's tailer has stopped\n", status_code=503)
         return PlainTextResponse("ok\n")
 
     feed = Feed(state_dir / "events.jsonl")
@@ -139,14 +148,18 @@ def app(state_dir: Path, token: str | None) -> Starlette:
             await feed.stop()
             jsonio.audit(state_dir, "serve.stopped", pid=os.getpid())
 
-    middleware = [Middleware(TokenCheck, token=token, state_dir=state_dir)] if token else []
+    if token:
+        middleware = [Middleware(TokenCheck, token=token, state_dir=state_dir)]
+    else:  # loopback without a token: only loopback names, so that no web page can rebind a name to it
+        middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])]
     routes = [Route("/metrics", metrics), Route("/healthz", healthz), Route("/events", events)]
     application = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     application.state.feed = feed
     return application
 
 
-def serve(state_dir: Path, addr: str) -> int:
+def serve(state_dir: Path, addr: str, loop_pid: int = 0, loop_start: str = "") -> int:
+    """Serves until SIGINT or SIGTERM, or (started by a loop) until that loop is gone."""
     import uvicorn
 
     host, port = parse_addr(addr)
@@ -159,6 +172,14 @@ def serve(state_dir: Path, addr: str) -> int:
     application = app(state_dir, token)
     server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
                                            server_header=False, timeout_graceful_shutdown=GRACE_S))
-    application.state.feed.stopping = lambda: server.should_exit  # a stop ends the feed's streams first
+    def stopping() -> bool:  # a stop ends the feed's streams first; a loop that is gone takes its server along
+        if loop_pid and not server.should_exit:
+            now = proc_start(loop_pid)
+            if now is None or (loop_start and now != loop_start):
+                print(f"harness: serve: loop {loop_pid} is gone; stopping", file=sys.stderr, flush=True)
+                server.should_exit = True
+        return bool(server.should_exit)
+
+    application.state.feed.stopping = stopping
     server.run()  # uvicorn raises a stop's signal again once it has shut down: the lifespan says "stopped"
     return 0

@@ -177,8 +177,19 @@ def registry(state_dir: Path) -> CollectorRegistry:
 
 def write_textfile(state_dir: Path, path: Path) -> None:
     """The metrics for node_exporter's textfile collector, written atomically (a temp
-    file in the same directory, then a rename: prometheus_client's own way)."""
-    from prometheus_client import write_to_textfile
+    file in the same directory, then a rename) and readable by others (0644: the
+    harness's umask is 077, and node_exporter runs as its own user)."""
+    from prometheus_client import generate_latest
 
-    os.makedirs(path.parent, exist_ok=True)
-    write_to_textfile(str(path), registry(state_dir))
+    data = generate_latest(registry(state_dir))
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True)
+        os.chmod(path.parent, 0o755)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
