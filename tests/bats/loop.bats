@@ -337,6 +337,9 @@ teardown() { sandbox_teardown; }
   export ANTHROPIC_API_KEY=sk-ant-SECRET-c0ffee-0000 CLAUDE_CODE_OAUTH_TOKEN=tok-SECRET-beef
   q add --id a --prompt "[[mock:tool]]" >/dev/null
   loop --drain
+  # the loop's helper closes the database a moment after the loop has exited: its
+  # last close folds the WAL into harness.db and removes it, so grep reads it all
+  wait_for 10 test ! -e "$STATE/harness.db-wal"
   run grep -rl -e SECRET "$STATE"
   assert_output ""
 }
