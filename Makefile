@@ -8,13 +8,16 @@ PY := $(VENV)/bin/python
 # The pinned CLI: make demo, make test and the loop's fallback binary use it.
 CLAUDE_CODE_PINNED := 2.1.197
 CLAUDE := .tools/claude/node_modules/.bin/claude
+# The dashboard's charts (uPlot, served as it is: no build step).
+UPLOT_VERSION := 1.6.32
+UPLOT := .tools/web/node_modules/uplot/dist/uPlot.iife.min.js
 # The CLI make test-e2e runs the end-to-end suite against: a version or "latest".
 CLAUDE_CODE_VERSION ?= $(CLAUDE_CODE_PINNED)
 SH_FILES := loop.sh $(wildcard lib/*.sh scripts/*.sh tests/bats/*.bash tests/*.sh) tests/mocks/claude
 
 .PHONY: setup demo docs test test-e2e test-deps lint shellcheck pylint bats pytest bench clean
 
-setup: $(PY) $(CLAUDE)
+setup: $(PY) $(CLAUDE) $(UPLOT)
 
 $(PY): requirements.txt
 	python3 -m venv $(VENV)
@@ -24,6 +27,10 @@ $(PY): requirements.txt
 $(CLAUDE):
 	npm install --silent --no-audit --no-fund --prefix .tools/claude @anthropic-ai/claude-code@$(CLAUDE_CODE_PINNED)
 	$(CLAUDE) --version
+
+$(UPLOT):
+	npm install --silent --no-audit --no-fund --prefix .tools/web uplot@$(UPLOT_VERSION)
+	test -f $(UPLOT)
 
 demo: setup
 	scripts/demo.sh

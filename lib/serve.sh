@@ -12,9 +12,10 @@ serve_start() {
   spawn_proc_start "$$" own || true
   HARNESS_SERVE_TOKEN="${CFG[SERVE_TOKEN]}" PYTHONPATH="$HARNESS_ROOT/lib" setsid "$HARNESS_PY" -m harness http \
     --state-dir "$s" --addr "${CFG[SERVE_ADDR]}" --loop-pid "$$" --loop-start "$own" \
+    --heartbeat-s "${CFG[HEARTBEAT_S]}" "${RES_POLICY_ARGS[@]}" \
     </dev/null >>"$s/serve.log" 2>&1 8>&- 9>&- &
   SERVE_PID=$!
-  info "serving /metrics and /events on ${CFG[SERVE_ADDR]} (pid $SERVE_PID; its log: $s/serve.log)"
+  info "serving the dashboard, /metrics and /events on ${CFG[SERVE_ADDR]} (pid $SERVE_PID; its log: $s/serve.log)"
 }
 
 # serve__running <pid>: the process exists and has not exited (a zombie has).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Summary: Serves Prometheus metrics and the live event feed over HTTP (loopback unless SERVE_TOKEN is set), or writes the metrics for node_exporter.
+# Summary: Serves the web dashboard, Prometheus metrics and the live event feed over HTTP (loopback unless SERVE_TOKEN is set), or writes the metrics for node_exporter.
 # Usage: serve.sh [--state DIR] [--config FILE] [--addr HOST:PORT] [--textfile PATH]
 #
 #   --addr HOST:PORT   where to listen (default SERVE_ADDR, else 127.0.0.1:8765); any address
@@ -7,11 +7,14 @@
 #   --textfile PATH    write the metrics once to PATH (node_exporter's textfile collector,
 #                      atomically) and exit, instead of serving
 #
-# Routes: /metrics (Prometheus text format), /events (the audit log as server-sent
-# events; Last-Event-ID resumes; a client that falls behind is dropped), /healthz.
+# Routes: / (the dashboard; /session/ID a session's live transcript and receipt),
+# /metrics (Prometheus text format), /events (the audit log as server-sent events;
+# Last-Event-ID resumes; a client that falls behind is dropped), /healthz.
 # With SERVE_TOKEN set (as HARNESS_SERVE_TOKEN in the environment, or in
 # harness.conf; never on the command line) every request needs "Authorization:
-# Bearer <token>"; one without it is refused (401) and audited. Stops on SIGINT or
+# Bearer <token>" or the cookie /login gives a browser; one without it is refused
+# (401; a browser is sent to /login) and audited. The dashboard's actions (pause,
+# resume, retry, cancel) need the token: a server without one takes none. Stops on SIGINT or
 # SIGTERM. Exit codes: 0 done, 1 fatal error, 2 bad usage or a refused configuration.
 set -euo pipefail
 
@@ -20,6 +23,8 @@ HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 source "$HARNESS_ROOT/lib/log.sh"
 # shellcheck source=lib/config.sh
 source "$HARNESS_ROOT/lib/config.sh"
+# shellcheck source=lib/resilience.sh
+source "$HARNESS_ROOT/lib/resilience.sh"
 
 main() {
   local -a pre=() args=()
@@ -38,11 +43,13 @@ main() {
   done
   config_cli "${BASH_SOURCE[0]}" "" "${pre[@]}" serve
   config_python "$HARNESS_ROOT" || die "$CFG_ERROR"
+  resilience_init
   [[ -d "${CFG[STATE_DIR]}" ]] || die "no state directory at ${CFG[STATE_DIR]} (wrong --state?)" "$EXIT_USAGE"
   if [[ -n "$textfile" ]]; then
     args=(--textfile "$textfile")
   else
-    args=(--addr "${addr:-${CFG[SERVE_ADDR]:-127.0.0.1:8765}}")
+    args=(--addr "${addr:-${CFG[SERVE_ADDR]:-127.0.0.1:8765}}" --heartbeat-s "${CFG[HEARTBEAT_S]}"
+      "${RES_POLICY_ARGS[@]}")
   fi
   # the token reaches the server through its environment only
   HARNESS_SERVE_TOKEN="${CFG[SERVE_TOKEN]}" PYTHONPATH="$HARNESS_ROOT/lib" exec "$HARNESS_PY" -m harness http \

@@ -16,6 +16,8 @@ command -v git >/dev/null || need+=(git)
 command -v flock >/dev/null || need+=(util-linux)
 command -v npm >/dev/null || need+=(npm)
 command -v curl >/dev/null || need+=(curl)
+# the dashboard's browser tests drive it (Playwright, with this executable)
+command -v chromium >/dev/null || need+=(chromium)
 if ((${#need[@]} == 0)); then
   exit 0
 fi

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from harness import jsonio
-from harness.cli.common import Subparsers, with_state
+from harness.cli.common import Subparsers, with_policy, with_state
+from harness.pipeline.policy import Policy
 from harness.store import open_store, queue
 
 
@@ -54,7 +55,8 @@ def cmd_http(args: argparse.Namespace) -> int:
         return 0
     from harness.serve import http
 
-    return http.serve(Path(args.state_dir), args.addr, args.loop_pid, args.loop_start)
+    return http.serve(Path(args.state_dir), args.addr, args.loop_pid, args.loop_start, Policy.from_pairs(args.cfg),
+                      args.heartbeat_s)
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -63,6 +65,8 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--textfile", help="write the metrics to this file once, and exit")
     p.add_argument("--loop-pid", type=int, default=0, help="the loop that started it: gone, the server stops")
     p.add_argument("--loop-start", default="", help="that loop's start time (/proc/PID/stat field 22)")
+    p.add_argument("--heartbeat-s", type=float, default=10.0)
+    with_policy(p)
     p.set_defaults(fn=cmd_http)
     p = with_state(sub, "report")
     p.add_argument("--by", default="day")

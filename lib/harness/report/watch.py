@@ -162,7 +162,7 @@ class Renderer:
             self.say(self.st.yellow(f"! rate limit {ev.status} ({ev.kind})"))
 
 
-def _ended(s: Session) -> bool:
+def ended(s: Session) -> bool:
     if s.file("exit_code").exists() or s.file("metrics.json").exists() or s.file("spawn_error").exists():
         return True
     try:
@@ -184,7 +184,7 @@ def _follow(s: Session, r: Renderer, tailer: Tailer, out: TextIO) -> None:
             out.flush()
             if lines:
                 continue
-            if _ended(s):
+            if ended(s):
                 for line in tailer.read() + tailer.flush():
                     r.line(line)
                 r.verify(s, ended=True)

@@ -14,12 +14,13 @@ the command line (it would show in ps) and is never written anywhere.
     /metrics    Prometheus text format (serve/metrics.py)
     /events     the audit log as server-sent events, resumable (serve/feed.py)
     /healthz    "ok"
+    /           the dashboard; /session/<id> a session's page (serve/dashboard.py)
+    /api/...    the JSON the pages read, and the actions (POST, token only)
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import ipaddress
 import os
 import sqlite3
@@ -33,11 +34,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from harness import jsonio
+from harness.pipeline.policy import Policy
+from harness.serve.dashboard import Dashboard, has_token
 from harness.serve.feed import Feed
 from harness.sidecar.model import proc_start
 from harness.store import Store, open_store, queue
@@ -68,29 +71,35 @@ def is_loopback(host: str) -> bool:
 
 
 class TokenCheck:
-    """Every request carries the token, or gets 401 and an audit line (a plain ASGI
-    middleware: it never buffers a streaming response)."""
+    """Every request carries the token (a Bearer header, or the dashboard's login
+    cookie), or gets 401 and an audit line; a browser asking for a page is sent to
+    /login instead. The login form and the static files are open: they hold no data.
+    A plain ASGI middleware: it never buffers a streaming response."""
 
-    def __init__(self, app: ASGIApp, token: str, state_dir: Path) -> None:
+    def __init__(self, app: ASGIApp, token: str, state_dir: Path, cookie: str) -> None:
         self.app = app
-        self.token = token.encode()
+        self.token = token
         self.state_dir = state_dir
+        self.cookie = cookie
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] == "/login" or scope["path"].startswith("/static/"):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token):
+        if has_token(request, self.token, self.cookie):
             await self.app(scope, receive, send)
             return
         peer = request.client.host if request.client else "?"
+        given = request.headers.get("authorization") or request.cookies.get(self.cookie)
         jsonio.audit(self.state_dir, "serve.refused", path=request.url.path[:200], peer=peer,
                      reason="wrong token" if given else "no token")
-        response = PlainTextResponse("a token is required (Authorization: Bearer ...)\n", status_code=401,
-                                     headers={"WWW-Authenticate": "Bearer"})
+        response: Response
+        if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            response = RedirectResponse("/login", status_code=303)
+        else:
+            response = PlainTextResponse("a token is required (Authorization: Bearer ...)\n", status_code=401,
+                                         headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
 
 
@@ -106,7 +115,8 @@ class FeedCollector(Collector):
                                   value=self.feed.dropped)
 
 
-def app(state_dir: Path, token: str | None) -> Starlette:
+def app(state_dir: Path, token: str | None, policy: Policy | None = None, heartbeat_s: float = 10.0,
+        port: int = 0) -> Starlette:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     from harness.serve.metrics import registry
@@ -136,7 +146,8 @@ def app(state_dir: Path, token: str | None) -> Starlette:
     reg.register(FeedCollector(feed))
 
     async def events(request: Request) -> Response:
-        return StreamingResponse(feed.stream(request.headers.get("last-event-id")), media_type="text/event-stream",
+        since = request.headers.get("last-event-id") or request.query_params.get("since")
+        return StreamingResponse(feed.stream(since), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @contextlib.asynccontextmanager
@@ -148,17 +159,21 @@ def app(state_dir: Path, token: str | None) -> Starlette:
             await feed.stop()
             jsonio.audit(state_dir, "serve.stopped", pid=os.getpid())
 
+    cookie = f"harness_session_{port}"
     if token:
-        middleware = [Middleware(TokenCheck, token=token, state_dir=state_dir)]
+        middleware = [Middleware(TokenCheck, token=token, state_dir=state_dir, cookie=cookie)]
     else:  # loopback without a token: only loopback names, so that no web page can rebind a name to it
         middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])]
-    routes = [Route("/metrics", metrics), Route("/healthz", healthz), Route("/events", events)]
+    dashboard = Dashboard(state_dir, token, policy or Policy.from_pairs([]), heartbeat_s, cookie,
+                          stopping=lambda: feed.stopping())
+    routes = [Route("/metrics", metrics), Route("/healthz", healthz), Route("/events", events), *dashboard.routes()]
     application = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     application.state.feed = feed
     return application
 
 
-def serve(state_dir: Path, addr: str, loop_pid: int = 0, loop_start: str = "") -> int:
+def serve(state_dir: Path, addr: str, loop_pid: int = 0, loop_start: str = "", policy: Policy | None = None,
+          heartbeat_s: float = 10.0) -> int:
     """Serves until SIGINT or SIGTERM, or (started by a loop) until that loop is gone."""
     import uvicorn
 
@@ -169,7 +184,7 @@ def serve(state_dir: Path, addr: str, loop_pid: int = 0, loop_start: str = "") -
     if token is not None and len(token) < 16:
         raise ServeError("SERVE_TOKEN must be at least 16 characters")
     jsonio.audit(state_dir, "serve.started", addr=f"{host}:{port}", token=bool(token), pid=os.getpid())
-    application = app(state_dir, token)
+    application = app(state_dir, token, policy, heartbeat_s, port)
     server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
                                            server_header=False, timeout_graceful_shutdown=GRACE_S))
     def stopping() -> bool:  # a stop ends the feed's streams first; a loop that is gone takes its server along

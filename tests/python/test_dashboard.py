@@ -1,0 +1,222 @@
+"""The dashboard in a real browser: Debian's chromium, driven by Playwright.
+
+One loop (the mock agent, two workers) serves the dashboard with a token for the
+whole module; each test adds its own items. Screenshots go to the test's temp dir
+(kept by pytest under its basetemp: /tmp/pytest-of-<user>/).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
+
+from harness import jsonio
+from test_metrics import _free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+TOKEN = "dashboard-test-token-0123456789"
+HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"> $(touch /tmp/x) `id` {{x}}'
+
+
+def wait_until(what: str, check: Callable[[], Any], deadline_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Harness:
+    tmp: Path
+    state: Path
+    base: str
+    env: dict[str, str]
+    loop: subprocess.Popen[bytes]
+    gate: Path
+    browser: Browser
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, item_id: str, prompt: str) -> None:
+        subprocess.run([str(ROOT / "scripts/queue.sh"), "--state", str(self.state), "add", "--id", item_id,
+                        "--prompt", prompt], env=self.env, check=True, capture_output=True)
+
+    def events(self) -> list[dict[str, Any]]:
+        try:
+            lines = (self.state / "events.jsonl").read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        return [jsonio.loads(line) for line in lines if line.strip()]
+
+    def event(self, name: str, item: str) -> dict[str, Any] | None:
+        return next((e for e in self.events() if e.get("event") == name and e.get("item") == item), None)
+
+    def item(self, item_id: str) -> dict[str, Any]:
+        out = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "harness", "queue-show", "--state-dir",
+                              str(self.state), item_id], env=self.env | {"PYTHONPATH": str(ROOT / "lib")},
+                             capture_output=True, check=True)
+        item: dict[str, Any] = jsonio.loads(out.stdout)
+        return item
+
+    def context(self, logged_in: bool, **kwargs: Any) -> BrowserContext:
+        ctx = self.browser.new_context(**kwargs)
+        if logged_in:
+            page = ctx.new_page()
+            page.goto(self.base + "/login")
+            page.fill("#token", TOKEN)
+            page.click("button[type=submit]")
+            page.wait_for_url(self.base + "/")
+            page.close()
+        return ctx
+
+    def page(self, ctx: BrowserContext, path: str = "/") -> Page:
+        page = ctx.new_page()
+        page.on("console", lambda m: self._console(m))
+        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        page.goto(self.base + path)
+        return page
+
+    def _console(self, m: ConsoleMessage) -> None:
+        if m.type == "error":
+            self.errors.append(f"console: {m.text}")
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ANTHROPIC_", "CLAUDE", "HARNESS_", "MOCK_CLAUDE_"))}
+    env.update(HOME=str(tmp / "home"), PATH=f"{ROOT}/tests/mocks:{env['PATH']}", CLAUDE_BIN=str(ROOT / "tests/mocks/claude"),
+               HARNESS_QUIET="1", HARNESS_RETRY_BASE_S="0", HARNESS_IDLE_POLL_S="0.1", HARNESS_POLL_INTERVAL_S="0.05",
+               HARNESS_KILL_GRACE_S="1", HARNESS_SERVE_TOKEN=TOKEN, MOCK_CLAUDE_GATE=str(tmp / "gate"),
+               MOCK_CLAUDE_GATE_S="60", MOCK_CLAUDE_ONCE=str(tmp / "once"))
+    (tmp / "home").mkdir()
+    return env
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"no chromium at {CHROMIUM}: `make test-deps` installs Debian's chromium")
+    tmp = tmp_path_factory.mktemp("dashboard")
+    env, port = _env(tmp), _free_port()
+    state = tmp / "state"
+    loop = subprocess.Popen([str(ROOT / "loop.sh"), "--state", str(state), "-j", "2", "--set",
+                             f"SERVE_ADDR=127.0.0.1:{port}"], env=env, stdin=subprocess.DEVNULL,
+                            stdout=open(tmp / "loop.out", "wb"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    pw: Playwright | None = None
+    try:
+        wait_until("the loop's server", lambda: _status(base + "/healthz") == 401)  # it wants the token: it is up
+        pw = sync_playwright().start()
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # the login page's screenshot: an artifact, and Playwright's executor thread
+        # (its first file write starts it) belongs to the module, not to a test
+        first = browser.new_page()
+        first.goto(base + "/")
+        first.screenshot(path=tmp / "login.png")
+        first.close()
+        yield Harness(tmp, state, base, env, loop, tmp / "gate", browser)
+        browser.close()
+    finally:
+        if pw is not None:
+            pw.stop()
+        loop.send_signal(signal.SIGTERM)
+        try:
+            loop.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            loop.kill()
+            loop.wait()
+            raise AssertionError("the loop did not stop within 30 s of SIGTERM") from None
+
+
+def _status(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method, headers=headers or {}), timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def test_a_live_session_appears_streams_its_transcript_and_shows_model_text_as_text(harness: Harness) -> None:
+    ctx = harness.context(logged_in=True)
+    page = harness.page(ctx)
+    expect(page.locator("#feed")).to_have_text("feed: live", timeout=10_000)
+    harness.add("live", f"[[mock:say]] say: {HOSTILE}")
+
+    wait_until("session.started for the item", lambda: harness.event("session.started", "live"))
+    row = page.locator('#agents tr[data-item="live"]')
+    expect(row).to_be_visible(timeout=1_000)  # the issue's bound: within 1 s of the loop starting it
+    page.screenshot(path=harness.tmp / "dashboard-live.png", full_page=True)
+
+    row.locator("a").click()
+    page.wait_for_url("**/session/*")
+    transcript = page.locator("#transcript")
+    expect(transcript).to_contain_text("Thinking.", timeout=10_000)
+    assert "__pwned" not in transcript.inner_text()  # the model is still at its first delta: the gate holds it
+    harness.gate.touch()
+    expect(transcript).to_contain_text(HOSTILE, timeout=10_000)  # shown as the characters it is made of
+    expect(page.locator("#receipt-box")).to_be_visible(timeout=15_000)
+    expect(page.locator('#receipt dd[data-key="verdict"]')).to_have_text("succeeded")
+    assert page.locator("#transcript *").count() == 0  # text only: no element came out of the model's answer
+    assert page.evaluate("window.__pwned") is None
+    page.screenshot(path=harness.tmp / "session.png", full_page=True)
+    assert harness.errors == []
+    ctx.close()
+
+
+def test_a_failed_item_shows_its_reason_and_retry_needs_the_token(harness: Harness) -> None:
+    ctx = harness.context(logged_in=True)
+    page = harness.page(ctx)
+    harness.add("bad", "[[mock:max_turns]] this one runs out of turns")  # MOCK_CLAUDE_ONCE: its retry succeeds
+    wait_until("the item quarantined", lambda: harness.item("bad").get("state") == "quarantined")
+    reason = harness.item("bad")["last_reason"]
+    assert reason
+    row = page.locator('#failed-items tr[data-item="bad"]')
+    expect(row.locator("td.reason")).to_have_text(reason, timeout=5_000)
+    page.screenshot(path=harness.tmp / "dashboard-failed.png", full_page=True)
+
+    stranger = harness.context(logged_in=False)
+    refused = stranger.request.post(harness.base + "/api/items/bad/retry", headers={"X-Harness-Action": "1"})
+    assert refused.status == 401
+    assert harness.item("bad")["state"] == "quarantined"
+    assert any(e.get("event") == "serve.refused" and e.get("path") == "/api/items/bad/retry" for e in harness.events())
+    login = stranger.new_page()
+    login.goto(harness.base + "/")
+    assert login.url == harness.base + "/login"  # a browser without the token gets the login form, nothing else
+    stranger.close()
+
+    row.locator('button[data-act="retry"]').click()
+    expect(page.locator("#notice")).to_contain_text("bad: quarantined -> pending")
+    wait_until("the retried item succeeded", lambda: harness.item("bad").get("state") == "succeeded")
+    expect(row).to_have_count(0, timeout=5_000)
+    assert any(e.get("event") == "serve.action" and e.get("item") == "bad" for e in harness.events())
+    assert harness.errors == []
+    ctx.close()
+
+
+def test_the_page_fits_a_phone(harness: Harness) -> None:
+    ctx = harness.context(logged_in=True, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = harness.page(ctx)
+    expect(page.locator("#loop")).to_contain_text("sessions", timeout=10_000)
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    page.screenshot(path=harness.tmp / "phone.png", full_page=True)
+    assert overflow <= 0, f"the page is {overflow}px wider than a phone's screen"
+    assert harness.errors == []
+    ctx.close()
