@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
-
+from conftest import _children
 from harness import jsonio
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
 from test_metrics import _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,17 +116,17 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     tmp = tmp_path_factory.mktemp("dashboard")
     env, port = _env(tmp), _free_port()
     state = tmp / "state"
-    loop = subprocess.Popen([str(ROOT / "loop.sh"), "--state", str(state), "-j", "2", "--set",
-                             f"SERVE_ADDR=127.0.0.1:{port}"], env=env, stdin=subprocess.DEVNULL,
-                            stdout=open(tmp / "loop.out", "wb"), stderr=subprocess.STDOUT)
+    with open(tmp / "loop.out", "wb") as out:
+        loop = subprocess.Popen([str(ROOT / "loop.sh"), "--state", str(state), "-j", "2", "--set",
+                                 f"SERVE_ADDR=127.0.0.1:{port}"], env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     pw: Playwright | None = None
+    threads_before = set(threading.enumerate())
     try:
         wait_until("the loop's server", lambda: _status(base + "/healthz") == 401)  # it wants the token: it is up
         pw = sync_playwright().start()
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        # the login page's screenshot: an artifact, and Playwright's executor thread
-        # (its first file write starts it) belongs to the module, not to a test
         first = browser.new_page()
         first.goto(base + "/")
         first.screenshot(path=tmp / "login.png")
@@ -135,6 +136,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     finally:
         if pw is not None:
             pw.stop()
+        _threads_end(threads_before)
         loop.send_signal(signal.SIGTERM)
         try:
             loop.wait(timeout=30)
@@ -142,6 +144,24 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
             loop.kill()
             loop.wait()
             raise AssertionError("the loop did not stop within 30 s of SIGTERM") from None
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Here, as in conftest.py, a test may leave no child process behind; threads are
+    checked at the module's end instead (_threads_end): Playwright's event loop grows
+    its thread pool as it needs, and keeps it until Playwright stops."""
+    kids_before = _children()
+    yield
+    assert not _children() - kids_before, f"leaked child processes: {_children() - kids_before}"
+
+
+def _threads_end(before: set[threading.Thread]) -> None:
+    """Every thread started while the module ran ends once Playwright has stopped."""
+    for t in set(threading.enumerate()) - before:
+        t.join(timeout=10)
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not left, f"threads left running after Playwright stopped: {left}"
 
 
 def _status(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> int:

@@ -40,6 +40,7 @@ from harness import jsonio
 from harness.pipeline.policy import Policy
 from harness.report import sessions, watch
 from harness.report.style import Style
+from harness.serve import feed
 from harness.sidecar.model import wake_loop
 from harness.store import open_store, queue
 from harness.stream.tailer import Tailer
@@ -132,6 +133,17 @@ def failures(items: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> dic
                           "ended": a.get("ended"), "attempt": a.get("attempt")} for a in failed[:FAILURES_SHOWN]]}
 
 
+async def read_body(request: Request, limit: int = ACTION_BODY_MAX) -> bytes | None:
+    """The request's body, or None when it is longer than limit (read no further)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def sse(kind: str, data: Any) -> bytes:
     return b"event: %s\ndata: %s\n\n" % (kind.encode(), jsonio.dumps(data))
 
@@ -167,8 +179,8 @@ class Dashboard:
 
     async def login(self, request: Request) -> Response:
         """The login form's POST: the right token sets the cookie; a wrong one is audited."""
-        body = await request.body()
-        given = (parse_qs(body[:ACTION_BODY_MAX].decode("utf-8", "replace")).get("token") or [""])[0]
+        body = await read_body(request) or b""
+        given = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0]
         if not self.token:
             return PlainTextResponse("this server has no SERVE_TOKEN: it takes no actions\n", status_code=403)
         if not hmac.compare_digest(given.encode(), self.token.encode()):
@@ -232,6 +244,7 @@ class Dashboard:
         buf = io.StringIO()
         r = watch.Renderer(buf, Style(buf, enabled=False, safe=True), raw=False)
         tailer = Tailer(s.file("events.jsonl"))
+        quiet = time.monotonic()  # since the last line: a quiet stream gets a keep-alive comment
         try:
             yield b"retry: 2000\n\n"
             while not self.stopping():
@@ -248,6 +261,11 @@ class Dashboard:
                     yield sse("receipt", await self._receipt(s))
                     yield sse("end", None)
                     return
+                if lines:
+                    quiet = time.monotonic()
+                elif time.monotonic() - quiet > feed.KEEPALIVE_S:
+                    quiet = time.monotonic()
+                    yield feed.KEEPALIVE
                 await asyncio.sleep(0 if lines else TRANSCRIPT_POLL_S)
         finally:
             tailer.close()
@@ -267,11 +285,16 @@ class Dashboard:
         if request.headers.get("x-harness-action") != "1":
             self._refused(request, request.url.path, "no X-Harness-Action header")
             return JSONResponse({"error": "an action needs the header X-Harness-Action: 1"}, status_code=403)
-        body = await request.body()
+        body = await read_body(request)
+        if body is None:
+            return JSONResponse({"error": f"the body must be at most {ACTION_BODY_MAX} bytes"}, status_code=413)
         try:
-            args = jsonio.loads(body[:ACTION_BODY_MAX]) if body.strip() else {}
-            if len(body) > ACTION_BODY_MAX or not isinstance(args, dict):
-                raise ValueError("the body must be a JSON object of at most 4096 bytes")
+            args = jsonio.loads(body) if body.strip() else {}
+        except ValueError:
+            args = None
+        if not isinstance(args, dict):
+            return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
+        try:
             message = await run_in_threadpool(self._do, action, item, args)
         except (queue.QueueError, ValueError) as exc:
             return JSONResponse({"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__},
@@ -289,7 +312,7 @@ class Dashboard:
             return store.retry(item) if action == "retry" else store.cancel(item)
         if item is None and action == "pause":
             seconds = args.get("seconds", 3600)
-            if not isinstance(seconds, (int, float)) or not 0 < seconds <= 30 * 86400:
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 1 <= seconds <= 30 * 86400:
                 raise ValueError("pause: seconds must be a number from 1 to 2592000")
             reason = str(args.get("reason") or "paused from the dashboard")[:500]
             gate.write_pause(self.state_dir, self.clock() + seconds, reason, by="operator")

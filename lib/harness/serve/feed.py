@@ -26,6 +26,8 @@ from pathlib import Path
 
 QUEUE_MAX = 1000
 POLL_S = 0.05  # how often the tailer looks for new lines
+KEEPALIVE_S = 15.0  # a comment line on a quiet stream, so that no proxy times it out
+KEEPALIVE = b": keep-alive\n\n"
 
 
 @dataclass(eq=False)
@@ -208,7 +210,11 @@ class Feed:
             for ev in backlog:
                 yield ev
             while True:
-                live = await client.queue.get()
+                try:
+                    live = await asyncio.wait_for(client.queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield KEEPALIVE
+                    continue
                 if live is None:
                     return
                 yield live

@@ -1,7 +1,8 @@
 "use strict";
 // The dashboard: /api/state once, then /events keeps it live. An audit event is
-// put in the activity list as it arrives, a heartbeat updates its session's row,
-// and either brings a fresh /api/state soon after (at most one in flight).
+// put in the activity list as it arrives and brings a fresh /api/state soon after
+// (at most one in flight); a heartbeat updates its session's row in place. The
+// state is read again every 10 s in any case, and the ages tick every second.
 
 const dash = {
   agents: new Map(),   // session id -> its row's data (times in the server's epoch seconds)
