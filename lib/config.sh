@@ -140,6 +140,8 @@ config_load() { # <root> <config-file> [KEY=VALUE from flags...]
   done
   # the store's choices reach every helper (lib/harness/store/__init__.py reads them)
   export HARNESS_STORE="${CFG[STORE]}" HARNESS_DB_LOCK_WAIT_S="${CFG[DB_LOCK_WAIT_S]}"
+  export HARNESS_DATABASE_URL="${CFG[DATABASE_URL]}" HARNESS_HOST_NAME="${CFG[HOST_NAME]}"
+  export HARNESS_LEASE_S="${CFG[LEASE_S]}" HARNESS_FLEET_JOBS="${CFG[FLEET_JOBS]}"
   config_agent_default "$root"
 }
 
@@ -168,7 +170,7 @@ config_print() {
     ((${#CFG[$key]} <= vw)) || vw=${#CFG[$key]}
   done
   for key in "${CFG_KEYS[@]}"; do
-    if [[ $key == SERVE_TOKEN && -n "${CFG[$key]}" ]]; then # a secret: never printed
+    if [[ $key == SERVE_TOKEN || $key == DATABASE_URL ]] && [[ -n "${CFG[$key]}" ]]; then # a secret: never printed
       printf '%-*s = %-*s # %s\n' "$kw" "$key" "$vw" "(set)" "${CFG_SRC[$key]}"
       continue
     fi

@@ -47,8 +47,9 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
   # A background job of a non-interactive shell starts with SIGINT and SIGQUIT
   # ignored; the agent must get them with their default meaning, since SIGINT is
   # the first step of every stop (the CLI then writes its result line). The HTTP
-  # server's token, when in the environment, is no business of the agent's.
-  env --default-signal=INT,QUIT,TERM,PIPE -u HARNESS_SERVE_TOKEN TMPDIR="$SPAWN_TMP" CLAUDE_CODE_TMPDIR="$SPAWN_TMP" \
+  # server's token and the database's URL, when in the environment, are no
+  # business of the agent's.
+  env --default-signal=INT,QUIT,TERM,PIPE -u HARNESS_SERVE_TOKEN -u HARNESS_DATABASE_URL TMPDIR="$SPAWN_TMP" CLAUDE_CODE_TMPDIR="$SPAWN_TMP" \
     XDG_RUNTIME_DIR="$SPAWN_RUNTIME" "$@" <"$dir/input.txt" >>"$dir/events.jsonl" 2>>"$dir/stderr.log" &
   pid=$!
   # The job has its own process group already; without monitor mode bash prints no
@@ -78,7 +79,7 @@ spawn_verify() { # <session-dir>
   local -a argv
   mapfile -d '' argv <"$dir/verify.argv"
   set -m
-  env --default-signal=INT,QUIT,TERM,PIPE -u HARNESS_SERVE_TOKEN TMPDIR="$SPAWN_TMP" "${argv[@]}" </dev/null >"$dir/verify.log" 2>&1 &
+  env --default-signal=INT,QUIT,TERM,PIPE -u HARNESS_SERVE_TOKEN -u HARNESS_DATABASE_URL TMPDIR="$SPAWN_TMP" "${argv[@]}" </dev/null >"$dir/verify.log" 2>&1 &
   pid=$!
   set +m
   spawn__record "$dir" verify.pid "$pid"

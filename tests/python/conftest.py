@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,3 +48,44 @@ def no_leaks() -> Iterator[None]:
 @pytest.fixture
 def reference() -> Path:
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL server for the session: HARNESS_TEST_DATABASE_URL's, else a private
+    cluster (tests/pg_cluster.sh) started now and stopped at the end."""
+    given = os.environ.get("HARNESS_TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    base = Path(tempfile.mkdtemp(prefix="harness-pg.", dir="/tmp"))
+    base.chmod(0o755)  # the cluster runs as the user postgres when the tests run as root
+    script = ROOT / "tests" / "pg_cluster.sh"
+    try:
+        url = subprocess.run([str(script), "start", str(base / "pg")], check=True, capture_output=True,
+                             text=True).stdout.strip()
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.fail(f"the tests' PostgreSQL cluster did not start: {exc.stderr.strip()}")
+    try:
+        yield url
+    finally:
+        subprocess.run([str(script), "stop", str(base / "pg")], check=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_schema(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A schema of this test's own, named in HARNESS_DATABASE_URL's search_path, so
+    that STORE=postgres starts on an empty database; dropped afterwards."""
+    from harness.store.postgres import drop_schema
+    from psycopg import conninfo
+
+    schema = f"t_{secrets.token_hex(6)}"
+    monkeypatch.setenv("HARNESS_DATABASE_URL", conninfo.make_conninfo(pg_url, options=f"-csearch_path={schema}"))
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[arg-type]  # a name made above, never input
+    yield schema
+    drop_schema(pg_url, schema)

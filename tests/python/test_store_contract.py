@@ -19,6 +19,8 @@ NOW = 1_800_000_000.0
 
 @pytest.fixture(params=sorted(store_mod.BACKENDS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "postgres":
+        request.getfixturevalue("pg_schema")  # a schema of its own on the tests' server (conftest.py)
     s = store_mod.open_store(tmp_path, request.param)
     s.init()
     yield s
@@ -89,7 +91,7 @@ def test_exactly_one_of_many_claimers_wins(store: Store) -> None:
 
 
 def _backend(s: Store) -> str:
-    return next(name for name, kind in store_mod.BACKENDS.items() if isinstance(s, kind))
+    return next(name for name, kind in store_mod.BACKENDS.items() if type(s) is kind())
 
 
 def test_finish_moves_the_item_and_keeps_its_history(store: Store) -> None:

@@ -17,14 +17,16 @@ from typing import Any
 from harness.pipeline.breaker import Breaker, describe
 from harness.pipeline.policy import Policy, iso
 from harness.serve import reply
-from harness.store import Lease, Store, open_store, queue
+from harness.store import FleetFullError, Lease, Store, open_store, queue
 
 LOAD_RECHECK_S = 2.0
+FLEET_RECHECK_S = 2.0  # a full fleet (FLEET_JOBS) is asked again this soon
+STORE_RECHECK_S = 5.0  # a database server that did not answer is asked again this soon
 
 
 @dataclass
 class Blocked:
-    kind: str  # paused, circuit, disk, load, memory
+    kind: str  # paused, circuit, disk, load, memory, fleet (FLEET_JOBS), store (its server is down)
     reason: str
     until: float | None = None
     halt: bool = False  # a person must act (credentials, disk): --drain/--once exit 4
@@ -106,7 +108,12 @@ def claim_gated(store: Store, session: str, worker: str, policy: Policy, now: fl
         asked.update(ok=ok, circuit=c)
         return ok
 
-    lease = store.claim(session, worker, now, admit=admit, aging_s=policy.AGING_S)
+    try:
+        lease = store.claim(session, worker, now, admit=admit, aging_s=policy.AGING_S)
+    except FleetFullError as exc:
+        if asked.get("ok"):
+            breaker.release(session)
+        return Blocked("fleet", str(exc), until=now + FLEET_RECHECK_S)
     if lease is not None or not asked:
         return lease  # claimed, or nothing was ready
     if asked["ok"]:

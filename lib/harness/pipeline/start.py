@@ -8,7 +8,6 @@ harness's own cost per session small (tests/bench/bench_overhead.py).
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ from harness.agents import Limits, agent_for, limits_for
 from harness.pipeline import gate, render
 from harness.pipeline.policy import Policy, iso
 from harness.serve import reply
-from harness.store import Lease, open_store
+from harness.store import Lease, StoreDownError, open_store
+from harness.store.base import host_name
 
 ARGV_FILE = "spawn.argv"
 VERIFY_ARGV_FILE = "verify.argv"
@@ -180,8 +180,11 @@ def _prepare(state_dir: Path, sdir: Path, sid: str, item: dict[str, Any], attemp
 def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now: float) -> Started | gate.Blocked | None:
     """Claim, then the session directory, its worktree, its prompt, its argv (a fix
     round resumes the conversation it fixes) and meta.json."""
-    store = open_store(state_dir)
-    got = gate.claim_gated(store, sid, worker, p, now)
+    try:
+        store = open_store(state_dir)
+        got = gate.claim_gated(store, sid, worker, p, now)
+    except StoreDownError as exc:  # the database server: claims wait for it, sessions go on
+        return gate.Blocked("store", f"the store cannot be reached: {exc}", until=now + gate.STORE_RECHECK_S)
     if not isinstance(got, Lease):
         return got
     item = got.item or {}
@@ -197,7 +200,7 @@ def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now:
     uuid = str(fix["agent_session_id"]) if fix else sid.removeprefix("ses_")
     meta: dict[str, Any] = {
         "session_id": sid, "claude_session_id": uuid, "item_id": item_id, "title": item.get("title"),
-        "attempt": attempt, "lease_token": got.token, "host": socket.gethostname(), "loop_pid": loop_pid, "cwd": "", "branch": "",
+        "attempt": attempt, "lease_token": got.token, "host": host_name(), "loop_pid": loop_pid, "cwd": "", "branch": "",
         "model": item.get("model") or p.MODEL or "", "started_at": iso(now), "started_epoch": round(now, 6), "argv": [],
     }
     if item.get("run"):

@@ -85,8 +85,25 @@ def loop_heartbeat(argv: list[str]) -> int:
     heartbeat, state/loop.heartbeat.json, written whole (atomically)."""
     if len(argv) < 2 or argv[0] != "--state-dir":
         raise CallError("expected --state-dir DIR [--arg KEY VALUE | --argjson KEY JSON]...")
-    jsonio.write_json(Path(argv[1]) / "loop.heartbeat.json", _fields(argv[2:]))
+    state_dir, fields = Path(argv[1]), _fields(argv[2:])
+    jsonio.write_json(state_dir / "loop.heartbeat.json", fields)
+    _fleet_beat(state_dir, fields)
     return 0
+
+
+def _fleet_beat(state_dir: Path, fields: dict[str, Any]) -> None:
+    """With a shared store (postgres): this host's heartbeat in the database, and its
+    leases renewed. A database that does not answer is said once per beat; the
+    leases then run out, and another host takes the items over: as it should."""
+    from harness.store import StoreError, backend_of, open_store
+
+    try:
+        if backend_of(state_dir) != "postgres":
+            return
+        beat = open_store(state_dir).beat
+        beat(fields)
+    except StoreError as exc:
+        print(f"harness: the fleet heartbeat failed (leases not renewed): {exc}", file=sys.stderr, flush=True)
 
 
 def reconcile(argv: list[str]) -> int:

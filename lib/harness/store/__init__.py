@@ -1,4 +1,5 @@
-"""The store seam: the one place a backend is picked ("sqlite", the default; "files").
+"""The store seam: the one place a backend is picked ("sqlite", the default; "files";
+"postgres", for a fleet of hosts sharing one database: store/postgres.py).
 
     from harness.store import open_store
     store = open_store(state_dir)        # a Store (store/base.py)
@@ -13,14 +14,17 @@ A directory named sqlite whose database has gone is refused, never started afres
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from harness import jsonio
 from harness.store.base import (
     FencedError,
+    FleetFullError,
     ItemState,
     Lease,
     Store,
+    StoreDownError,
     StoreError,
     StoreUnavailableError,
     UnknownItemError,
@@ -29,10 +33,20 @@ from harness.store.base import (
 from harness.store.files import FilesStore
 from harness.store.sqlite import DB_FILE, SqliteStore
 
-BACKENDS: dict[str, type[FilesStore] | type[SqliteStore]] = {"sqlite": SqliteStore, "files": FilesStore}
+
+def _postgres() -> type[SqliteStore]:
+    from harness.store.postgres import PostgresStore  # psycopg: imported only where it is used
+
+    return PostgresStore
+
+
+# each backend's class, by name (postgres's is imported when first asked for)
+BACKENDS: dict[str, Callable[[], type[FilesStore] | type[SqliteStore]]] = {
+    "sqlite": lambda: SqliteStore, "files": lambda: FilesStore, "postgres": _postgres}
 MARKER = "store"
 
-__all__ = ["BACKENDS", "FencedError", "ItemState", "Lease", "Store", "StoreError", "StoreUnavailableError",
+__all__ = ["BACKENDS", "FencedError", "FleetFullError", "ItemState", "Lease", "Store", "StoreDownError", "StoreError",
+           "StoreUnavailableError",
            "UnknownItemError", "UnreadableItemError", "backend_of", "open_store"]
 
 
@@ -41,7 +55,7 @@ def open_store(state_dir: Path, backend: str | None = None) -> Store:
     state_dir = Path(state_dir)
     name = backend or backend_of(state_dir)
     try:
-        kind = BACKENDS[name]
+        kind = BACKENDS[name]()
     except KeyError:
         raise StoreError(f"unknown store backend {name!r} (one of: {', '.join(BACKENDS)})") from None
     fresh = backend is None and not (state_dir / MARKER).exists() and not (state_dir / "queue").is_dir()

@@ -15,6 +15,8 @@ changes nothing.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -23,6 +25,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.store.queue import QueueError
+
+
+def host_name() -> str:
+    """This host's name in a fleet: HOST_NAME (HARNESS_HOST_NAME), else the hostname."""
+    return os.environ.get("HARNESS_HOST_NAME") or socket.gethostname()
 
 
 class ItemState(StrEnum):
@@ -48,6 +55,15 @@ class StoreError(QueueError):
 class StoreUnavailableError(StoreError):
     """The store cannot be used at all (a corrupt or missing database, one that stays
     locked): a fatal error (exit 1), not a refused request."""
+
+
+class StoreDownError(StoreUnavailableError):
+    """A database server that cannot be reached now (down, restarting, the network):
+    the loop stops claiming until it answers again, rather than ending."""
+
+
+class FleetFullError(StoreError):
+    """FLEET_JOBS sessions run across the fleet already: a claim waits."""
 
 
 class UnknownItemError(StoreError):
@@ -112,3 +128,4 @@ class Store(Protocol):
     def clear_pause(self, by: str) -> bool: ...
     def breaker(self, fresh: dict[str, Any]) -> AbstractContextManager[dict[str, Any]]: ...
     def hosts(self) -> list[dict[str, Any]]: ...
+    def beat(self, info: dict[str, Any], now: float | None = None) -> int: ...  # a fleet's host heartbeat and lease renewal

@@ -106,6 +106,20 @@ ITEM_COLUMNS = "id, state, rank, created, not_before, fixing, lease_session, lea
 ITEM_MARKS = ", ".join("?" * len(ITEM_COLUMNS.split(", ")))
 
 
+def upsert(table: str, columns: str, key: str) -> str:
+    """INSERT of a whole row that replaces the row with its key: one statement both
+    SQLite (3.24 and later) and PostgreSQL take."""
+    cols = columns.split(", ")
+    sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c != key)
+    return f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(cols))}) ON CONFLICT ({key}) DO UPDATE SET {sets}"
+
+
+KV_PUT = upsert("kv", "key, doc", "key")
+ITEM_PUT = upsert("items", ITEM_COLUMNS, "id")
+ATTEMPT_PUT = upsert("attempts", ", ".join(attempts.ATTEMPT_COLUMNS), "session_id")
+RECEIPT_PUT = upsert("receipts", "session_id, doc", "session_id")
+
+
 def _epoch(text: Any) -> float:
     try:
         return jsonio.parse_iso(str(text)).timestamp() if text else 0.0
@@ -205,6 +219,15 @@ class SqliteDb:
     def init(self) -> None:
         (self.state_dir / "leases").mkdir(mode=0o700, exist_ok=True)
 
+    def _serialize(self, what: str) -> None:
+        """Inside a transaction: no other writer of `what` (the pause, the breaker, the
+        audit index) runs until it ends. SQLite's write transaction holds the whole
+        database already; a server's backend takes a lock of that name."""
+
+    def _audit_key(self) -> str:
+        """The kv record of how far state/events.jsonl is indexed."""
+        return "audit_index"
+
     # --- live sessions' signal ---
 
     def _touch_lease(self, session_id: str, gone: bool = False) -> None:
@@ -247,7 +270,8 @@ class SqliteDb:
         again (reindex) drops every row and reads the file as it is now."""
         path = self.state_dir / "events.jsonl"
         with self._tx():
-            mark = self._kv("audit_index") or {}
+            self._serialize("audit")
+            mark = self._kv(self._audit_key()) or {}
             try:
                 st = path.stat()
             except FileNotFoundError:
@@ -263,8 +287,8 @@ class SqliteDb:
             whole = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
             rows = audit_lines(whole, path, skipped if skipped is not None else [])
             self.db.executemany("INSERT INTO audit (event, doc) VALUES (?, ?)", rows)
-            self.db.execute("INSERT OR REPLACE INTO kv VALUES ('audit_index', ?)",
-                            (jsonio.dumps({"offset": offset + len(whole), "inode": st.st_ino}).decode(),))
+            self.db.execute(KV_PUT, (self._audit_key(), jsonio.dumps({"offset": offset + len(whole),
+                                                                      "inode": st.st_ino}).decode()))
         return len(rows)
 
     def _kv(self, key: str) -> dict[str, Any] | None:
@@ -276,13 +300,14 @@ class SqliteDb:
 
     def set_pause(self, until: float, reason: str, by: str, session: str | None = None) -> None:
         with self._tx():
+            self._serialize("pause")
             later = (self._kv("pause") or {}).get("until_epoch")
             if isinstance(later, (int, float)) and later >= until and by != "operator":
                 return
             when = iso(until)
             record = {"until_epoch": round(until, 3), "until": when, "reason": reason, "by": by, "session": session,
                       "paused_at": jsonio.utc_now_iso()}
-            self.db.execute("INSERT OR REPLACE INTO kv VALUES ('pause', ?)", (jsonio.dumps(record).decode(),))
+            self.db.execute(KV_PUT, ("pause", jsonio.dumps(record).decode()))
         self.audit("loop.paused", until_epoch=round(until, 3), until=when, reason=reason, by=by, session=session)
 
     def clear_pause(self, by: str) -> bool:
@@ -295,6 +320,7 @@ class SqliteDb:
     @contextmanager
     def breaker(self, fresh: dict[str, Any]) -> Iterator[dict[str, Any]]:
         with self._tx():
+            self._serialize("breaker")
             record = dict(fresh)
             stored = self._kv("breaker") or {}
             if stored.get("state") in ("closed", "open", "half_open"):
@@ -303,10 +329,14 @@ class SqliteDb:
             yield record
             if jsonio.dumps(record) != before:
                 record["updated_at"] = jsonio.utc_now_iso()
-                self.db.execute("INSERT OR REPLACE INTO kv VALUES ('breaker', ?)", (jsonio.dumps(record).decode(),))
+                self.db.execute(KV_PUT, ("breaker", jsonio.dumps(record).decode()))
 
     def hosts(self) -> list[dict[str, Any]]:
         return this_host(self.state_dir)
+
+    def beat(self, info: dict[str, Any], now: float | None = None) -> int:
+        """One host: its loop's heartbeat file says all, and a lease has no expiry."""
+        return 0
 
 
 @dataclass
@@ -318,10 +348,8 @@ class SqliteRecords(SqliteDb):
         r = attempts.row(receipt)
         if not r["session_id"]:
             raise StoreError("a receipt without a session_id cannot be recorded")
-        cols = attempts.ATTEMPT_COLUMNS
-        self.db.execute(f"INSERT OR REPLACE INTO attempts ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                        tuple(r[c] for c in cols))
-        self.db.execute("INSERT OR REPLACE INTO receipts VALUES (?, ?)", (r["session_id"], jsonio.dumps(receipt).decode()))
+        self.db.execute(ATTEMPT_PUT, tuple(r[c] for c in attempts.ATTEMPT_COLUMNS))
+        self.db.execute(RECEIPT_PUT, (r["session_id"], jsonio.dumps(receipt).decode()))
 
     def record_attempt(self, receipt: dict[str, Any]) -> None:
         """The session's receipt as its attempt (again after a repeated finalize: replaced)."""
@@ -388,7 +416,7 @@ class SqliteStore(SqliteRecords):
         return (row[0], jsonio.loads(row[1])) if row else None
 
     def _put(self, item: dict[str, Any]) -> None:
-        self.db.execute(f"INSERT OR REPLACE INTO items ({ITEM_COLUMNS}) VALUES ({ITEM_MARKS})", row_values(item))
+        self.db.execute(ITEM_PUT, row_values(item))
 
     def add(self, entries: list[tuple[str, Any]]) -> list[str]:
         now = jsonio.utc_now_iso()
