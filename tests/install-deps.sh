@@ -18,6 +18,9 @@ command -v npm >/dev/null || need+=(npm)
 command -v curl >/dev/null || need+=(curl)
 # the dashboard's browser tests drive it (Playwright, with this executable)
 command -v chromium >/dev/null || need+=(chromium)
+# STORE=postgres's tests start a private cluster (tests/pg_cluster.sh) and use psql
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need+=(postgresql)
+command -v psql >/dev/null || need+=(postgresql-client)
 if ((${#need[@]} == 0)); then
   exit 0
 fi
