@@ -62,7 +62,7 @@ test-e2e: test-deps setup
 	bin=$$(tests/install-claude.sh $(CLAUDE_CODE_VERSION)); \
 	HARNESS_TEST_CLAUDE=$$bin bats --print-output-on-failure tests/bats/e2e.bats
 
-pytest: $(PY)
+pytest: $(PY) $(UPLOT)
 	$(PY) -m pytest -q tests/python
 
 # Benchmarks, not tests: figures with their targets (tests/bench/). About 11 minutes,

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from conftest import _children
 from harness import jsonio
+from harness.store import open_store
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
 from test_metrics import _free_port
 
@@ -40,7 +41,7 @@ def wait_until(what: str, check: Callable[[], Any], deadline_s: float = 20.0) ->
             return got
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(0.1)
 
 
 @dataclass
@@ -60,20 +61,18 @@ class Harness:
 
     def events(self) -> list[dict[str, Any]]:
         try:
-            lines = (self.state / "events.jsonl").read_bytes().splitlines()
+            data = (self.state / "events.jsonl").read_bytes()
         except FileNotFoundError:
             return []
-        return [jsonio.loads(line) for line in lines if line.strip()]
+        return [jsonio.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]  # whole lines only
 
     def event(self, name: str, item: str) -> dict[str, Any] | None:
         return next((e for e in self.events() if e.get("event") == name and e.get("item") == item), None)
 
     def item(self, item_id: str) -> dict[str, Any]:
-        out = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "harness", "queue-show", "--state-dir",
-                              str(self.state), item_id], env=self.env | {"PYTHONPATH": str(ROOT / "lib")},
-                             capture_output=True, check=True)
-        item: dict[str, Any] = jsonio.loads(out.stdout)
-        return item
+        """The item as the store holds it, with its state (read here, as queue.sh show does)."""
+        state, item = open_store(self.state).get(item_id)
+        return item | {"state": state}
 
     def context(self, logged_in: bool, **kwargs: Any) -> BrowserContext:
         ctx = self.browser.new_context(**kwargs)
@@ -164,6 +163,13 @@ def _threads_end(before: set[threading.Thread]) -> None:
     assert not left, f"threads left running after Playwright stopped: {left}"
 
 
+@pytest.fixture
+def h(harness: Harness) -> Harness:
+    """The module's harness, with this test's console errors alone."""
+    harness.errors.clear()
+    return harness
+
+
 def _status(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> int:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method=method, headers=headers or {}), timeout=5) as r:
@@ -174,69 +180,80 @@ def _status(url: str, method: str = "GET", headers: dict[str, str] | None = None
         return 0
 
 
-def test_a_live_session_appears_streams_its_transcript_and_shows_model_text_as_text(harness: Harness) -> None:
-    ctx = harness.context(logged_in=True)
-    page = harness.page(ctx)
-    expect(page.locator("#feed")).to_have_text("feed: live", timeout=10_000)
-    harness.add("live", f"[[mock:say]] say: {HOSTILE}")
+def test_a_live_session_appears_streams_its_transcript_and_shows_model_text_as_text(h: Harness) -> None:
+    ctx = h.context(logged_in=True)
+    try:
+        page = h.page(ctx)
+        expect(page.locator("#feed")).to_have_text("feed: live", timeout=10_000)
+        h.add("live", f"[[mock:say]] say: {HOSTILE}")
 
-    wait_until("session.started for the item", lambda: harness.event("session.started", "live"))
-    row = page.locator('#agents tr[data-item="live"]')
-    expect(row).to_be_visible(timeout=1_000)  # the issue's bound: within 1 s of the loop starting it
-    page.screenshot(path=harness.tmp / "dashboard-live.png", full_page=True)
+        wait_until("session.started for the item", lambda: h.event("session.started", "live"))
+        row = page.locator('#agents tr[data-item="live"]')
+        expect(row).to_be_visible(timeout=1_000)  # the issue's bound: within 1 s of the loop starting it
+        page.screenshot(path=h.tmp / "dashboard-live.png", full_page=True)
 
-    row.locator("a").click()
-    page.wait_for_url("**/session/*")
-    transcript = page.locator("#transcript")
-    expect(transcript).to_contain_text("Thinking.", timeout=10_000)
-    assert "__pwned" not in transcript.inner_text()  # the model is still at its first delta: the gate holds it
-    harness.gate.touch()
-    expect(transcript).to_contain_text(HOSTILE, timeout=10_000)  # shown as the characters it is made of
-    expect(page.locator("#receipt-box")).to_be_visible(timeout=15_000)
-    expect(page.locator('#receipt dd[data-key="verdict"]')).to_have_text("succeeded")
-    assert page.locator("#transcript *").count() == 0  # text only: no element came out of the model's answer
-    assert page.evaluate("window.__pwned") is None
-    page.screenshot(path=harness.tmp / "session.png", full_page=True)
-    assert harness.errors == []
-    ctx.close()
-
-
-def test_a_failed_item_shows_its_reason_and_retry_needs_the_token(harness: Harness) -> None:
-    ctx = harness.context(logged_in=True)
-    page = harness.page(ctx)
-    harness.add("bad", "[[mock:max_turns]] this one runs out of turns")  # MOCK_CLAUDE_ONCE: its retry succeeds
-    wait_until("the item quarantined", lambda: harness.item("bad").get("state") == "quarantined")
-    reason = harness.item("bad")["last_reason"]
-    assert reason
-    row = page.locator('#failed-items tr[data-item="bad"]')
-    expect(row.locator("td.reason")).to_have_text(reason, timeout=5_000)
-    page.screenshot(path=harness.tmp / "dashboard-failed.png", full_page=True)
-
-    stranger = harness.context(logged_in=False)
-    refused = stranger.request.post(harness.base + "/api/items/bad/retry", headers={"X-Harness-Action": "1"})
-    assert refused.status == 401
-    assert harness.item("bad")["state"] == "quarantined"
-    assert any(e.get("event") == "serve.refused" and e.get("path") == "/api/items/bad/retry" for e in harness.events())
-    login = stranger.new_page()
-    login.goto(harness.base + "/")
-    assert login.url == harness.base + "/login"  # a browser without the token gets the login form, nothing else
-    stranger.close()
-
-    row.locator('button[data-act="retry"]').click()
-    expect(page.locator("#notice")).to_contain_text("bad: quarantined -> pending")
-    wait_until("the retried item succeeded", lambda: harness.item("bad").get("state") == "succeeded")
-    expect(row).to_have_count(0, timeout=5_000)
-    assert any(e.get("event") == "serve.action" and e.get("item") == "bad" for e in harness.events())
-    assert harness.errors == []
-    ctx.close()
+        row.locator("a").click()
+        page.wait_for_url("**/session/*")
+        transcript = page.locator("#transcript")
+        expect(transcript).to_contain_text("Thinking.", timeout=10_000)
+        assert "__pwned" not in transcript.inner_text()  # the model is still at its first delta: the gate holds it
+        h.gate.touch()
+        expect(transcript).to_contain_text(HOSTILE, timeout=10_000)  # shown as the characters it is made of
+        expect(page.locator("#receipt-box")).to_be_visible(timeout=15_000)
+        expect(page.locator('#receipt dd[data-key="verdict"]')).to_have_text("succeeded")
+        assert page.locator("#transcript *").count() == 0  # text only: no element came out of the model's answer
+        assert page.evaluate("window.__pwned") is None
+        page.screenshot(path=h.tmp / "session.png", full_page=True)
+        assert h.errors == []
+    finally:
+        ctx.close()
 
 
-def test_the_page_fits_a_phone(harness: Harness) -> None:
-    ctx = harness.context(logged_in=True, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    page = harness.page(ctx)
-    expect(page.locator("#loop")).to_contain_text("sessions", timeout=10_000)
-    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    page.screenshot(path=harness.tmp / "phone.png", full_page=True)
-    assert overflow <= 0, f"the page is {overflow}px wider than a phone's screen"
-    assert harness.errors == []
-    ctx.close()
+def test_a_failed_item_shows_its_reason_and_retry_needs_the_token(h: Harness) -> None:
+    ctx = h.context(logged_in=True)
+    stranger = h.context(logged_in=False)
+    try:
+        page = h.page(ctx)
+        h.add("bad", "[[mock:max_turns]] this one runs out of turns")  # MOCK_CLAUDE_ONCE: its retry succeeds
+        wait_until("the item quarantined", lambda: h.item("bad")["state"] == "quarantined")
+        reason = h.item("bad")["last_reason"]
+        assert reason
+        row = page.locator('#failed-items tr[data-item="bad"]')
+        expect(row.locator("td.reason")).to_have_text(reason, timeout=5_000)
+        page.screenshot(path=h.tmp / "dashboard-failed.png", full_page=True)
+
+        refused = stranger.request.post(h.base + "/api/items/bad/retry", headers={"X-Harness-Action": "1"})
+        assert refused.status == 401
+        assert h.item("bad")["state"] == "quarantined"
+        assert any(e.get("event") == "serve.refused" and e.get("path") == "/api/items/bad/retry" for e in h.events())
+        login = stranger.new_page()
+        login.goto(h.base + "/")
+        assert login.url == h.base + "/login"  # a browser without the token gets the login form, nothing else
+
+        row.locator('button[data-act="retry"]').click()
+        expect(page.locator("#notice")).to_contain_text("bad: quarantined -> pending")
+        wait_until("the retried item succeeded", lambda: h.item("bad")["state"] == "succeeded")
+        expect(row).to_have_count(0, timeout=5_000)
+        assert any(e.get("event") == "serve.action" and e.get("item") == "bad" for e in h.events())
+        assert h.errors == []
+    finally:
+        stranger.close()
+        ctx.close()
+
+
+def test_the_page_fits_a_phone(h: Harness) -> None:
+    """With the longest item id on the page (no place to break it), nothing is wider than a phone."""
+    long_id = "phone-" + "x" * 58  # the longest id there is (64 characters), unbroken
+    h.add(long_id, "[[mock:max_turns]] " + "y" * 300)
+    wait_until("the item quarantined", lambda: h.item(long_id)["state"] == "quarantined")
+    ctx = h.context(logged_in=True, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        page = h.page(ctx)
+        expect(page.locator(f'#failed-items tr[data-item="{long_id}"]')).to_be_visible(timeout=10_000)
+        expect(page.locator(f'#activity li[data-item="{long_id}"]').first).to_be_visible()
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        page.screenshot(path=h.tmp / "phone.png", full_page=True)
+        assert overflow <= 0, f"the page is {overflow}px wider than a phone's screen"
+        assert h.errors == []
+    finally:
+        ctx.close()

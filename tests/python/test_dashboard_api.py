@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from harness import jsonio
 from harness.serve import feed, http
-from harness.serve.dashboard import failures, recent_events, series, session_mac
+from harness.serve.dashboard import failures, recent_events, series
 from harness.store import open_store
 from starlette.testclient import TestClient
 
@@ -68,24 +68,33 @@ def test_login_sets_a_cookie_that_proves_the_token_without_holding_it(client: tu
     assert "harness_session_4242" not in c.cookies
     _login(c)
     cookie = c.cookies["harness_session_4242"]
-    assert cookie == session_mac(TOKEN) and TOKEN not in cookie
+    assert TOKEN not in cookie
     assert c.get("/api/state").status_code == 200
     refusals = [e for e in _audit(state) if e["event"] == "serve.refused"]
     assert [e["reason"] for e in refusals] == ["no token", "no token", "wrong token"]
     assert TOKEN not in (state / "events.jsonl").read_text()
+    _login(c)
+    assert c.cookies["harness_session_4242"] != cookie  # each login its own cookie
     c.post("/logout")
+    assert c.get("/api/state").status_code == 401
+    c.cookies.set("harness_session_4242", cookie)
+    assert c.get("/api/state").status_code == 200  # another login of the same browser's, still good
+    forged = cookie.rsplit(".", 1)[0] + "." + "0" * 64
+    c.cookies.set("harness_session_4242", forged)
     assert c.get("/api/state").status_code == 401
 
 
 def test_the_pages_forbid_inline_scripts_and_carry_no_token(client: tuple[TestClient, Path]) -> None:
     c, _ = client
     _login(c)
-    for path in ("/", "/session/x", "/login"):
+    for path in ("/", "/session/x", "/login", "/static/dashboard.js", "/api/state", "/nope"):
         r = c.get(path)
-        assert r.status_code == 200
-        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert "script-src 'self'" in r.headers["content-security-policy"] and r.headers["x-frame-options"] == "DENY"
         assert TOKEN not in r.text
     assert c.get("/static/dashboard.js").status_code == 200  # open, as /login: they hold no data
+    c.cookies.clear()
+    assert c.get("/static/dashboard.js").status_code == 200
+    assert c.get("/static/index.html").status_code == 404  # the pages are not static files: behind the token
 
 
 def test_an_action_needs_the_token_and_its_header(client: tuple[TestClient, Path]) -> None:
@@ -126,7 +135,8 @@ def test_pause_and_resume_from_the_dashboard(client: tuple[TestClient, Path]) ->
     ("/api/pause", b"[1]", 400, "the body must be a JSON object"),
     ("/api/pause", b'{"reason": "' + b"x" * 10_000_000 + b'"}', 413, "the body must be at most 4096 bytes"),
     ("/api/pause", b'{"reason": "\x00 $(rm -rf /) `id` {{x}}"}', 400, "the body must be a JSON object"),
-    ("/api/explode", b"", 409, "no such action: explode"),
+    ("/api/explode", b"", 404, "no such action: /api/explode"),
+    ("/api/items/a/explode", b"", 404, "no such action: /api/items/a/explode"),
 ])
 def test_bad_actions_get_one_line_and_change_nothing(client: tuple[TestClient, Path], path: str, body: bytes,
                                                       status: int, error: str) -> None:

@@ -9,21 +9,23 @@ Policy that allows this server's own scripts only, and every piece of session or
 item text reaches the page as JSON and is put into it as text (textContent),
 never as HTML: a model's `<script>` is shown, not run.
 
-The token (SERVE_TOKEN): a browser gives it once, on /login, and gets a cookie
-that holds an HMAC of it (never the token itself), HttpOnly and SameSite=Strict.
-An action needs the token (as that cookie or as `Authorization: Bearer`) and the
-header `X-Harness-Action: 1` (which no other site's form can send); a server
-without a token takes no actions at all (403, audited).
+The token (SERVE_TOKEN): a browser gives it once, on /login, and gets a login
+cookie (serve/auth.py: signed, holding nothing of the token), HttpOnly and
+SameSite=Strict. An action needs the token (as that cookie or as `Authorization:
+Bearer`) and the header `X-Harness-Action: 1` (which no other site's form can
+send); a server without a token takes no actions at all (403, audited).
+
+/api/state is computed at most once a second, however many pages ask (they ask
+after every audit event): a page gets the snapshot another one asked for a
+moment ago, and the store is read once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
-import io
 import os
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -38,54 +40,37 @@ from starlette.staticfiles import StaticFiles
 
 from harness import jsonio
 from harness.pipeline.policy import Policy
-from harness.report import sessions, watch
-from harness.report.style import Style
-from harness.serve import feed
+from harness.report import sessions
+from harness.serve import feed, transcript
+from harness.serve.auth import LOGIN_MAX_AGE_S, Logins, refused
 from harness.sidecar.model import wake_loop
-from harness.store import open_store, queue
-from harness.stream.tailer import Tailer
+from harness.store import StoreUnavailableError, open_store, queue
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent / "static"  # scripts and CSS: served to anyone (no data in them)
+PAGES = Path(__file__).parent / "pages"  # the HTML: behind the token
 VENDOR = Path(__file__).resolve().parents[3] / ".tools" / "web" / "node_modules" / "uplot" / "dist"
-SESSION_MAC = b"harness dashboard session v1"
-TRANSCRIPT_POLL_S = 0.1
+STATE_TTL_S = 1.0  # how long one /api/state snapshot serves every page that asks
+TRANSCRIPTS_MAX = 32  # transcript streams at once; more are refused (503)
 RECENT_EVENTS = 40
 RECENT_BYTES = 256 * 1024
 SERIES_HOURS = 24
 FAILURES_SHOWN = 20
+ACTIONS = {("retry", False), ("cancel", False), ("pause", True), ("resume", True)}  # (action, without an item)
 ACTION_BODY_MAX = 4096
 STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
 
 
-def session_mac(token: str) -> str:
-    """The cookie's value: proof of the token without the token."""
-    return hmac.new(token.encode(), SESSION_MAC, hashlib.sha256).hexdigest()
-
-
-def has_token(request: Request, token: str, cookie: str) -> bool:
-    """The request carries the token: as a Bearer header, or as the login cookie."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
-        return True
-    given = request.cookies.get(cookie, "")
-    return bool(given) and hmac.compare_digest(given.encode(), session_mac(token).encode())
-
-
-def recent_events(path: Path, n: int = RECENT_EVENTS) -> tuple[list[Any], str | None]:
-    """The log's last n events, and the feed id just past them (for /events?since=)."""
+def recent_events(path: Path, n: int = RECENT_EVENTS, upto: tuple[int, int] | None = None) -> tuple[list[Any], str | None]:
+    """The log's last n events, and the feed id just past them (for /events?since=);
+    with upto (the feed's inode and position), none past where the feed has read, so
+    that the page gets every later line from the feed, and none twice."""
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
-            start = max(0, st.st_size - RECENT_BYTES)
+            size = upto[1] if upto is not None and upto[0] == st.st_ino and upto[1] <= st.st_size else st.st_size
+            start = max(0, size - RECENT_BYTES)
             f.seek(start)
-            data = f.read(st.st_size - start)
+            data = f.read(size - start)
     except FileNotFoundError:
         return [], None
     whole = data[: data.rfind(b"\n") + 1]
@@ -144,15 +129,14 @@ async def read_body(request: Request, limit: int = ACTION_BODY_MAX) -> bytes | N
     return b"".join(chunks)
 
 
-def sse(kind: str, data: Any) -> bytes:
-    return b"event: %s\ndata: %s\n\n" % (kind.encode(), jsonio.dumps(data))
-
-
 class Dashboard:
-    def __init__(self, state_dir: Path, token: str | None, policy: Policy, heartbeat_s: float, cookie: str,
-                 stopping: Callable[[], bool], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state_dir: Path, token: str | None, policy: Policy, heartbeat_s: float, logins: Logins,
+                 live_feed: feed.Feed, clock: Callable[[], float] = time.time) -> None:
         self.state_dir, self.token, self.policy, self.heartbeat_s = state_dir, token, policy, heartbeat_s
-        self.cookie, self.stopping, self.clock = cookie, stopping, clock
+        self.logins, self.feed, self.clock = logins, live_feed, clock
+        self.snapshot: tuple[float, dict[str, Any]] | None = None
+        self.snapshot_lock = threading.Lock()
+        self.transcripts = 0
 
     def routes(self) -> list[BaseRoute]:
         page = self.page
@@ -175,52 +159,58 @@ class Dashboard:
 
     @staticmethod
     def page(name: str) -> Response:
-        return FileResponse(STATIC / name, media_type="text/html", headers=SECURITY_HEADERS)
+        return FileResponse(PAGES / name, media_type="text/html", headers={"Cache-Control": "no-store"})
 
     async def login(self, request: Request) -> Response:
-        """The login form's POST: the right token sets the cookie; a wrong one is audited."""
+        """The login form's POST: the right token sets a login cookie; a wrong one is audited."""
         body = await read_body(request) or b""
         given = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0]
         if not self.token:
             return PlainTextResponse("this server has no SERVE_TOKEN: it takes no actions\n", status_code=403)
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
-            self._refused(request, "/login", "wrong token" if given else "no token")
+        if not self.logins.is_token(given):
+            refused(self.state_dir, request, "/login", "wrong token" if given else "no token")
             return RedirectResponse("/login?wrong=1", status_code=303)
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(self.cookie, session_mac(self.token), max_age=7 * 86400, httponly=True,
+        response.set_cookie(self.logins.cookie, self.logins.issue(), max_age=LOGIN_MAX_AGE_S, httponly=True,
                             samesite="strict", secure=request.url.scheme == "https")
         return response
 
     async def logout(self, request: Request) -> Response:
+        self.logins.revoke(request.cookies.get(self.logins.cookie, ""))
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(self.cookie, httponly=True, samesite="strict")
+        response.delete_cookie(self.logins.cookie, httponly=True, samesite="strict")
         return response
 
-    def _refused(self, request: Request, path: str, reason: str) -> None:
-        peer = request.client.host if request.client else "?"
-        jsonio.audit(self.state_dir, "serve.refused", path=path[:200], peer=peer, reason=reason)
-
     def state(self, request: Request) -> Response:
-        """Everything the dashboard shows, as of now (a plain def: run on a thread)."""
+        """Everything the dashboard shows (a plain def: run on a thread), computed at
+        most once per STATE_TTL_S; one computation at a time."""
+        with self.snapshot_lock:
+            now = self.clock()
+            if self.snapshot is None or now - self.snapshot[0] >= STATE_TTL_S:
+                try:
+                    self.snapshot = (now, self._collect(now))
+                except (queue.QueueError, OSError, sqlite3.Error) as exc:
+                    return JSONResponse({"error": f"the store cannot be read: {exc}"}, status_code=503)
+            snap = self.snapshot[1]
+        # now: the server's clock as it answers (the page's ages); at: when the snapshot was taken
+        return JSONResponse({**snap, "now": self.clock()}, headers={"Cache-Control": "no-store"})
+
+    def _collect(self, now: float) -> dict[str, Any]:
         from harness.report import status
 
-        now = self.clock()
-        try:
-            snap = status.collect(self.state_dir, self.policy, now, self.heartbeat_s)
-            store = open_store(self.state_dir)
-            attempts = store.attempts(since=now - SERIES_HOURS * 3600)
-            snap["failures"] = failures(store.items(["quarantined"]), attempts)
-        except (queue.QueueError, OSError, sqlite3.Error) as exc:
-            return JSONResponse({"error": f"the store cannot be read: {exc}"}, status_code=503)
+        snap = status.collect(self.state_dir, self.policy, now, self.heartbeat_s)
+        store = open_store(self.state_dir)
+        attempts = store.attempts(since=now - SERIES_HOURS * 3600)
+        snap["failures"] = failures(store.items(["quarantined"]), attempts)
         snap["series"] = series(attempts, now)
-        snap["events"], snap["feed_id"] = recent_events(self.state_dir / "events.jsonl")
+        snap["events"], snap["feed_id"] = recent_events(self.state_dir / "events.jsonl", upto=self.feed.position())
         snap["actions"] = bool(self.token)
         snap["charts"] = VENDOR.is_dir()
-        return JSONResponse(snap, headers={"Cache-Control": "no-store"})
+        return snap
 
     def _session(self, request: Request) -> sessions.Session | None:
         sid = str(request.path_params["sid"])
-        if not sessions.SAFE_REF_RE.match(sid):
+        if not sessions.SAFE_REF_RE.fullmatch(sid):
             return None
         s = sessions.load(self.state_dir, sid)
         return s if s.dir.is_dir() else None
@@ -236,55 +226,30 @@ class Dashboard:
         s = self._session(request)
         if s is None:
             return JSONResponse({"error": "no such session"}, status_code=404)
-        return StreamingResponse(self._follow(s), media_type="text/event-stream", headers=STREAM_HEADERS)
+        if self.transcripts >= TRANSCRIPTS_MAX:
+            return JSONResponse({"error": f"{TRANSCRIPTS_MAX} transcripts are being followed already"},
+                                status_code=503)
+        return StreamingResponse(self._counted(transcript.follow(s, self.feed.stopping)),
+                                 media_type="text/event-stream", headers=STREAM_HEADERS)
 
-    async def _follow(self, s: sessions.Session) -> AsyncIterator[bytes]:
-        """What `watch` shows, as `text` events, until the session has ended; then its
-        receipt (`receipt`, null when the loop has not written one) and `end`."""
-        buf = io.StringIO()
-        r = watch.Renderer(buf, Style(buf, enabled=False, safe=True), raw=False)
-        tailer = Tailer(s.file("events.jsonl"))
-        quiet = time.monotonic()  # since the last line: a quiet stream gets a keep-alive comment
+    async def _counted(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        self.transcripts += 1
         try:
-            yield b"retry: 2000\n\n"
-            while not self.stopping():
-                lines = tailer.read()
-                ended = not lines and watch.ended(s)
-                for line in lines + (tailer.flush() if ended else []):
-                    r.line(line)
-                r.verify(s, ended=ended)
-                if buf.tell():
-                    yield sse("text", buf.getvalue())
-                    buf.seek(0)
-                    buf.truncate()
-                if ended:
-                    yield sse("receipt", await self._receipt(s))
-                    yield sse("end", None)
-                    return
-                if lines:
-                    quiet = time.monotonic()
-                elif time.monotonic() - quiet > feed.KEEPALIVE_S:
-                    quiet = time.monotonic()
-                    yield feed.KEEPALIVE
-                await asyncio.sleep(0 if lines else TRANSCRIPT_POLL_S)
+            async for chunk in stream:
+                yield chunk
         finally:
-            tailer.close()
-
-    async def _receipt(self, s: sessions.Session) -> dict[str, Any] | None:
-        deadline = time.monotonic() + watch.RECEIPT_WAIT_S
-        while not s.file("metrics.json").exists() and time.monotonic() < deadline and not self.stopping():
-            await asyncio.sleep(TRANSCRIPT_POLL_S)  # the loop writes it soon after the end; no event says when
-        return s.metrics()
+            self.transcripts -= 1
 
     async def act(self, request: Request) -> Response:
         action, item = str(request.path_params["action"]), request.path_params.get("item")
-        where = f"{action} {item}" if item else action
         if not self.token:
-            self._refused(request, request.url.path, "actions need SERVE_TOKEN")
+            refused(self.state_dir, request, request.url.path, "actions need SERVE_TOKEN")
             return JSONResponse({"error": "this server has no SERVE_TOKEN: it takes no actions"}, status_code=403)
         if request.headers.get("x-harness-action") != "1":
-            self._refused(request, request.url.path, "no X-Harness-Action header")
+            refused(self.state_dir, request, request.url.path, "no X-Harness-Action header")
             return JSONResponse({"error": "an action needs the header X-Harness-Action: 1"}, status_code=403)
+        if (action, item is None) not in ACTIONS:
+            return JSONResponse({"error": f"no such action: {request.url.path[:200]}"}, status_code=404)
         body = await read_body(request)
         if body is None:
             return JSONResponse({"error": f"the body must be at most {ACTION_BODY_MAX} bytes"}, status_code=413)
@@ -296,27 +261,42 @@ class Dashboard:
             return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
         try:
             message = await run_in_threadpool(self._do, action, item, args)
+            self.snapshot = None  # the next /api/state shows what the action changed
+        except (StoreUnavailableError, OSError, sqlite3.Error) as exc:
+            return JSONResponse({"error": f"the store cannot be written: {one_line(exc)}"}, status_code=503)
         except (queue.QueueError, ValueError) as exc:
-            return JSONResponse({"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__},
-                                status_code=409)
+            return JSONResponse({"error": one_line(exc)}, status_code=409)
+        return JSONResponse({"ok": True, "message": message + self._audited(request, action, item, message),
+                             "action": f"{action} {item}" if item else action})
+
+    def _audited(self, request: Request, action: str, item: str | None, message: str) -> str:
+        """The action's audit line, and the loop woken; a line that cannot be written
+        is said on stderr and in the answer (the action itself is done)."""
         peer = request.client.host if request.client else "?"
-        jsonio.audit(self.state_dir, "serve.action", action=action, item=item, peer=peer, result=message)
-        wake_loop(self.state_dir)
-        return JSONResponse({"ok": True, "message": message, "action": where})
+        try:
+            jsonio.audit(self.state_dir, "serve.action", action=action, item=item, peer=peer, result=message)
+        except OSError as exc:
+            print(f"harness: serve: the audit line of {action} was not written: {exc}", file=sys.stderr, flush=True)
+            return f" (its audit line was not written: {one_line(exc)})"
+        finally:
+            wake_loop(self.state_dir)
+        return ""
 
     def _do(self, action: str, item: str | None, args: dict[str, Any]) -> str:
         from harness.pipeline import gate
 
-        if item is not None and action in ("retry", "cancel"):
+        if item is not None:
             store = open_store(self.state_dir)
             return store.retry(item) if action == "retry" else store.cancel(item)
-        if item is None and action == "pause":
+        if action == "pause":
             seconds = args.get("seconds", 3600)
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 1 <= seconds <= 30 * 86400:
                 raise ValueError("pause: seconds must be a number from 1 to 2592000")
             reason = str(args.get("reason") or "paused from the dashboard")[:500]
             gate.write_pause(self.state_dir, self.clock() + seconds, reason, by="operator")
             return f"paused for {seconds:g}s: {reason}"
-        if item is None and action == "resume":
-            return "resumed: spawning allowed" if gate.clear_pause(self.state_dir, "dashboard") else "not paused"
-        raise ValueError(f"no such action: {action}")
+        return "resumed: spawning allowed" if gate.clear_pause(self.state_dir, "operator") else "not paused"
+
+
+def one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -88,6 +88,11 @@ class Feed:
             os.close(self.fd)
             self.fd = None
 
+    def position(self) -> tuple[int, int] | None:
+        """The log's inode and how far the tailer has read it: what a new client's
+        `since` may name to get every later line and none twice."""
+        return (self.ino, self.pos) if self.fd is not None else None
+
     @property
     def healthy(self) -> bool:
         return self.task is None or not self.task.done()

@@ -34,13 +34,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from harness import jsonio
 from harness.pipeline.policy import Policy
-from harness.serve.dashboard import Dashboard, has_token
+from harness.serve.auth import Logins, SecurityHeaders, TokenCheck
+from harness.serve.dashboard import Dashboard
 from harness.serve.feed import Feed
 from harness.sidecar.model import proc_start
 from harness.store import Store, open_store, queue
@@ -68,39 +68,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-class TokenCheck:
-    """Every request carries the token (a Bearer header, or the dashboard's login
-    cookie), or gets 401 and an audit line; a browser asking for a page is sent to
-    /login instead. The login form and the static files are open: they hold no data.
-    A plain ASGI middleware: it never buffers a streaming response."""
-
-    def __init__(self, app: ASGIApp, token: str, state_dir: Path, cookie: str) -> None:
-        self.app = app
-        self.token = token
-        self.state_dir = state_dir
-        self.cookie = cookie
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/login" or scope["path"].startswith("/static/"):
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope)
-        if has_token(request, self.token, self.cookie):
-            await self.app(scope, receive, send)
-            return
-        peer = request.client.host if request.client else "?"
-        given = request.headers.get("authorization") or request.cookies.get(self.cookie)
-        jsonio.audit(self.state_dir, "serve.refused", path=request.url.path[:200], peer=peer,
-                     reason="wrong token" if given else "no token")
-        response: Response
-        if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
-            response = RedirectResponse("/login", status_code=303)
-        else:
-            response = PlainTextResponse("a token is required (Authorization: Bearer ...)\n", status_code=401,
-                                         headers={"WWW-Authenticate": "Bearer"})
-        await response(scope, receive, send)
 
 
 class FeedCollector(Collector):
@@ -159,13 +126,13 @@ def app(state_dir: Path, token: str | None, policy: Policy | None = None, heartb
             await feed.stop()
             jsonio.audit(state_dir, "serve.stopped", pid=os.getpid())
 
-    cookie = f"harness_session_{port}"
+    logins = Logins(token, f"harness_session_{port}")
+    middleware = [Middleware(SecurityHeaders)]
     if token:
-        middleware = [Middleware(TokenCheck, token=token, state_dir=state_dir, cookie=cookie)]
+        middleware.append(Middleware(TokenCheck, logins=logins, state_dir=state_dir))
     else:  # loopback without a token: only loopback names, so that no web page can rebind a name to it
-        middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])]
-    dashboard = Dashboard(state_dir, token, policy or Policy.from_pairs([]), heartbeat_s, cookie,
-                          stopping=lambda: feed.stopping())
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"]))
+    dashboard = Dashboard(state_dir, token, policy or Policy.from_pairs([]), heartbeat_s, logins, feed)
     routes = [Route("/metrics", metrics), Route("/healthz", healthz), Route("/events", events), *dashboard.routes()]
     application = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     application.state.feed = feed

@@ -36,8 +36,12 @@ async function refresh() {
   }
 }
 
+// render(s): the snapshot; a row the feed added after the snapshot was taken stays
+// (a snapshot serves every page for a second: it may be older than the
+// session.started that made the row)
 function render(s) {
-  dash.offset = Date.parse(s.at) / 1000 - Date.now() / 1000;
+  dash.offset = s.now - Date.now() / 1000;
+  const taken = Date.parse(s.at) / 1000;
   dash.actions = s.actions;
   document.getElementById("logout").hidden = !s.actions;
   document.getElementById("pause-actions").hidden = !s.actions;
@@ -45,12 +49,16 @@ function render(s) {
   renderHolds(s.circuit, s.pause);
   renderToday(s.today, s.queue);
   const now = serverNow();
-  dash.agents = new Map(s.agents.map((a) => [a.session || `item:${a.item}`, {
+  const fresh = new Map(s.agents.map((a) => [a.session || `item:${a.item}`, {
     item: a.item, session: a.session, phase: a.phase, tool: a.outstanding_tool,
     lastEventAt: typeof a.since_last_event_s === "number" ? now - a.since_last_event_s : null,
     startedAt: typeof a.running_s === "number" ? now - a.running_s : null,
     tokens: a.tokens, cost: a.cost_usd, stale: a.stale,
   }]));
+  for (const [key, a] of dash.agents) {
+    if (!fresh.has(key) && a.seenAt && a.seenAt >= taken) fresh.set(key, a);
+  }
+  dash.agents = fresh;
   renderAgents();
   renderRuns(s.runs);
   renderFailures(s.failures);
@@ -136,7 +144,7 @@ function renderFailures(f) {
     el("td", {}, i.item), el("td", {class: "bad"}, i.verdict || "-"), el("td", {class: "reason"}, i.reason || "-"),
     el("td", {class: "num"}, i.attempts ?? "-"), el("td", {}, itemButtons(i.item)))));
   replace(document.getElementById("failed-sessions"), ...f.sessions.map((x) => el("li", {},
-    el("time", {}, fmt.clock(x.ended)), " ", el("a", {href: `/session/${encodeURIComponent(x.session)}`}, x.item),
+    el("time", {}, fmt.clock(x.ended)), " ", x.session ? el("a", {href: `/session/${encodeURIComponent(x.session)}`}, x.item) : x.item,
     ` attempt ${x.attempt ?? "?"}: `, el("span", {class: "bad"}, x.verdict))));
 }
 
@@ -175,7 +183,8 @@ function addActivity(ev) {
 function onAudit(ev) {
   addActivity(ev);
   if (ev.event === "session.started" && ev.session) {
-    dash.agents.set(ev.session, {item: ev.item, session: ev.session, phase: "starting", startedAt: serverNow()});
+    dash.agents.set(ev.session, {item: ev.item, session: ev.session, phase: "starting", startedAt: serverNow(),
+                                 seenAt: serverNow()});
     dash.agents.delete(`item:${ev.item}`);
     renderAgents();
   } else if (ev.event === "session.ended" && ev.session) {

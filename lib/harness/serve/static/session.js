@@ -2,7 +2,10 @@
 // A session's page: its facts, its live transcript (what `watch` shows) and,
 // once it has ended, its receipt.
 
-const sid = decodeURIComponent(location.pathname.split("/").pop());
+const sid = (() => {
+  const last = location.pathname.split("/").pop();
+  try { return decodeURIComponent(last); } catch (e) { return last; }  // a malformed escape: the server says 404
+})();
 
 function facts(dl, pairs) {
   replace(dl, ...pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {"data-key": k}, v ?? "-")]));
