@@ -153,9 +153,9 @@ loop_tick() {
     ((NOW_US - LOOP_STOP_AT < grace)) || LOOP_STOPPING=now
   fi
   for sid in "${!S_ITEM[@]}"; do
-    if session_poll "$sid"; then
+    if session_finalize_due "$sid"; then
       session_finalize "$sid"
-    elif [[ "$LOOP_STOPPING" == now ]]; then
+    elif [[ -z "${S_FINAL_AT[$sid]:-}" && "$LOOP_STOPPING" == now ]]; then
       session_stop "$sid" interrupted "the loop was stopped (${LOOP_SIGNAL:-STOP})"
     fi
   done

@@ -16,6 +16,7 @@ readonly EXIT_HALTED=4
 # from the codes above; 70: the helper coprocess died during the call (py_call).
 readonly EXIT_NOTHING_READY=10
 readonly EXIT_BLOCKED=11
+readonly EXIT_STORE_DOWN=13 # the store's server (postgres) did not answer: the call may be made again
 
 # die <message> [exit-code]: one line on stderr, then exit (default 1).
 die() { # <message> [code]

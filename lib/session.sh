@@ -6,6 +6,9 @@
 # times are whole microseconds (clock_now), compared without forking.
 
 declare -gA S_ITEM=() S_WRAPPER=() S_WSTART=() S_DEADLINE=() S_STOP_STAGE=() S_STOP_AT=() S_VERIFY=()
+# a finalize the store's server did not answer: when to try again, and whether it was said
+declare -gA S_FINAL_AT=() S_FINAL_TOLD=()
+readonly STORE_RETRY_S=5
 
 session_alive() { # <session>
   local pid=${S_WRAPPER[$1]:-}
@@ -179,6 +182,19 @@ session_finalize() { # <session>
   py_call finalize --state-dir "${CFG[STATE_DIR]}" --session-dir "$dir" "${RES_POLICY_ARGS[@]}" && rc=0 || rc=$?
   out=$PY_OUT
   LOOP_CLAIM_AT=0 RES_RECHECK_AT=0 # a finished session may unblock claims (a probe, a dependency)
+  if [[ $rc == "$EXIT_STORE_DOWN" ]]; then
+    # the database server does not answer: the session stays ours, finalized again
+    # in STORE_RETRY_S; claims wait for the server too (their block says so)
+    clock_now
+    clock_us "$STORE_RETRY_S" "S_FINAL_AT[$sid]"
+    ((S_FINAL_AT[$sid] += NOW_US))
+    if [[ -z "${S_FINAL_TOLD[$sid]:-}" ]]; then
+      S_FINAL_TOLD[$sid]=1
+      log_audit session.finalize_waiting --arg session "$sid" --arg item "$item_id" --arg reason "the store does not answer"
+      warn "finalizing $sid ($item_id) waits for the store, which does not answer; trying again every ${STORE_RETRY_S}s"
+    fi
+    return 0
+  fi
   if [[ $rc != 0 ]]; then
     log_audit session.finalize_failed --arg session "$sid" --arg item "$item_id" --argjson exit_code "$rc"
     LOOP_FATAL="finalizing $sid ($item_id) failed (exit $rc); the item stays in running/ for the next start"
@@ -202,5 +218,13 @@ session_finalize() { # <session>
 
 session__forget() { # <session>
   unset "S_ITEM[$1]" "S_WRAPPER[$1]" "S_WSTART[$1]" "S_DEADLINE[$1]" "S_STOP_STAGE[$1]" "S_STOP_AT[$1]" \
-    "S_VERIFY[$1]"
+    "S_VERIFY[$1]" "S_FINAL_AT[$1]" "S_FINAL_TOLD[$1]"
+}
+
+# session_finalize_due <session>: it has ended, and no wait for the store holds its finalize back
+session_finalize_due() { # <session>
+  session_poll "$1" || return 1
+  [[ -n "${S_FINAL_AT[$1]:-}" ]] || return 0
+  clock_now
+  ((NOW_US >= S_FINAL_AT[$1]))
 }

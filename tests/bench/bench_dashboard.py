@@ -178,6 +178,9 @@ def server(state: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], st
             assert time.monotonic() < deadline, "the server did not come up"
             time.sleep(0.05)
         yield proc, base
+    except BaseException:
+        print(f"the server's stderr ({log}):\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+        raise
     finally:
         proc.terminate()
         try:

@@ -18,9 +18,9 @@ from harness import config
 from harness.cli import events, loop, operator, reports
 from harness.cli import queue as queue_verbs
 from harness.cli import store as store_verbs
-from harness.cli.common import EXIT_REFUSED
+from harness.cli.common import EXIT_REFUSED, EXIT_STORE_DOWN
 from harness.serve import loopcalls
-from harness.store import StoreUnavailableError, queue
+from harness.store import StoreDownError, StoreUnavailableError, queue
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.fn(args))
+    except StoreDownError as exc:  # a database server that does not answer now: the caller may ask again
+        print(f"harness: {exc}", file=sys.stderr)
+        return EXIT_STORE_DOWN
     except StoreUnavailableError as exc:  # a corrupt, missing or locked database: fatal, not refused
         print(f"harness: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ EXIT_REFUSED = 2  # a refused request: malformed input, an unknown id or key
 EXIT_NOTHING = 10  # start: nothing is ready to claim
 EXIT_BLOCKED = 11  # start: claiming is blocked (a pause, the breaker, disk, load, memory)
 EXIT_FINISH = 12  # finalize: the item could not leave running/ (it is finalized again)
+EXIT_STORE_DOWN = 13  # the store's server (postgres) did not answer: nothing was changed, ask again later
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 

@@ -21,7 +21,7 @@ from harness.pipeline import policy, receipt, record, verdict, worktrees
 from harness.pipeline.breaker import Breaker, outcome
 from harness.pipeline.gate import write_pause
 from harness.pipeline.record import SessionRecord
-from harness.store import FencedError, Lease, Store, open_store
+from harness.store import FencedError, Lease, Store, StoreError, open_store
 
 FIX_OUTPUT_CHARS = 4000  # of the verify command's output, for the fix round's prompt
 
@@ -161,6 +161,20 @@ def _audit_end(state_dir: Path, rec: SessionRecord, v: verdict.Verdict, d: polic
                  delay_s=d.delay_s, fix_round=d.extra.get("fix_round"))
 
 
+def _taken_over(store: Store, item_id: str, sid: str) -> int:
+    """The item's newest fencing token when it was claimed again while this session
+    had not finished it (its lease ran out: another host took it over); 0 when the
+    session did finish it before (a finalize made again), or the item is unknown."""
+    try:
+        item = store.get(item_id)[1] if item_id else {}
+    except StoreError:
+        return 0
+    if any(isinstance(h, dict) and sid in (h.get("session"), h.get("session_id")) for h in item.get("history") or []):
+        return 0
+    claims = item.get("claims")
+    return claims if isinstance(claims, int) else 0
+
+
 @dataclass
 class _Held:
     lease: Lease
@@ -172,14 +186,19 @@ def _lease(store: Store, rec: SessionRecord, v: verdict.Verdict, out: dict[str, 
     result is recorded as orphaned (or fenced) and None."""
     sid, item_id = rec.session_id, rec.item_id
     held = store.lease_of(item_id) if item_id else None
+    # the session presents its own token (meta.json, from its claim); a session
+    # started before tokens presents the lease's
+    token = rec.meta.get("lease_token")
     if held is None or held.session_id not in ("", sid) or held.item is None:
+        claims = _taken_over(store, item_id, sid)
+        if isinstance(token, int) and claims > token:  # claimed again under it (a lease that ran out, taken over)
+            _fenced(store, out, sid, item_id, v.verdict, f"its token {token} is stale: the item was claimed again "
+                    f"(token {claims}){f' by {held.session_id}' if held else ''}")
+            return None
         store.audit("session.orphaned", session=sid, item=item_id, verdict=v.verdict,
                     reason="the item is no longer in running/ under this session")
         out.update(to=None, orphaned=True)
         return None
-    # the session presents its own token (meta.json, from its claim); a session
-    # started before tokens presents the lease's
-    token = rec.meta.get("lease_token")
     lease = Lease(item_id, held.session_id, token if isinstance(token, int) else held.token)
     if lease.token != held.token:
         _fenced(store, out, sid, item_id, v.verdict, f"its token {lease.token} is not the lease's {held.token}")

@@ -15,9 +15,9 @@ SameSite=Strict. An action needs the token (as that cookie or as `Authorization:
 Bearer`) and the header `X-Harness-Action: 1` (which no other site's form can
 send); a server without a token takes no actions at all (403, audited).
 
-/api/state is computed at most once a second, however many pages ask (they ask
-after every audit event): a page gets the snapshot another one asked for a
-moment ago, and the store is read once.
+/api/state is computed once for every page that asks within a second (they ask
+after every audit event), unless the audit log has grown since: a page never gets
+a snapshot older than the last event it has seen, and the store is read once.
 """
 
 from __future__ import annotations
@@ -185,10 +185,10 @@ class Dashboard:
         """Everything the dashboard shows (a plain def: run on a thread), computed at
         most once per STATE_TTL_S; one computation at a time."""
         with self.snapshot_lock:
-            now = self.clock()
-            if self.snapshot is None or now - self.snapshot[0] >= STATE_TTL_S:
+            now, taken = self.clock(), time.monotonic()
+            if self.snapshot is None or taken - self.snapshot[0] >= STATE_TTL_S or self.snapshot[0] < self.feed.last_line_at:
                 try:
-                    self.snapshot = (now, self._collect(now))
+                    self.snapshot = (taken, self._collect(now))
                 except (queue.QueueError, OSError, sqlite3.Error) as exc:
                     return JSONResponse({"error": f"the store cannot be read: {exc}"}, status_code=503)
             snap = self.snapshot[1]

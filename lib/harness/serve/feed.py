@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ class Feed:
         self.live: Callable[[], Iterable[str]] | None = None  # the live sessions' ids (the store's leases)
         self.beat_mtimes: dict[str, float] = {}
         self.error = ""  # the tailer's last error, said once on stderr
+        self.last_line_at = 0.0  # time.monotonic() of the newest line read: what a cached snapshot must be newer than
 
     def _open(self, at_end: bool = False) -> None:
         try:
@@ -148,6 +150,8 @@ class Feed:
         for line in whole.split(b"\n")[:-1]:
             end += len(line) + 1
             self.broadcast(event(self.ino, end, line))
+        if end != self.pos:
+            self.last_line_at = time.monotonic()
         self.pos = end
 
     def beats(self) -> None:

@@ -27,6 +27,7 @@ from harness.pipeline import stops
 from harness.store import StoreError
 
 US = "\x1f"
+BEAT_FAILING: set[str] = set()  # state directories whose fleet heartbeat failed: said once, until it works
 
 
 class CallError(Exception):
@@ -100,10 +101,16 @@ def _fleet_beat(state_dir: Path, fields: dict[str, Any]) -> None:
     try:
         if backend_of(state_dir) != "postgres":
             return
-        beat = open_store(state_dir).beat
-        beat(fields)
+        open_store(state_dir).beat(fields)
     except StoreError as exc:
-        print(f"harness: the fleet heartbeat failed (leases not renewed): {exc}", file=sys.stderr, flush=True)
+        if str(state_dir) not in BEAT_FAILING:
+            print(f"harness: the fleet heartbeat failed (leases not renewed until it works again): {exc}",
+                  file=sys.stderr, flush=True)
+        BEAT_FAILING.add(str(state_dir))
+    else:
+        if str(state_dir) in BEAT_FAILING:
+            BEAT_FAILING.discard(str(state_dir))
+            print("harness: the fleet heartbeat works again", file=sys.stderr, flush=True)
 
 
 def reconcile(argv: list[str]) -> int:
