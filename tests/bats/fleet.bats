@@ -73,3 +73,112 @@ fleet_sql() { # <sql>
   # the hosts: both registered, by their names
   [ "$(fleet_sql "SELECT string_agg(name, ',' ORDER BY name) FROM hosts")" = "a,b" ]
 }
+
+# host_bg <name> <args...>: a host's loop in a session of its own (setsid), so that
+# its whole tree (loop, helper, sidecar, agents) can be signalled at once by its
+# session id; sets HOST_SID
+host_bg() { # <name> <args...>
+  local name=$1
+  shift
+  HARNESS_HOST_NAME="$name" setsid "$LOOP" --state "$T/$name" "$@" >"$T/$name.out" 2>&1 &
+  HOST_SID=$!
+  FLEET_PIDS="${FLEET_PIDS:-} $HOST_SID"
+}
+
+# tree_signal <session-id> <signal>: every process of that session
+tree_signal() { # <sid> <signal>
+  pkill "-$2" -s "$1" || true
+}
+
+# tree_gone <session-id>: no process of that session is left (SIGKILL again for one
+# that was being forked as the first went out)
+tree_gone() { # <sid>
+  pkill -KILL -s "$1" || true
+  ! pgrep -s "$1" >/dev/null
+}
+
+succeeded_count() { [[ "$(fleet_sql "SELECT count(*) FROM items WHERE state = 'succeeded'")" == "$1" ]]; }
+running_on() { [[ "$(fleet_sql "SELECT count(*) FROM items WHERE state = 'running' AND lease_host = '$1'")" == "$2" ]]; }
+
+# once_each: every item succeeded, with exactly one succeeded record in its history
+once_each() {
+  [ "$(fleet_sql "SELECT count(*) FROM items WHERE state <> 'succeeded'")" = 0 ]
+  [ "$(fleet_sql "SELECT count(*) FROM items i, jsonb_array_elements(i.doc::jsonb -> 'history') h
+                  WHERE h ->> 'verdict' = 'succeeded'")" = "$(fleet_sql "SELECT count(*) FROM items")" ]
+}
+
+stop_host() { # <name> <pid>
+  touch "$T/$1/STOP"
+  wait "$2" || { cat "$T/$1.out"; false; }
+}
+
+@test "a host killed with its whole tree: its items are taken over once their leases run out; 0 lost, 0 doubled" {
+  export HARNESS_LEASE_S=3 HARNESS_HEARTBEAT_S=0.5 MOCK_CLAUDE_DELAY_S=1
+  fleet_items 12 "[[mock:slow]] work"
+  host_bg a -j 4
+  local a=$HOST_SID
+  wait_for 30 running_on a 4
+  tree_signal "$a" KILL
+  wait "$a" 2>/dev/null || true
+  wait_for 10 tree_gone "$a" # nothing of host a is left
+  local held
+  held=$(fleet_sql "SELECT count(*) FROM items WHERE state = 'running' AND lease_host = 'a'")
+  [ "$held" = 4 ]
+  host_bg b -j 4
+  local b=$HOST_SID
+  wait_for 60 succeeded_count 12
+  stop_host b "$b"
+  once_each
+  # the four items of host a: taken over by b, each once, after their leases ran out
+  [ "$(jq -r 'select(.event == "item.taken_over") | .from_host' "$T/b/events.jsonl" | sort | uniq -c | xargs)" = "4 a" ]
+  [ "$(fleet_sql "SELECT count(*) FROM attempts WHERE verdict = 'succeeded'")" = 12 ]
+}
+
+@test "a host stopped past its leases: the other takes over; its late results are fenced and audited, the outcome is the other's" {
+  export HARNESS_LEASE_S=3 HARNESS_HEARTBEAT_S=0.5 MOCK_CLAUDE_DELAY_S=2
+  fleet_items 4 "[[mock:slow]] work"
+  host_bg a -j 4
+  local a=$HOST_SID
+  wait_for 30 running_on a 4
+  tree_signal "$a" STOP
+  host_bg b -j 4
+  local b=$HOST_SID
+  wait_for 60 succeeded_count 4 || { # b took all four over (a's leases ran out) and finished them
+    cat "$T/b.out"; fleet_sql "SELECT id, state, lease_host, lease_expires, extract(epoch from now()) FROM items"
+    psql -Atq "$PG_URL" -c "SELECT pid, state, wait_event_type, left(query, 60) FROM pg_stat_activity"; false; }
+  tree_signal "$a" CONT
+  # a's sessions finish late; each finalize presents a stale token
+  wait_for 60 bash -c "[[ \$(jq -r 'select(.event == \"session.fenced\") | .item' '$T/a/events.jsonl' | sort -u | wc -l) == 4 ]]" ||
+    { jq -c 'select(.event | test("session|item"))' "$T/a/events.jsonl"; cat "$T/a.out"; false; }
+  stop_host a "$a"
+  stop_host b "$b"
+  once_each
+  # every item's succeeded record is a session of host b's
+  [ "$(fleet_sql "SELECT count(*) FROM items i, jsonb_array_elements(i.doc::jsonb -> 'history') h
+                  WHERE h ->> 'verdict' = 'succeeded' AND h ->> 'session_id' LIKE 'ses_%'")" = 4 ]
+  local sid
+  for sid in $(fleet_sql "SELECT h ->> 'session_id' FROM items i, jsonb_array_elements(i.doc::jsonb -> 'history') h"); do
+    [ -d "$T/b/sessions/$sid" ] # b's, not a's
+  done
+  [ "$(jq -c 'select(.event == "session.fenced" and (.reason | test("claimed again")))' "$T/a/events.jsonl" | wc -l)" = 4 ]
+}
+
+@test "the database restarted mid-run: claims wait, finalizes wait, and the queue is finished with nothing lost" {
+  export HARNESS_HEARTBEAT_S=0.5 MOCK_CLAUDE_DELAY_S=1
+  fleet_items 16 "[[mock:slow]] work"
+  host_bg a -j 3
+  local a=$HOST_SID
+  host_bg b -j 3
+  local b=$HOST_SID
+  wait_for 60 bash -c "(( \$(psql -Atq '$HARNESS_DATABASE_URL' -c \"SELECT count(*) FROM items WHERE state = 'succeeded'\") >= 3 ))"
+  "$BATS_TEST_DIRNAME/../pg_cluster.sh" stop "$PG_DIR/pg"
+  # the database is down: a session that ends waits to be finalized; claims are blocked
+  wait_for 30 bash -c "grep -q '\"session.finalize_waiting\"' '$T/a/events.jsonl' '$T/b/events.jsonl'"
+  wait_for 30 bash -c "grep -q '\"kind\":\"store\"' '$T/a/events.jsonl' '$T/b/events.jsonl'"
+  "$BATS_TEST_DIRNAME/../pg_cluster.sh" start "$PG_DIR/pg" >/dev/null
+  wait_for 90 succeeded_count 16
+  stop_host a "$a"
+  stop_host b "$b"
+  once_each
+  [ "$(fleet_sql "SELECT count(DISTINCT item_id) FROM attempts WHERE verdict = 'succeeded'")" = 16 ]
+}

@@ -135,11 +135,12 @@ class Beats(threading.Thread):
     def beat(self, sid: str, turn: int) -> bytes:
         now = time.time()
         tool = {"id": f"toolu_{turn}", "name": "Bash", "input": "make test", "running_s": 0.4} if turn % 3 else None
-        return jsonio.dumps({
+        line: bytes = jsonio.dumps({
             "session_id": sid, "written_at": round(now, 3), "phase": "tool" if tool else "thinking",
             "last_event_at": round(now - 0.1, 3), "turns": turn, "events": 40 * turn,
             "tokens": {"input": 900 * turn, "output": 60 * turn, "cache_read": 5000 * turn, "cache_write": 0},
-            "cost_usd_so_far": round(0.004 * turn, 6), "outstanding_tool": tool, "model": "claude-opus-4-8"}) + b"\n"
+            "cost_usd_so_far": round(0.004 * turn, 6), "outstanding_tool": tool, "model": "claude-opus-4-8"})
+        return line + b"\n"
 
     def run(self) -> None:
         turn = 0
@@ -183,11 +184,10 @@ def server(state: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], st
         raise
     finally:
         proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.kill()  # a no-op once it has been reaped; a server deaf to SIGTERM goes all the same
+        proc.wait()
 
 
 def open_pages(browser: Browser, base: str, n: int) -> tuple[list[Page], list[str]]:

@@ -21,6 +21,7 @@ from harness import jsonio
 from harness.pipeline.policy import Policy
 from harness.serve import reply
 from harness.store import Lease, Store, UnreadableItemError
+from harness.store.base import host_name
 
 SESSION_ID_RE = re.compile(r"ses_[A-Za-z0-9-]+")
 UNSTARTED = "the loop stopped before the session started"
@@ -69,7 +70,11 @@ def requeue_unstarted(store: Store, lease: Lease) -> None:
 
 
 def reconcile(store: Store, loop_pid: int, pol: Policy) -> list[Adopt]:
+    """This host's running items: each session adopted, or finalized, or its item
+    returned to pending. On a store the fleet shares, another host's items are its
+    own (a host that died leaves them to run out their leases: store/postgres.py)."""
     adopt: list[Adopt] = []
+    me = host_name()
     for row in store.items(["running"]):
         try:
             lease = store.lease_of(str(row["id"]))
@@ -79,6 +84,8 @@ def reconcile(store: Store, loop_pid: int, pol: Policy) -> list[Adopt]:
             continue
         if lease is None:
             continue  # it left running/ since
+        if getattr(store, "shared", False) and ((lease.item or {}).get("lease") or {}).get("host") != me:
+            continue
         sdir = store.state_dir / "sessions" / lease.session_id
         if not SESSION_ID_RE.fullmatch(lease.session_id) or not sdir.is_dir():
             requeue_unstarted(store, lease)

@@ -50,6 +50,7 @@ LEASE_ENV = "HARNESS_LEASE_S"
 FLEET_ENV = "HARNESS_FLEET_JOBS"
 LEASE_S = 120.0
 CONNECT_TIMEOUT_S = 5
+IDLE_TX_TIMEOUT_MS = 5000  # a transaction of ours takes milliseconds; one idle this long belongs to a stopped host
 # One step per version (the schema_version table): the SQLite store's tables at its
 # version 3, the lease's host and expiry beside them, and the hosts.
 MIGRATIONS: tuple[str, ...] = (
@@ -110,6 +111,9 @@ class PgDb:
         try:
             self.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
                                         application_name="harness")
+            # a host stopped inside a transaction (SIGSTOP, a hung VM) must not hold its row
+            # locks for good: the server ends such a session, and its leases can run out
+            self.conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_TX_TIMEOUT_MS}")
         except psycopg.Error as exc:
             raise StoreDownError(f"{where(self.url)} is unreachable: {_first_line(exc)}") from None
         return self.conn
@@ -135,6 +139,8 @@ def _first_line(exc: BaseException) -> str:
 @dataclass
 class PostgresStore(SqliteStore):
     """The Store protocol on PostgreSQL, for one host of a fleet (this module's docstring)."""
+
+    shared = True  # several hosts use it: each reconciles its own leases only
 
     def __post_init__(self) -> None:  # the SQLite store's file, never made: the database is elsewhere
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
