@@ -27,8 +27,11 @@ from pathlib import Path
 
 QUEUE_MAX = 1000
 POLL_S = 0.05  # how often the tailer looks for new lines
+BEATS_S = 0.25  # how often it looks at the live sessions' heartbeats
+LIVE_S = 1.0  # how long the list of live sessions (a store query) is used before it is asked again
 KEEPALIVE_S = 15.0  # a comment line on a quiet stream, so that no proxy times it out
 KEEPALIVE = b": keep-alive\n\n"
+BATCH_MAX = 256  # events sent to a client in one write at most
 
 
 @dataclass(eq=False)
@@ -64,6 +67,8 @@ class Feed:
         self.stopping: Callable[[], bool] = lambda: False  # the server's "should exit"
         self.live: Callable[[], Iterable[str]] | None = None  # the live sessions' ids (the store's leases)
         self.beat_mtimes: dict[str, float] = {}
+        self.beats_at = 0.0  # time.monotonic() of the last look at the heartbeats
+        self.live_ids: tuple[float, list[str]] = (0.0, [])  # (when asked, the live sessions)
         self.error = ""  # the tailer's last error, said once on stderr
         self.last_line_at = 0.0  # time.monotonic() of the newest line read: what a cached snapshot must be newer than
 
@@ -157,10 +162,14 @@ class Feed:
     def beats(self) -> None:
         """Each live session's heartbeat.json, as it is rewritten: `event: heartbeat`,
         without an id (a heartbeat is a state, not history: a reconnect gets the next)."""
-        if not self.clients or self.live is None:
+        now = time.monotonic()
+        if not self.clients or self.live is None or now - self.beats_at < BEATS_S:
             return
+        self.beats_at = now
+        if now - self.live_ids[0] >= LIVE_S:
+            self.live_ids = (now, list(self.live()))
         seen: dict[str, float] = {}
-        for sid in self.live():
+        for sid in self.live_ids[1]:
             path = self.path.parent / "sessions" / sid / "heartbeat.json"
             try:
                 mtime = os.stat(path).st_mtime
@@ -226,6 +235,20 @@ class Feed:
                     continue
                 if live is None:
                     return
-                yield live
+                yield self._with_queued(client, live)
         finally:
             self.clients.discard(client)
+
+    @staticmethod
+    def _with_queued(client: Client, first: bytes) -> bytes:
+        """The event, and every one queued behind it, as one write: a burst (the
+        heartbeats of every live session at once, say) costs the server one send per
+        client, not one per event. An end of stream (None) is put back for the next get."""
+        chunks = [first]
+        while len(chunks) < BATCH_MAX and not client.queue.empty():
+            ev = client.queue.get_nowait()
+            if ev is None:
+                client.queue.put_nowait(None)
+                break
+            chunks.append(ev)
+        return b"".join(chunks)

@@ -1,8 +1,9 @@
 "use strict";
 // The dashboard: /api/state once, then /events keeps it live. An audit event is
-// put in the activity list as it arrives and brings a fresh /api/state soon after
-// (at most one in flight); a heartbeat updates its session's row in place. The
-// state is read again every 10 s in any case, and the ages tick every second.
+// put in the activity list as it arrives; one that changes the state (STATE_EVENTS)
+// brings a fresh /api/state half a second later (at most one in flight); a
+// heartbeat updates its session's row (drawn at most twice a second). The state is
+// read again every 10 s in any case, and the ages tick every second.
 
 const dash = {
   agents: new Map(),   // session id -> its row's data (times in the server's epoch seconds)
@@ -13,8 +14,20 @@ const dash = {
   refreshing: false,
   again: false,
   timer: null,
+  drawTimer: null,
   charts: {},
 };
+
+// the audit events that change what /api/state shows (others, a refused request
+// say, are only listed in the activity)
+const STATE_EVENTS = /^(item|session|loop|circuit|verify|integrate|worktree|sidecar|run)\.|^serve\.action$/;
+
+// drawAgentsSoon: the agents' table drawn at most twice a second, however many
+// heartbeats arrive (16 sessions beat several times a second between them)
+function drawAgentsSoon() {
+  if (dash.drawTimer) return;
+  dash.drawTimer = setTimeout(() => { dash.drawTimer = null; renderAgents(); }, 500);
+}
 
 function serverNow() { return Date.now() / 1000 + dash.offset; }
 
@@ -191,7 +204,7 @@ function onAudit(ev) {
     dash.agents.delete(ev.session);
     renderAgents();
   }
-  scheduleRefresh(250);
+  if (STATE_EVENTS.test(ev.event)) scheduleRefresh(500);
 }
 
 function onHeartbeat(hb) {
@@ -199,7 +212,7 @@ function onHeartbeat(hb) {
   if (!a) return;
   Object.assign(a, {phase: hb.phase, tool: hb.outstanding_tool ? hb.outstanding_tool.name : "",
                     lastEventAt: hb.last_event_at, tokens: hb.tokens, cost: hb.cost_usd_so_far});
-  renderAgents();
+  drawAgentsSoon();
 }
 
 function follow(feedId) {
