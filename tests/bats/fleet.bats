@@ -70,8 +70,19 @@ fleet_sql() { # <sql>
   cb=$(jq -r 'select(.event == "item.claimed") | .item' "$T/b/events.jsonl" | wc -l)
   echo "claims: a=$ca b=$cb"
   ((ca + cb == 40 && ca >= 5 && cb >= 5))
-  # the hosts: both registered, by their names
+  # the hosts: both registered, by their names; status.sh lists them, each with its heartbeat's age
   [ "$(fleet_sql "SELECT string_agg(name, ',' ORDER BY name) FROM hosts")" = "a,b" ]
+  run env HARNESS_HOST_NAME=a "$HARNESS_ROOT/scripts/status.sh" --state "$T/a" --json
+  assert_success
+  [ "$(jq -c '[.hosts[] | [.host, .this, (.heartbeat_age_s | type)]]' <<<"$output")" = '[["a",true,"number"],["b",false,"number"]]' ]
+  run env HARNESS_HOST_NAME=b "$HARNESS_ROOT/scripts/status.sh" --state "$T/b" --no-color
+  assert_success
+  assert_line --regexp '^hosts +a: 0 running, heartbeat .* ago$'
+  assert_line --regexp '^ +b \(this\): 0 running, heartbeat .* ago$'
+  # one report for the fleet, from either host
+  run env HARNESS_HOST_NAME=b "$HARNESS_ROOT/scripts/report.sh" --state "$T/b" --json
+  assert_success
+  [ "$(jq -c '[.total.sessions, .total.succeeded]' <<<"$output")" = "[40,40]" ]
 }
 
 # host_bg <name> <args...>: a host's loop in a session of its own (setsid), so that

@@ -136,6 +136,20 @@ def active_runs(state_dir: Path, now: float) -> list[dict[str, Any]]:
     return [r.as_dict() | {"line": runs.line(r)} for r in runs.runs(open_store(state_dir), now) if r.state == "running"]
 
 
+def hosts(state_dir: Path, now: float) -> list[dict[str, Any]]:
+    """The hosts that share this store (one: this one, unless the store is postgres),
+    each with its heartbeat's age and its sessions running."""
+    out = []
+    for h in open_store(state_dir).hosts():
+        beat = h.get("heartbeat") or {}
+        age = h.get("heartbeat_age_s")
+        out.append({"host": h.get("host"), "this": h.get("this", True), "pid": beat.get("pid") or h.get("pid"),
+                    "heartbeat_age_s": age if age is not None else _age(beat.get("written_at"), now),
+                    "running": h.get("running", beat.get("sessions")), "jobs": beat.get("jobs"),
+                    "state": beat.get("state")})
+    return out
+
+
 def collect(state_dir: Path, p: Policy, now: float, heartbeat_s: float) -> dict[str, Any]:
     c = Breaker(state_dir, p).status(now)
     pause = gate.active_pause(state_dir, now)
@@ -157,6 +171,7 @@ def collect(state_dir: Path, p: Policy, now: float, heartbeat_s: float) -> dict[
         "queue": queue_counts(state_dir),
         "today": today(state_dir, now),
         "runs": active_runs(state_dir, now),
+        "hosts": hosts(state_dir, now),
     }
 
 
@@ -215,6 +230,11 @@ def render(st: dict[str, Any], style: Style) -> str:
     lines.append(f"today     {t['sessions']} sessions, {t['succeeded']} succeeded ({rate}), ${t['cost_usd']:.4f}, "
                  f"{_tokens(t['tokens'])} tokens  [{t['date']} UTC]")
     lines.extend(f"{'runs' if i == 0 else '':<10}{style.text(r['line'])}" for i, r in enumerate(st.get("runs") or []))
+    fleet = st.get("hosts") or []
+    if len(fleet) > 1:  # a fleet (STORE=postgres): every host, its heartbeat's age, its sessions
+        lines.extend(f"{'hosts' if i == 0 else '':<10}{style.text(str(h['host']))}{' (this)' if h['this'] else ''}: "
+                     f"{h['running'] if h['running'] is not None else '?'} running, heartbeat "
+                     f"{_dur(h['heartbeat_age_s'])} ago" for i, h in enumerate(fleet))
     lines.append("")
     agents_ = st["agents"]
     if not agents_:

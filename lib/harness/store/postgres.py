@@ -123,6 +123,8 @@ class PgDb:
             return self.connect().execute(statement.replace("?", "%s"), tuple(params))
         except psycopg.OperationalError as exc:
             raise StoreDownError(f"{where(self.url)}: {_first_line(exc)}") from None
+        except psycopg.DatabaseError as exc:  # what the store's own checks did not foresee: one line
+            raise StoreUnavailableError(f"{where(self.url)} refused a statement: {_first_line(exc)}") from None
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         try:

@@ -25,7 +25,7 @@ KEY_SQL = {
 
 def where_clause(since: float | None, run: str | None) -> tuple[str, list[Any]]:
     """The attempts a report or a listing selects: started since, of one run."""
-    where, args = ["1"], list[Any]()
+    where, args = ["1 = 1"], list[Any]()  # (SQLite and PostgreSQL alike)
     if since is not None:
         where.append("started >= ?")
         args.append(since)

@@ -74,6 +74,7 @@ function render(s) {
   dash.agents = fresh;
   renderAgents();
   renderRuns(s.runs);
+  renderHosts(s.hosts || []);
   renderFailures(s.failures);
   renderCharts(s.series, s.charts);
   if (!dash.source) {
@@ -123,6 +124,16 @@ function renderAgents() {
     el("td", {class: "num"}, a.startedAt ? fmt.secs(now - a.startedAt) : "-")));
   replace(body, ...rows);
   document.getElementById("agents-none").hidden = rows.length > 0;
+}
+
+// renderHosts: a fleet's hosts (STORE=postgres); one host alone is not listed
+function renderHosts(hosts) {
+  document.getElementById("hosts-box").hidden = hosts.length < 2;
+  replace(document.querySelector("#hosts tbody"), ...hosts.map((h) => el("tr", {"data-host": h.host},
+    el("td", {}, h.this ? `${h.host} (this)` : h.host),
+    el("td", {class: "num"}, h.running ?? "?"),
+    el("td", {class: "num"}, typeof h.heartbeat_age_s === "number" ? `${fmt.secs(h.heartbeat_age_s)} ago` : "-"),
+    el("td", {}, h.pid ? `pid ${h.pid}${h.state ? `, ${h.state}` : ""}` : "-"))));
 }
 
 function renderRuns(runs) {
