@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Summary: Crash trial: kills loop.sh with SIGKILL at random moments during a multi-item queue, restarts it, and checks that no work is lost or done twice.
 # Usage: tests/crash_trial.sh [--runs N] [--items N] [--kills N] [--session-s S] [--seed N] [--json FILE] [--integrate]
-#                             [--store files|sqlite]
+#                             [--store files|sqlite|postgres]
 #
 # Each run: a fresh state directory with --items items (the fast stub, --session-s each, 0.2 s),
 # loop.sh --drain -j 1..3 started and killed with SIGKILL at a random moment, up to
@@ -17,9 +17,11 @@
 # that goes down). Then every item must also have landed exactly once: one merge
 # of its branch on trunk, one landing in its history.
 #
-# --store files|sqlite: the store each run's state directory is made with (default
-# sqlite, state/harness.db). Half the kills also kill the loop's helper process with
-# SIGKILL at the same moment: a claim or a finish cut off inside its transaction.
+# --store files|sqlite|postgres: the store each run's state directory is made with
+# (default sqlite, state/harness.db; postgres: the server HARNESS_DATABASE_URL names,
+# a schema of its own for each run). Half the kills also kill the loop's helper
+# process with SIGKILL at the same moment: a claim or a finish cut off inside its
+# transaction.
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,10 +45,23 @@ while (($#)); do
 done
 RANDOM=$SEED
 WORK=$(mktemp -d)
-trap 'pkill -9 -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'pkill -9 -f "$WORK" 2>/dev/null || true; [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"' EXIT
 export CLAUDE_BIN="$ROOT/tests/mocks/claude" HARNESS_QUIET=1 HARNESS_IDLE_POLL_S=0.1 HARNESS_POLL_INTERVAL_S=0.05
 export HARNESS_RETRY_BASE_S=0 HARNESS_KILL_GRACE_S=1 MOCK_CLAUDE_DELAY_S=$SESSION_S HARNESS_MIN_FREE_MB=0
 export HARNESS_STORE=$STORE
+PG_BASE=${HARNESS_DATABASE_URL:-}
+if [[ "$STORE" == postgres && -z "$PG_BASE" ]]; then
+  echo "crash_trial: --store postgres needs HARNESS_DATABASE_URL (a server the runs may make schemas on)" >&2
+  exit 2
+fi
+
+# pg_schema <name>: a fresh schema on the server, named in HARNESS_DATABASE_URL's search_path
+pg_schema() { # <name>
+  psql -q "$PG_BASE" -c "CREATE SCHEMA $1" >/dev/null
+  local sep='?'
+  [[ "$PG_BASE" != *\?* ]] || sep='&'
+  export HARNESS_DATABASE_URL="$PG_BASE${sep}options=-csearch_path%3D$1"
+}
 
 # kill_moment <state> <pid> <seconds>: waits for the random moment, which is
 # always one while work remains: <seconds> from now, or as soon as the last
@@ -54,6 +69,7 @@ export HARNESS_STORE=$STORE
 # that item's session runs), or when the loop has gone.
 kill_moment() { # <state> <pid> <seconds>
   local end wait_us
+  [[ "$STORE" != postgres ]] || loop_up "$1" "$2"
   clock_us "$3" wait_us
   clock_now
   end=$((NOW_US + wait_us))
@@ -66,8 +82,27 @@ kill_moment() { # <state> <pid> <seconds>
   done
 }
 
+# loop_up <state> <pid>: waits until that loop has said loop.started (or has gone).
+# With postgres the loop's start takes a second or more (its helpers import the
+# driver and connect): the random moment is counted from there, so that the kills
+# land among the claims and sessions rather than all in the start-up.
+loop_up() { # <state> <pid>
+  local before=$LOOP_STARTS
+  while kill -0 "$2" 2>/dev/null; do
+    LOOP_STARTS=$(grep -c '"event":"loop.started"' "$1/events.jsonl" 2>/dev/null || true)
+    ((${LOOP_STARTS:-0} <= before)) || return 0
+    sleep 0.02
+  done
+}
+
 # work_left <state>: some item is still pending (or verified: waiting to land).
+# (postgres: asked with psql, which answers in milliseconds where the interpreter's
+# start would let the moment pass)
 work_left() { # <state>
+  if [[ "$STORE" == postgres ]]; then
+    [[ "$(psql -Atq "$HARNESS_DATABASE_URL" -c "SELECT count(*) FROM items WHERE state IN ('pending', 'verified')")" != 0 ]]
+    return
+  fi
   PYTHONPATH="$ROOT/lib" "$ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path
 from harness.store import open_store
 sys.exit(0 if {"pending", "verified"} & set(open_store(Path(sys.argv[1])).states().values()) else 1)' "$1"
@@ -92,6 +127,7 @@ for ((run = 1; run <= RUNS; run++)); do
   state="$dir/state"
   mkdir -p "$dir/witness"
   export MOCK_CLAUDE_WITNESS="$dir/witness"
+  [[ "$STORE" != postgres ]] || pg_schema "crash_${SEED}_$run"
   mode=slow
   if ((INTEGRATE)); then
     mode=commit
@@ -108,7 +144,7 @@ for ((run = 1; run <= RUNS; run++)); do
     echo "crash_trial: run $run: $dir was removed under the trial (not by the harness); giving up" >&2
     exit 2
   fi
-  planned=$((1 + RANDOM % KILLS)) kills=0
+  planned=$((1 + RANDOM % KILLS)) kills=0 LOOP_STARTS=0
   for ((k = 0; k < planned; k++)); do
     jobs=$((1 + RANDOM % 3))
     "$ROOT/loop.sh" --state "$state" --drain -j "$jobs" >>"$dir/loop.out" 2>&1 &

@@ -6,7 +6,7 @@
 # start: initdb into DIR/data (as the unprivileged user `postgres` when run as root:
 # initdb refuses root; DIR's parent must let that user in: /tmp does), a socket in DIR, no TCP port, trust authentication (only the
 # socket's directory, 0700, guards it); then a database "harness" and the URL on
-# stdout. stop: a fast shutdown (pg_ctl -m fast), waited for; nothing is left
+# stdout (a cluster that runs already is left as it is). stop: a fast shutdown (pg_ctl -m fast), waited for; nothing is left
 # running. restart: stop, then start the same cluster again (the tests' "database
 # restarted mid-run"). Debian's postgresql package provides the binaries
 # (/usr/lib/postgresql/<version>/bin). Exit codes: 0 done, 1 failed, 2 bad usage.
@@ -47,6 +47,9 @@ pg_start() {
       { cat "$dir/initdb.log" >&2; exit 1; }
   fi
   # fsync off: a test cluster, made again for every run; nothing here must survive a power cut
+  if as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    return 0 # running already
+  fi
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "-k $dir -c listen_addresses='' \
     -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null ||
     { tail -n 20 "$dir/server.log" >&2; exit 1; }

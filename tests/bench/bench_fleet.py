@@ -10,22 +10,25 @@ schema of its own (the URL's search_path, as the tests do).
 Claims: 8 loops (processes, each with a host name and a state directory of its
 own) of 8 claimers each (threads, each with a store of its own: 64 connections)
 start together behind a barrier and claim for BENCH_FLEET_SECONDS from a queue of
-BENCH_FLEET_ITEMS items added up front; then the same with a finish after each
-claim (succeeded). The baseline, in the same run: the SQLite store with 8 claimer
-processes on one state directory, over the same queue. Then both again over 2,000
-items, drained: a claim's cost grows with the pending items. Claims pass the
-default AGING_S, as the loop's do. Reported: claims per second (the first claim's
-start to the last one's end), each claim's and each finish's latency (p50, p99),
-postgres/sqlite, and the CPU of the server's processes and of the claimers over the
-window in cores, beside the cores this machine has: what saturates. No item may be
-claimed twice. Target: postgres at least 500 claims per second (claims alone, the
-BENCH_FLEET_ITEMS queue); exit 1 when it is missed.
+BENCH_FLEET_ITEMS items added up front; then 8 loops of one claimer each; then 8x8
+again with a finish after each claim (succeeded). The baseline, in the same run:
+the SQLite store with 8 claimer processes on one state directory, over the same
+queue. Then 8x8 and SQLite again over 2,000 items, drained: a claim's cost grows
+with the pending items. Claims pass the default AGING_S, as the loop's do.
+Reported: claims per second (the first claim's start to the last one's end), each
+claim's and each finish's latency (p50, p99), postgres/sqlite, and the CPU of the
+server's processes, of the claimers and of the whole machine over the window, in
+cores (this machine's count is printed): what saturates, and whether anything else
+ran. No item may be claimed twice. Target: postgres 8x8 at least 500 claims per
+second (claims alone, the BENCH_FLEET_ITEMS queue); exit 1 when it is missed.
 
 Calls: what the loop's helpers pay per call, one client on an idle server: a store
 opened (a connection, its settings, the schema check: the helpers open one per
-call), a heartbeat (store.beat: the host's row and its 8 leases renewed), and the
-loop's claim as start.py makes it (gate.claim_gated over stores opened for it, with
-the breaker's admission), each with the server's CPU per call.
+call), a heartbeat (store.beat: the host's row and its 8 leases renewed), live()
+(the sidecar asks it at every round), a claim on an open store, and the loop's claim
+as start.py makes it (gate.claim_gated over stores opened for it, with the
+breaker's admission), with items and on an empty queue (an idle loop's poll); each
+with the server's CPU per call.
 
 Takeover: a host claims BENCH_FLEET_TAKE items with LEASE_S of 1, 2 and 4 s, renews
 its leases every 0.5 s (its loop's heartbeat) and is killed (SIGKILL) at a random
@@ -69,7 +72,7 @@ from harness.store import FencedError, Lease, open_store
 
 N_ITEMS = int(os.environ.get("BENCH_FLEET_ITEMS", "20000"))
 SMALL_ITEMS = 2000
-RUN_S = float(os.environ.get("BENCH_FLEET_SECONDS", "12"))
+RUN_S = float(os.environ.get("BENCH_FLEET_SECONDS", "10"))
 LOOPS, CLAIMERS, SQLITE_CLAIMERS = 8, 8, 8
 TARGET_RATE = 500.0
 AGING_S = float(config.default("AGING_S"))
@@ -131,11 +134,17 @@ def server_cpu_s(postmaster: int) -> float:
     total = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                with open(f"/proc/{entry}/stat", "rb") as fh:
-                    if int(fh.read().rsplit(b")", 1)[1].split()[1]) == postmaster:
-                        total += cpu_s(int(entry))
+            with contextlib.suppress(OSError, IndexError), open(f"/proc/{entry}/stat", "rb") as fh:
+                if int(fh.read().rsplit(b")", 1)[1].split()[1]) == postmaster:
+                    total += cpu_s(int(entry))
     return total
+
+
+def machine_busy_s() -> float:
+    """The CPU time all of this machine's cores have spent busy (/proc/stat): anything else running shows here."""
+    with open("/proc/stat") as fh:
+        ticks = [int(x) for x in fh.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def worker_env(url: str, host: str, lease_s: float = 120.0) -> dict[str, str]:
@@ -243,11 +252,12 @@ def claims(work: Path, s: Setup, url: str, postmaster: int, template: str) -> di
         for p in procs:
             if line_of(p, "loop") != b"ready\n":
                 raise RuntimeError("a loop did not start")
-        cpu0 = server_cpu_s(postmaster) if postmaster else 0.0
+        cpu0, busy0, t0 = server_cpu_s(postmaster) if postmaster else 0.0, machine_busy_s(), time.monotonic()
         for p in procs:
             say(p, b"go\n")
         results = [orjson.loads(line_of(p, "loop")) for p in procs]
         server = (server_cpu_s(postmaster) - cpu0) if postmaster else 0.0
+        busy, window = machine_busy_s() - busy0, time.monotonic() - t0
         for p in procs:
             say(p, b"exit\n")
             p.wait(timeout=30)
@@ -256,11 +266,12 @@ def claims(work: Path, s: Setup, url: str, postmaster: int, template: str) -> di
     won = [w for r in results for w in r["won"]]
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
     left = sum(1 for state in open_store(adder, s.backend).states().values() if state == "pending")
-    return {"backend": s.backend, "shape": f"{s.loops}×{s.per_loop}", "finish": s.finish, "items": s.items,
+    return {"backend": s.backend, "shape": f"{s.loops}x{s.per_loop}", "finish": s.finish, "items": s.items,
             "wall": wall, "claims": len(won), "rate": len(won) / wall,
             "once": len(set(won)) == len(won) == s.items - left,
             "lat": [x for r in results for x in r["lat"]], "fin": [x for r in results for x in r["fin"]],
-            "client_cpu": sum(r["cpu"] for r in results), "server_cpu": server}
+            "client_cores": sum(r["cpu"] for r in results) / window, "server_cores": server / window,
+            "busy_cores": busy / window}
 
 
 # --- the loop's calls, one at a time ------------------------------------------
@@ -277,9 +288,10 @@ def timed(step: Callable[[int], Any], n: int, postmaster: int) -> dict[str, Any]
     return {"lat": lat, "server_ms": (server_cpu_s(postmaster) - cpu0) / n * 1000}
 
 
-def calls(work: Path, url: str, postmaster: int, template: str) -> dict[str, dict[str, Any]]:
-    """A store opened, a heartbeat with 8 leases held, the loop's claim (start.py's): one client."""
-    url = schema_url(url)
+def calls(work: Path, base: str, postmaster: int, template: str) -> dict[str, dict[str, Any]]:
+    """A store opened, a heartbeat and live() with 8 leases held, the loop's claim (start.py's)
+    and its poll of an empty queue, a claim on an open store: one client."""
+    url = schema_url(base)
     os.environ.update(HARNESS_DATABASE_URL=url, HARNESS_STORE="postgres", HARNESS_HOST_NAME="calls")
     state = work / "calls"
     queue_of(Setup("postgres", 1, 1, False, SMALL_ITEMS, 0), work / "calls-queue", url, template)
@@ -289,14 +301,18 @@ def calls(work: Path, url: str, postmaster: int, template: str) -> dict[str, dic
     for k in range(8):
         store.claim(f"ses_held_{k}", "w0", time.time())
     out["beat"] = timed(lambda k: store.beat({"pid": os.getpid()}), CALLS, postmaster)
+    out["live"] = timed(lambda k: store.live(), CALLS, postmaster)
     policy = Policy()
 
-    def loop_claim(k: int) -> None:
-        got = gate.claim_gated(open_store(state), f"ses_gated_{k}", "w0", policy, time.time())
-        assert isinstance(got, Lease), f"the loop's claim got {got!r}"
+    def loop_claim(k: int, where: Path, expect: type) -> None:
+        got = gate.claim_gated(open_store(where), f"ses_gated_{k}", "w0", policy, time.time())
+        assert isinstance(got, expect), f"the loop's claim got {got!r}"
 
-    out["loop_claim"] = timed(loop_claim, CALLS, postmaster)
+    out["loop_claim"] = timed(lambda k: loop_claim(k, state, Lease), CALLS, postmaster)
     out["claim"] = timed(lambda k: store.claim(f"ses_one_{k}", "w0", time.time(), aging_s=AGING_S), CALLS, postmaster)
+    os.environ["HARNESS_DATABASE_URL"] = schema_url(base)  # an empty queue
+    open_store(work / "calls-idle").init()
+    out["idle_poll"] = timed(lambda k: loop_claim(k, work / "calls-idle", type(None)), CALLS, postmaster)
     return out
 
 
@@ -379,24 +395,27 @@ def ms(values: list[float], q: float) -> str:
 
 
 def claims_table(runs: list[dict[str, Any]]) -> None:
-    print(f"  {'store':<9}{'loops×claimers':>15}{'with':>8}{'queue':>7}{'claims/s':>10}{'claim p50':>11}{'p99 ms':>9}"
-          f"{'finish p50':>12}{'p99 ms':>8}{'server cores':>14}{'clients cores':>15}{'once':>6}")
+    print(f"  {'store':<9}{'loopsxclaimers':>15}{'with':>8}{'queue':>7}{'claims/s':>10}{'claim p50':>11}{'p99 ms':>9}"
+          f"{'finish p50':>12}{'p99 ms':>8}{'cores: server':>15}{'clients':>9}{'machine':>9}{'once':>6}")
     for r in runs:
-        server = f"{r['server_cpu'] / r['wall']:.2f}" if r["backend"] == "postgres" else "-"
+        server = f"{r['server_cores']:.2f}" if r["backend"] == "postgres" else "-"
         print(f"  {r['backend']:<9}{r['shape']:>15}{'finish' if r['finish'] else 'claim':>8}{r['items']:>7}"
               f"{r['rate']:10.1f}{ms(r['lat'], 0.5):>11}{ms(r['lat'], 0.99):>9}{ms(r['fin'], 0.5):>12}"
-              f"{ms(r['fin'], 0.99):>8}{server:>14}{r['client_cpu'] / r['wall']:15.2f}{'yes' if r['once'] else 'NO':>6}")
-    by = {(r["backend"], r["finish"], r["items"]): r["rate"] for r in runs}
-    for (backend, finish, items), rate in by.items():
-        if backend == "postgres" and ("sqlite", finish, items) in by:
-            print(f"  postgres/sqlite, {'claim+finish' if finish else 'claim alone'}, {items} items: "
-                  f"{rate / by[('sqlite', finish, items)]:.2f}x the claims per second")
+              f"{ms(r['fin'], 0.99):>8}{server:>15}{r['client_cores']:9.2f}{r['busy_cores']:9.2f}"
+              f"{'yes' if r['once'] else 'NO':>6}")
+    base = {(r["finish"], r["items"]): r["rate"] for r in runs if r["backend"] == "sqlite"}
+    for r in runs:
+        if r["backend"] == "postgres" and (r["finish"], r["items"]) in base:
+            print(f"  postgres {r['shape']}/sqlite, {'claim+finish' if r['finish'] else 'claim alone'}, {r['items']} "
+                  f"items: {r['rate'] / base[(r['finish'], r['items'])]:.2f}x the claims per second")
 
 
 def calls_table(out: dict[str, dict[str, Any]]) -> None:
     names = {"open": "a store opened (connection, settings, schema check)", "beat": "a heartbeat, 8 leases renewed",
+             "live": "live(), 8 leases (the sidecar's, at each of its rounds)",
              "claim": f"a claim on an open store ({SMALL_ITEMS} items queued)",
-             "loop_claim": "the loop's claim: gate.claim_gated, 3 stores opened"}
+             "loop_claim": "the loop's claim: gate.claim_gated, 3 stores opened",
+             "idle_poll": "the same on an empty queue (an idle loop's poll)"}
     for key, name in names.items():
         r = out[key]
         print(f"  {name:<56} p50 {ms(r['lat'], 0.5):>7} ms  p99 {ms(r['lat'], 0.99):>7} ms  "
@@ -424,10 +443,11 @@ def run_all(work: Path, url: str, postmaster: int) -> dict[str, Any]:
     open_store(work / "template", "postgres").add([("bench", {"id": f"i{i:05d}", "prompt": f"item {i}"})
                                                     for i in range(N_ITEMS)])
     add_rate = N_ITEMS / (time.monotonic() - t)
-    setups = [Setup(backend, LOOPS if backend == "postgres" else SQLITE_CLAIMERS,
-                    CLAIMERS if backend == "postgres" else 1, finish, items, RUN_S if items == N_ITEMS else DRAIN_S)
-              for items, finish in ((N_ITEMS, False), (N_ITEMS, True), (SMALL_ITEMS, False))
-              for backend in ("postgres", "sqlite")]
+    setups = [Setup("postgres", LOOPS, CLAIMERS, False, N_ITEMS, RUN_S), Setup("postgres", LOOPS, 1, False, N_ITEMS, RUN_S),
+              Setup("sqlite", SQLITE_CLAIMERS, 1, False, N_ITEMS, RUN_S),
+              Setup("postgres", LOOPS, CLAIMERS, True, N_ITEMS, RUN_S), Setup("sqlite", SQLITE_CLAIMERS, 1, True, N_ITEMS, RUN_S),
+              Setup("postgres", LOOPS, CLAIMERS, False, SMALL_ITEMS, DRAIN_S),
+              Setup("sqlite", SQLITE_CLAIMERS, 1, False, SMALL_ITEMS, DRAIN_S)]
     runs = [claims(work, s, url, postmaster, template) for s in setups]
     one = calls(work, url, postmaster, template)
     rounds = [takeover(work, url, lease_s, template) for lease_s in TAKE_LEASES_S]

@@ -1,0 +1,99 @@
+"""STORE=postgres as a fleet sees it, on the tests' PostgreSQL server: leases that
+run out and are taken over, the fencing of the old holder, renewals, the fleet-wide
+cap, the hosts, and a database that does not answer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import jsonio
+from harness.pipeline import gate, start
+from harness.pipeline.policy import Policy
+from harness.store import FencedError, FleetFullError, Store, StoreDownError, open_store
+from harness.store.postgres import where
+
+NOW = 1_800_000_000.0
+
+
+def _host(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, lease_s: float = 10) -> Store:
+    """A host of the fleet: its own state directory and name, the one database."""
+    monkeypatch.setenv("HARNESS_HOST_NAME", name)
+    monkeypatch.setenv("HARNESS_LEASE_S", str(lease_s))
+    store = open_store(tmp_path / name, "postgres")
+    store.init()
+    return store
+
+
+def _events(store: Store) -> list[dict[str, object]]:
+    path = store.state_dir / "events.jsonl"
+    return [jsonio.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+def test_a_lease_that_runs_out_is_taken_over_and_its_holder_fenced(pg_schema: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _host(tmp_path, "a", monkeypatch)
+    b = _host(tmp_path, "b", monkeypatch)
+    a.add([("t", {"id": "x", "prompt": "p"})])
+    first = a.claim("ses_a", "w", NOW)
+    assert first is not None and first.token == 1
+    assert b.claim("ses_b", "w", NOW + 9) is None  # a's lease holds for LEASE_S
+    assert set(a.live()) == {"ses_a"} and b.live() == {}
+    second = b.claim("ses_b", "w", NOW + 10.5)
+    assert second is not None and (second.item_id, second.token) == ("x", 2)
+    assert set(b.live()) == {"ses_b"} and a.live() == {}  # the item is b's now, on either host's view
+    taken = [e for e in _events(b) if e["event"] == "item.taken_over"]
+    assert [(e["item"], e["from_host"], e["from_session"], e["from_token"]) for e in taken] == [("x", "a", "ses_a", 1)]
+    with pytest.raises(FencedError, match="ses_a \\(token 1\\) is stale"):
+        a.finish(first, "succeeded", {"session_id": "ses_a", "verdict": "succeeded"}, 1, None)
+    assert a.beat({"pid": 1}, now=NOW + 11) == 0  # a renews nothing: it holds nothing
+    b.finish(second, "succeeded", {"session_id": "ses_b", "verdict": "succeeded"}, 1, None)
+    state, item = b.get("x")
+    assert state == "succeeded" and [h["session_id"] for h in item["history"]] == ["ses_b"]
+
+
+def test_a_host_s_beat_renews_its_leases_and_lists_it(pg_schema: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _host(tmp_path, "a", monkeypatch)
+    b = _host(tmp_path, "b", monkeypatch)
+    a.add([("t", {"id": "x", "prompt": "p"})])
+    assert a.claim("ses_a", "w", NOW) is not None
+    assert a.beat({"pid": 11, "sessions": 1}, now=NOW + 8) == 1
+    assert b.claim("ses_b", "w", NOW + 12) is None  # renewed at NOW + 8: good until NOW + 18
+    assert b.claim("ses_b", "w", NOW + 18.5) is not None
+    b.beat({"pid": 22, "sessions": 1})
+    hosts = {h["host"]: h for h in b.hosts()}
+    assert set(hosts) == {"a", "b"} and hosts["b"]["this"] and not hosts["a"]["this"]
+    assert (hosts["a"]["running"], hosts["b"]["running"], hosts["a"]["heartbeat"]["pid"]) == (0, 1, 11)
+
+
+def test_fleet_jobs_caps_the_sessions_of_every_host(pg_schema: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_FLEET_JOBS", "1")
+    a = _host(tmp_path, "a", monkeypatch)
+    b = _host(tmp_path, "b", monkeypatch)
+    a.add([("t", {"id": "x", "prompt": "p"}), ("t", {"id": "y", "prompt": "p"})])
+    assert a.claim("ses_a", "w", NOW) is not None
+    with pytest.raises(FleetFullError, match="FLEET_JOBS=1"):
+        b.claim("ses_b", "w", NOW)
+    blocked = gate.claim_gated(b, "ses_b", "w", Policy(), time.time())
+    assert isinstance(blocked, gate.Blocked) and blocked.kind == "fleet"
+    assert b.get("y")[0] == "pending"
+
+
+def test_a_database_that_does_not_answer_blocks_claims_and_is_named_without_secrets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"postgresql://harness:s3cret-password@/harness?host={tmp_path / 'no-server-here'}"
+    monkeypatch.setenv("HARNESS_DATABASE_URL", url)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "store").write_text("postgres\n")
+    with pytest.raises(StoreDownError) as exc:
+        open_store(state)
+    assert "s3cret" not in str(exc.value) and "\n" not in str(exc.value)
+    assert where(url) == f"database harness on {tmp_path / 'no-server-here'}"
+    got = start.start(state, "ses_1", "w", 1, Policy(), time.time())
+    assert isinstance(got, gate.Blocked) and got.kind == "store" and got.until is not None
+    assert "s3cret" not in got.reason and "cannot be reached" in got.reason
