@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from harness import jsonio
 from harness.pipeline import gate, start
 from harness.pipeline.policy import Policy
