@@ -96,3 +96,36 @@ def test_a_database_that_does_not_answer_blocks_claims_and_is_named_without_secr
     got = start.start(state, "ses_1", "w", 1, Policy(), time.time())
     assert isinstance(got, gate.Blocked) and got.kind == "store" and got.until is not None
     assert "s3cret" not in got.reason and "cannot be reached" in got.reason
+
+
+def test_a_fix_round_waits_for_its_host_while_that_host_beats(pg_schema: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _host(tmp_path, "a", monkeypatch)
+    b = _host(tmp_path, "b", monkeypatch)
+    a.add([("t", {"id": "x", "prompt": "p"}), ("t", {"id": "y", "prompt": "p"})])
+    leases = [a.claim(f"ses_{n}", "w", NOW) for n in (1, 2)]
+    for lease in leases:
+        assert lease is not None
+        fix = {"round": 1, "session": lease.session_id, "agent_session_id": "u", "host": "a"}
+        a.finish(lease, "pending", {"session_id": lease.session_id, "verdict": "verify_failed"}, 0, None,
+                 {"fix": fix, "fix_rounds": 1})
+    a.beat({"pid": 1}, now=NOW)
+    assert b.claim("ses_b", "w", NOW + 5) is None  # a beats: its conversations are a's to resume
+    mine = a.claim("ses_a2", "w", NOW + 5)
+    assert mine is not None and mine.item["fix"]["host"] == "a"
+    # a stops beating: after LEASE_S, its other round may be taken by b (start.py then begins anew)
+    taken = b.claim("ses_b", "w", NOW + 10.5)
+    assert taken is not None and taken.item_id != mine.item_id
+
+
+def test_exclusive_is_one_host_at_a_time(pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _host(tmp_path, "a", monkeypatch)
+    b = _host(tmp_path, "b", monkeypatch)
+    with a.exclusive("integrate") as held:
+        assert held
+        with b.exclusive("integrate") as other:
+            assert not other
+        with b.exclusive("something else") as other:
+            assert other
+    with b.exclusive("integrate") as held:
+        assert held

@@ -22,6 +22,7 @@ from harness.pipeline.breaker import Breaker, outcome
 from harness.pipeline.gate import write_pause
 from harness.pipeline.record import SessionRecord
 from harness.store import FencedError, Lease, Store, StoreError, open_store
+from harness.store.base import host_name
 
 FIX_OUTPUT_CHARS = 4000  # of the verify command's output, for the fix round's prompt
 
@@ -131,6 +132,7 @@ def _item_updates(rec: SessionRecord, d: policy.Decision) -> dict[str, Any]:
             "agent_session_id": rec.meta.get("claude_session_id"), "workdir": rec.meta.get("cwd"),
             "branch": rec.meta.get("branch"), "cmd": verify.get("cmd"), "exit_code": rec.verify_exit,
             "output": rec.verify_tail[-FIX_OUTPUT_CHARS:],
+            "host": host_name(),  # the conversation and the worktree are here: a fleet routes the round back
         }
         return {"fix": fix, "fix_rounds": d.extra["fix_round"]}
     if d.to_state in ("verified", "succeeded", "quarantined", "canceled"):

@@ -44,6 +44,7 @@ from harness.pipeline import start
 from harness.pipeline.policy import Policy
 from harness.sidecar.model import proc_start
 from harness.store import Store, StoreError, open_store, queue
+from harness.store.base import host_name
 
 MODES = ("merge", "rebase", "squash")
 TRIES = 3
@@ -130,6 +131,17 @@ def _lock(state_dir: Path) -> Iterator[bool]:
         os.close(fd)
 
 
+@contextmanager
+def _fleet_lock(state_dir: Path, held: bool) -> Iterator[bool]:
+    """The one integration at a time across the fleet (a shared store's lock; one host's
+    store has none to take): True when this host may integrate now."""
+    if not held:
+        yield False
+        return
+    with open_store(state_dir).exclusive("integrate") as fleet_held:
+        yield fleet_held
+
+
 def landing_of(state_dir: Path, item: dict[str, Any]) -> Landing | None:
     """The branch and conversation of the item's last session (its meta.json)."""
     history = [h for h in item.get("history") or [] if isinstance(h, dict) and h.get("session_id")]
@@ -144,9 +156,13 @@ def landing_of(state_dir: Path, item: dict[str, Any]) -> Landing | None:
 
 
 def next_ready(store: Store) -> dict[str, Any] | None:
-    """The verified item to land first: its dependencies have landed; then priority, age, id."""
+    """The verified item to land first: its dependencies have landed; then priority, age, id.
+    On a store the fleet shares, only an item whose last session ran here: its branch is
+    in this host's clone (each host lands its own work, one host at a time)."""
     states = store.states()
     rows = [r for r in store.items(["verified"]) if all(states.get(d) == "succeeded" for d in r.get("depends_on") or [])]
+    if getattr(store, "shared", False):
+        rows = [r for r in rows if landing_of(store.state_dir, store.get(str(r["id"]))[1]) is not None]
     rank = {p: i for i, p in enumerate(queue.PRIORITIES)}
     rows.sort(key=lambda r: (rank.get(str(r.get("priority")), 2), str(r.get("created_at") or ""), str(r.get("id"))))
     return rows[0] if rows else None
@@ -174,8 +190,8 @@ def integrate_one(state_dir: Path, p: Policy, now: float | None = None) -> str:
     if p.INTEGRATE == "off":
         return f"settled {settle_unlanded(state_dir)}"
     check(p)
-    with _lock(state_dir) as held:
-        if not held:
+    with _lock(state_dir) as held, _fleet_lock(state_dir, held) as fleet_held:
+        if not (held and fleet_held):
             return "busy"
         _stop_leftover_verify(state_dir)
         store = open_store(state_dir)
@@ -426,7 +442,7 @@ def _fix(state_dir: Path, store: Store, p: Policy, landing: Landing, failure: Fa
         "round": used + 1, "session": landing.session, "agent_session_id": landing.agent_session_id,
         "workdir": landing.workdir, "branch": landing.branch, "cmd": failure.cmd, "exit_code": failure.exit_code,
         "output": failure.output[-OUTPUT_CHARS:], "target": target_ref(p), "mode": p.INTEGRATE,
-        "brought_up": failure.brought_up,
+        "brought_up": failure.brought_up, "host": host_name(),
     }
     if p.INTEGRATE == "rebase" and failure.what == "conflict":
         # the fix round rebases the branch: its commits as they are now keep a branch of their own

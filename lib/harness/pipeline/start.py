@@ -191,6 +191,12 @@ def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now:
     item_id = str(item["id"])
     attempt = int(item.get("attempts") or 0) + 1
     fix = item.get("fix") if isinstance(item.get("fix"), dict) and item["fix"].get("agent_session_id") else None
+    if fix and fix.get("host") not in (None, host_name()):
+        # a fix round whose host is gone (store/postgres.py routes it there while it beats):
+        # its conversation and worktree are out of reach; a new session starts from the item
+        store.audit("fix.moved", item=item_id, session=sid, from_host=fix.get("host"), round=fix.get("round"),
+                    reason="the host that ran it is gone; a new conversation starts here")
+        fix = None
     sdir = state_dir / "sessions" / sid
     sdir.mkdir(mode=0o700, parents=True)
     store.audit("item.claimed", item=item_id, session=sid, attempt=attempt, **{"from": "pending"}, to="running",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -129,3 +129,17 @@ class Store(Protocol):
     def breaker(self, fresh: dict[str, Any]) -> AbstractContextManager[dict[str, Any]]: ...
     def hosts(self) -> list[dict[str, Any]]: ...
     def beat(self, info: dict[str, Any], now: float | None = None) -> int: ...  # a fleet's host heartbeat and lease renewal
+    def exclusive(self, name: str) -> AbstractContextManager[bool]: ...  # True: no other host runs `name` now
+
+
+class SingleHost:
+    """What a store one host keeps (files, SQLite) answers to the fleet's calls."""
+
+    def beat(self, info: dict[str, Any], now: float | None = None) -> int:
+        """One host: its loop's heartbeat file says all, and a lease has no expiry."""
+        return 0
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """One host: its own locks (a file's flock) are all there is to take."""
+        yield True

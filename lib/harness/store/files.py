@@ -19,7 +19,7 @@ from typing import Any
 from harness import jsonio
 from harness.pipeline.policy import iso
 from harness.store import attempts, queue
-from harness.store.base import FencedError, Lease, UnknownItemError, UnreadableItemError
+from harness.store.base import FencedError, Lease, SingleHost, UnknownItemError, UnreadableItemError
 
 
 def _lease(item_id: str, item: dict[str, Any]) -> Lease:
@@ -34,7 +34,7 @@ def _lease(item_id: str, item: dict[str, Any]) -> Lease:
 
 
 @dataclass
-class FilesStore(attempts.ReceiptFiles):
+class FilesStore(SingleHost, attempts.ReceiptFiles):
     state_dir: Path
     # running/<file> -> (mtime, session id, item id, item): live() reads a file again
     # only when it changed (the sidecar asks many times a second)
@@ -233,10 +233,6 @@ class FilesStore(attempts.ReceiptFiles):
 
     def hosts(self) -> list[dict[str, Any]]:
         return this_host(self.state_dir)
-
-    def beat(self, info: dict[str, Any], now: float | None = None) -> int:
-        """One host: its loop's heartbeat file says all, and a lease has no expiry."""
-        return 0
 
 
 def this_host(state_dir: Path) -> list[dict[str, Any]]:

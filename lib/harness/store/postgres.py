@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,12 @@ PG_ITEM_COLUMNS = ITEM_COLUMNS + ", lease_host, lease_expires"
 PG_ITEM_PUT = upsert("items", PG_ITEM_COLUMNS, "id")
 HOST_PUT = upsert("hosts", "name, heartbeat, doc", "name")
 LOCK_SPACE = 0x4841524E  # "HARN": the advisory locks' first key
+# Which fix rounds this host may claim: its own, one of no host's, and one whose host
+# has not beaten for LEASE_S (gone: its round is taken by whoever can; start.py then
+# begins a new conversation, as the old one is out of reach).
+FIX_ROUTE = ("(i.fixing = 0 OR COALESCE(i.doc::jsonb -> 'fix' ->> 'host', %(me)s) = %(me)s OR NOT EXISTS ("
+             "SELECT 1 FROM hosts h WHERE h.name = i.doc::jsonb -> 'fix' ->> 'host' "
+             "AND h.heartbeat >= %(now)s - %(lease)s))")  # (i: the items row; hosts has a doc of its own)
 
 
 def where(url: str) -> str:
@@ -233,6 +239,20 @@ class PostgresStore(SqliteStore):
         self._touch_lease(session_id)
         return Lease(c.item_id, session_id, item["claims"], worker, item)
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """A lock of the fleet's, held while the block runs (a session-level advisory
+        lock: a host that dies lets go of it with its connection)."""
+        key = (LOCK_SPACE, name)
+        row = self.db.execute("SELECT pg_try_advisory_lock(?, hashtext(?))", key).fetchone()
+        got = bool(row and row[0])
+        try:
+            yield got
+        finally:
+            if got:
+                with suppress(StoreDownError):  # a lost connection has let go of it already
+                    self.db.execute("SELECT pg_advisory_unlock(?, hashtext(?))", key)
+
     def _fleet_full(self, now: float) -> bool:
         self._serialize("fleet_jobs")
         row = self.db.execute("SELECT count(*) FROM items WHERE state = 'running' AND lease_expires >= ?",
@@ -247,12 +267,16 @@ class PostgresStore(SqliteStore):
         statement = (
             "SELECT id, rank, created, not_before, deps, fixing FROM items i "
             "WHERE ((state = 'pending' AND not_before <= %(now)s) OR (state = 'running' AND lease_expires < %(now)s)) "
+            # a fix round resumes a conversation that lives on the host that ran it: it waits
+            # for that host, while its heartbeat is fresh (FIX_ROUTE)
+            f"AND {FIX_ROUTE} "
             "AND (deps IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(deps::jsonb) AS d(id) "
             "  WHERE NOT EXISTS (SELECT 1 FROM items s WHERE s.id = d.id AND s.state = 'succeeded'))) "
             f"ORDER BY fixing DESC, {rank}, created, id LIMIT 1"
             + (" FOR UPDATE SKIP LOCKED" if lock else ""))
         try:
-            r = self.pg.connect().execute(statement, {"now": now, "aging": aging_s}).fetchone()
+            r = self.pg.connect().execute(statement, {"now": now, "aging": aging_s, "me": self.host,
+                                                      "lease": self.lease_s}).fetchone()
         except psycopg.OperationalError as exc:
             raise StoreDownError(f"{self.path}: {_first_line(exc)}") from None
         if r is None:

@@ -27,7 +27,7 @@ from typing import Any
 from harness import jsonio
 from harness.pipeline.policy import iso
 from harness.store import attempts, queue
-from harness.store.base import FencedError, Lease, StoreError, StoreUnavailableError, UnknownItemError
+from harness.store.base import FencedError, Lease, SingleHost, StoreError, StoreUnavailableError, UnknownItemError
 from harness.store.files import this_host
 
 DB_FILE = "harness.db"
@@ -141,7 +141,7 @@ def row_values(item: dict[str, Any]) -> tuple[Any, ...]:
 
 
 @dataclass
-class SqliteDb:
+class SqliteDb(SingleHost):
     """The database: its connection, schema and transactions, and the records beside
     the items (audit, pause, breaker, hosts; the leases' inotify signal)."""
 
@@ -333,10 +333,6 @@ class SqliteDb:
 
     def hosts(self) -> list[dict[str, Any]]:
         return this_host(self.state_dir)
-
-    def beat(self, info: dict[str, Any], now: float | None = None) -> int:
-        """One host: its loop's heartbeat file says all, and a lease has no expiry."""
-        return 0
 
 
 @dataclass
