@@ -205,3 +205,38 @@ stop_host() { # <name> <pid>
   # the kills landed among sessions: some were adopted, finalized after the fact or requeued
   [ "$(jq -c '[.kills >= 10, (.adopted + .recovered + .requeued) >= 1]' "$T/trial.json")" = "[true,true]" ]
 }
+
+@test "two hosts, their own clones, one bare remote: the merge queue lands every item once, each host its own work" {
+  git_repo "$T/seed"
+  git -C "$T/seed" branch trunk
+  git clone -q --bare "$T/seed" "$T/remote.git"
+  git clone -q "$T/remote.git" "$T/clone-a"
+  git clone -q "$T/remote.git" "$T/clone-b"
+  local i
+  for ((i = 1; i <= 10; i++)); do
+    jq -nc --arg id "item-$i" --arg p "[[mock:commit]] file=f-$i.txt" '{id: $id, prompt: $p}'
+  done >"$T/items.jsonl"
+  "$Q" --state "$T/a" add --file "$T/items.jsonl" >/dev/null
+  local git_set=(--set INTEGRATE=merge --set TARGET_BRANCH=trunk --set PUSH_REMOTE=origin)
+  host_bg a -j 2 --set REPO_DIR="$T/clone-a" "${git_set[@]}"
+  local a=$HOST_SID
+  host_bg b -j 2 --set REPO_DIR="$T/clone-b" "${git_set[@]}"
+  local b=$HOST_SID
+  wait_for 120 succeeded_count 10 || { cat "$T/a.out" "$T/b.out"; false; }
+  stop_host a "$a"
+  stop_host b "$b"
+  # each item: one session that succeeded, and one landing by the merge queue
+  [ "$(fleet_sql "SELECT count(*) FROM items WHERE state <> 'succeeded'")" = 0 ]
+  [ "$(fleet_sql "SELECT count(*), count(DISTINCT i.id) FROM items i, jsonb_array_elements(i.doc::jsonb -> 'history') h
+                  WHERE h ->> 'by' = 'merge queue' AND h ->> 'verdict' = 'succeeded'")" = "10|10" ]
+  [ "$(fleet_sql "SELECT count(*) FROM items i, jsonb_array_elements(i.doc::jsonb -> 'history') h
+                  WHERE h ->> 'session_id' IS NOT NULL AND h ->> 'verdict' = 'succeeded'")" = 10 ]
+  # every item's file on the remote's trunk, each landed by the host that ran it, once
+  [ "$(git -C "$T/remote.git" ls-tree --name-only trunk | grep -c '^f-')" = 10 ]
+  local la lb
+  la=$(jq -r 'select(.event == "item.succeeded") | .item' "$T/a/events.jsonl" | wc -l)
+  lb=$(jq -r 'select(.event == "item.succeeded") | .item' "$T/b/events.jsonl" | wc -l)
+  echo "landed: a=$la b=$lb"
+  ((la + lb == 10 && la > 0 && lb > 0))
+  [ "$(fleet_sql "SELECT count(*) FROM items WHERE doc LIKE '%integrate_failed%'")" = 0 ]
+}
