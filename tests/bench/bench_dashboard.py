@@ -10,9 +10,10 @@ MutationObserver on #activity takes Date.now() as the row is added: p50, p95, ma
 target p95 at most 250 ms), the server's CPU over the window (target at most 5% of
 one core), its RSS at the end and its peak; as the same run's baseline, the same
 with a single page and no other client; and ten pages, one browser renderer each,
-reported (not judged: on a small machine their renderers, not the server, set it). Each page has a browser context of its own, as a person
-with a browser of their own would (one context's pages share its six connections to
-the host, and each page holds one for /events).
+reported (not judged: on a small machine their renderers, not the server, set it).
+Each page has a browser context of its own, as a person with a browser of their own
+would (one context's pages share its six connections to the host, and each page
+holds one for /events).
 
 To tell where the time goes: one raw /events client (bench_feed's) runs beside the
 pages, and its latency is the server's part, to the socket; how long the server's
