@@ -21,7 +21,8 @@ def _host(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, lease_s: f
     """A host of the fleet: its own state directory and name, the one database."""
     monkeypatch.setenv("HARNESS_HOST_NAME", name)
     monkeypatch.setenv("HARNESS_LEASE_S", str(lease_s))
-    store = open_store(tmp_path / name, "postgres")
+    monkeypatch.setenv("HARNESS_STORE", "postgres")  # the directory is named postgres, as a loop's would be
+    store = open_store(tmp_path / name)
     store.init()
     return store
 
@@ -129,3 +130,19 @@ def test_exclusive_is_one_host_at_a_time(pg_schema: str, tmp_path: Path, monkeyp
             assert other
     with b.exclusive("integrate") as held:
         assert held
+
+
+def test_one_pause_and_one_breaker_hold_every_host(pg_schema: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One API account: a usage limit met on one host pauses them all; so does the breaker."""
+    a = _host(tmp_path, "a", monkeypatch)
+    b = _host(tmp_path, "b", monkeypatch)
+    now = time.time()
+    a.set_pause(now + 600, "usage limit (resets at 10:00)", "session", "ses_a")
+    held = gate.check(b.state_dir, Policy(), now)
+    assert isinstance(held, gate.Blocked) and held.kind == "paused" and "usage limit" in held.reason
+    assert b.clear_pause("operator") and gate.check(a.state_dir, Policy(), now) is None
+    with a.breaker({"state": "closed"}) as c:
+        c.update(state="open", open_until=now + 60, reason="529 storm")
+    with b.breaker({"state": "closed"}) as c:
+        assert (c["state"], c["reason"]) == ("open", "529 storm")
