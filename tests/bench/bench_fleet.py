@@ -10,8 +10,10 @@ schema of its own (the URL's search_path, as the tests do).
 Claims: 8 loops (processes, each with a host name and a state directory of its
 own) of 8 claimers each (threads, each with a store of its own: 64 connections)
 start together behind a barrier and claim for BENCH_FLEET_SECONDS from a queue of
-BENCH_FLEET_ITEMS items added up front; then 8 loops of one claimer each; then 8x8
-again with a finish after each claim (succeeded). The baseline, in the same run:
+BENCH_FLEET_ITEMS items added up front; then the same with the claimers' connections
+setting jit off (the server's default is on, and the claim's cost estimate passes
+jit_above_cost with a long queue); then 8 loops of one claimer each; then 8x8 again
+with a finish after each claim (succeeded). The baseline, in the same run:
 the SQLite store with 8 claimer processes on one state directory, over the same
 queue. Then 8x8 and SQLite again over 2,000 items, drained: a claim's cost grows
 with the pending items. Claims pass the default AGING_S, as the loop's do.
@@ -94,10 +96,12 @@ class Setup:
     finish: bool
     items: int
     seconds: float  # the claimers stop then, or when the queue is empty
+    jit: bool = True  # False: the claimers' connections set jit off (the server's default is on)
 
     @property
     def name(self) -> str:
-        return f"{self.backend}-{self.loops}x{self.per_loop}-{'finish' if self.finish else 'claim'}-{self.items}"
+        return (f"{self.backend}-{self.loops}x{self.per_loop}-{'finish' if self.finish else 'claim'}-{self.items}"
+                + ("" if self.jit else "-nojit"))
 
 
 def die_with_parent() -> None:
@@ -119,12 +123,13 @@ def cluster() -> Iterator[tuple[str, int]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def schema_url(url: str, schema: str = "") -> str:
-    """A schema of its own, named in the URL's search_path (as the tests do); made now."""
+def schema_url(url: str, schema: str = "", settings: str = "") -> str:
+    """A schema of its own, named in the URL's search_path (as the tests do), and any other
+    settings (" -cjit=off"); made now."""
     schema = schema or f"b_{secrets.token_hex(4)}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[arg-type]  # a name made here
-    return psycopg.conninfo.make_conninfo(url, options=f"-csearch_path={schema}")
+    return psycopg.conninfo.make_conninfo(url, options=f"-csearch_path={schema}{settings}")
 
 
 def server_cpu_s(postmaster: int) -> float:
@@ -241,7 +246,7 @@ def queue_of(s: Setup, root: Path, url: str, template: str) -> Path:
 
 def claims(work: Path, s: Setup, url: str, postmaster: int, template: str) -> dict[str, Any]:
     """The setup's claimers at once over its queue; postgres: a state directory and a host per loop."""
-    url = schema_url(url) if s.backend == "postgres" else ""
+    url = schema_url(url, settings="" if s.jit else " -cjit=off") if s.backend == "postgres" else ""
     root = work / s.name
     os.environ["HARNESS_DATABASE_URL"] = url  # the bench's own store: the queue, and what was claimed
     adder = queue_of(s, root, url, template)
@@ -266,8 +271,8 @@ def claims(work: Path, s: Setup, url: str, postmaster: int, template: str) -> di
     won = [w for r in results for w in r["won"]]
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
     left = sum(1 for state in open_store(adder, s.backend).states().values() if state == "pending")
-    return {"backend": s.backend, "shape": f"{s.loops}x{s.per_loop}", "finish": s.finish, "items": s.items,
-            "wall": wall, "claims": len(won), "rate": len(won) / wall,
+    return {"backend": s.backend + ("" if s.jit else ", jit off"), "shape": f"{s.loops}x{s.per_loop}",
+            "finish": s.finish, "items": s.items, "wall": wall, "claims": len(won), "rate": len(won) / wall,
             "once": len(set(won)) == len(won) == s.items - left,
             "lat": [x for r in results for x in r["lat"]], "fin": [x for r in results for x in r["fin"]],
             "client_cores": sum(r["cpu"] for r in results) / window, "server_cores": server / window,
@@ -395,20 +400,20 @@ def ms(values: list[float], q: float) -> str:
 
 
 def claims_table(runs: list[dict[str, Any]]) -> None:
-    print(f"  {'store':<9}{'loopsxclaimers':>15}{'with':>8}{'queue':>7}{'claims/s':>10}{'claim p50':>11}{'p99 ms':>9}"
+    print(f"  {'store':<18}{'loopsxclaimers':>15}{'with':>8}{'queue':>7}{'claims/s':>10}{'claim p50':>11}{'p99 ms':>9}"
           f"{'finish p50':>12}{'p99 ms':>8}{'cores: server':>15}{'clients':>9}{'machine':>9}{'server ms/claim':>17}"
           f"{'once':>6}")
     for r in runs:
-        pg = r["backend"] == "postgres"
+        pg = r["backend"].startswith("postgres")
         server, per_claim = (f"{r['server_cores']:.2f}", f"{r['server_cores'] / r['rate'] * 1000:.2f}") if pg else ("-", "-")
-        print(f"  {r['backend']:<9}{r['shape']:>15}{'finish' if r['finish'] else 'claim':>8}{r['items']:>7}"
+        print(f"  {r['backend']:<18}{r['shape']:>15}{'finish' if r['finish'] else 'claim':>8}{r['items']:>7}"
               f"{r['rate']:10.1f}{ms(r['lat'], 0.5):>11}{ms(r['lat'], 0.99):>9}{ms(r['fin'], 0.5):>12}"
               f"{ms(r['fin'], 0.99):>8}{server:>15}{r['client_cores']:9.2f}{r['busy_cores']:9.2f}{per_claim:>17}"
               f"{'yes' if r['once'] else 'NO':>6}")
     base = {(r["finish"], r["items"]): r["rate"] for r in runs if r["backend"] == "sqlite"}
     for r in runs:
-        if r["backend"] == "postgres" and (r["finish"], r["items"]) in base:
-            print(f"  postgres {r['shape']}/sqlite, {'claim+finish' if r['finish'] else 'claim alone'}, {r['items']} "
+        if r["backend"].startswith("postgres") and (r["finish"], r["items"]) in base:
+            print(f"  {r['backend']} {r['shape']}/sqlite, {'claim+finish' if r['finish'] else 'claim alone'}, {r['items']} "
                   f"items: {r['rate'] / base[(r['finish'], r['items'])]:.2f}x the claims per second")
 
 
@@ -445,11 +450,11 @@ def run_all(work: Path, url: str, postmaster: int) -> dict[str, Any]:
     open_store(work / "template", "postgres").add([("bench", {"id": f"i{i:05d}", "prompt": f"item {i}"})
                                                     for i in range(N_ITEMS)])
     add_rate = N_ITEMS / (time.monotonic() - t)
-    setups = [Setup("postgres", LOOPS, CLAIMERS, False, N_ITEMS, RUN_S), Setup("postgres", LOOPS, 1, False, N_ITEMS, RUN_S),
-              Setup("sqlite", SQLITE_CLAIMERS, 1, False, N_ITEMS, RUN_S),
-              Setup("postgres", LOOPS, CLAIMERS, True, N_ITEMS, RUN_S), Setup("sqlite", SQLITE_CLAIMERS, 1, True, N_ITEMS, RUN_S),
-              Setup("postgres", LOOPS, CLAIMERS, False, SMALL_ITEMS, DRAIN_S),
-              Setup("sqlite", SQLITE_CLAIMERS, 1, False, SMALL_ITEMS, DRAIN_S)]
+    pg, lite = ("postgres", LOOPS, CLAIMERS), ("sqlite", SQLITE_CLAIMERS, 1)
+    setups = [Setup(*pg, False, N_ITEMS, RUN_S), Setup(*pg, False, N_ITEMS, RUN_S, jit=False),
+              Setup("postgres", LOOPS, 1, False, N_ITEMS, RUN_S), Setup(*lite, False, N_ITEMS, RUN_S),
+              Setup(*pg, True, N_ITEMS, RUN_S), Setup(*lite, True, N_ITEMS, RUN_S),
+              Setup(*pg, False, SMALL_ITEMS, DRAIN_S), Setup(*lite, False, SMALL_ITEMS, DRAIN_S)]
     runs = [claims(work, s, url, postmaster, template) for s in setups]
     one = calls(work, url, postmaster, template)
     rounds = [takeover(work, url, lease_s, template) for lease_s in TAKE_LEASES_S]
@@ -471,7 +476,8 @@ def report(out: dict[str, Any], seconds: float) -> bool:
     rate = runs[0]["rate"]
     met = rate >= TARGET_RATE
     print(f"target: postgres {runs[0]['shape']}, {runs[0]['items']} items: >= {TARGET_RATE:g} claims/s: {rate:.0f}/s, "
-          f"{'ok' if met else 'MISSED'}; {seconds:.0f} s in all")
+          f"{'ok' if met else 'MISSED'}; {seconds:.0f} s in all; load average {out['load_before'][0]:.2f} before, "
+          f"{out['load_after'][0]:.2f} after")
     return met and all(r["once"] for r in runs) and all(
         r["taken"] == r["items"] == r["audited"] == r["fenced"] for r in rounds)
 
@@ -481,7 +487,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "fleet.json")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stop still stops the cluster
-    began = time.monotonic()
+    began, load = time.monotonic(), os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     try:
         with cluster() as (url, postmaster):
@@ -490,6 +496,7 @@ def main() -> int:
                 out["server"] = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    out["load_before"], out["load_after"] = load, os.getloadavg()
     ok = report(out, time.monotonic() - began)
     for r in out["runs"]:
         r.update(claim_p50_ms=pct(r["lat"], 0.5) * 1000, claim_p99_ms=pct(r["lat"], 0.99) * 1000,
