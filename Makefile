@@ -65,7 +65,7 @@ test-e2e: test-deps setup
 pytest: $(PY) $(UPLOT)
 	$(PY) -m pytest -q tests/python
 
-# Benchmarks, not tests: figures with their targets (tests/bench/). About 13 minutes,
+# Benchmarks, not tests: figures with their targets (tests/bench/). About 15 minutes,
 # 1 GB in .bench/ for the scan benchmark (BENCH_SCAN_MB to change it), and 0.5 GB in
 # $TMPDIR for the report benchmark's 100,000 receipt files.
 bench: test-deps setup
@@ -79,6 +79,7 @@ bench: test-deps setup
 	$(PY) tests/bench/bench_store.py
 	$(PY) tests/bench/bench_feed.py
 	$(PY) tests/bench/bench_dashboard.py
+	$(PY) tests/bench/bench_fleet.py
 
 clean:
 	rm -rf $(VENV) .tools .demo .bench .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ import pytest
 from harness import jsonio
 from harness.pipeline import gate, start
 from harness.pipeline.policy import Policy
-from harness.store import FencedError, FleetFullError, Store, StoreDownError, open_store
+from harness.store import FencedError, FleetFullError, Store, StoreDownError, StoreError, open_store
 from harness.store.postgres import where
 
 NOW = 1_800_000_000.0
@@ -146,3 +146,12 @@ def test_one_pause_and_one_breaker_hold_every_host(pg_schema: str, tmp_path: Pat
         c.update(state="open", open_until=now + 60, reason="529 storm")
     with b.breaker({"state": "closed"}) as c:
         assert (c["state"], c["reason"]) == ("open", "529 storm")
+
+
+def test_reindex_is_refused_on_a_store_every_host_shares(pg_schema: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _host(tmp_path, "a", monkeypatch)
+    a.record_attempt({"session_id": "ses_other_host", "item_id": "x", "verdict": "succeeded"})
+    with pytest.raises(StoreError, match="not rebuilt from one host"):
+        a.reindex()  # type: ignore[attr-defined]
+    assert [r["session_id"] for r in a.attempts()] == ["ses_other_host"]
