@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +58,34 @@ def test_a_claim_takes_the_best_ready_item_with_a_lease(store: Store) -> None:
     assert store.claim("ses_3", "w1", NOW) is None  # "after" waits for "low" to succeed
     assert set(store.live()) == {"ses_1", "ses_2"}
     assert store.live()["ses_1"][0] == "high"
+
+
+def iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(epoch))
+
+
+def test_claims_follow_priority_with_ageing_past_held_and_blocked_heads(store: Store) -> None:
+    """With AGING_S an item's rank falls an hour at a time: an old low item goes before a
+    fresh high one. A class whose oldest item waits (a dependency, a not_before) gives its
+    next ready item; of equal ranks the older item goes first."""
+    hour = 3600.0
+    add(store,
+        {"id": "fresh-high", "priority": "high", "created_at": iso(NOW - 60)},
+        {"id": "old-low", "priority": "low", "created_at": iso(NOW - 3 * hour - 60)},  # rank 3 - 3 = 0
+        {"id": "crit-blocked", "priority": "critical", "created_at": iso(NOW - 5 * hour),
+         "depends_on": ["fresh-high"]},
+        {"id": "crit-held", "priority": "critical", "created_at": iso(NOW - 4 * hour)},
+        {"id": "crit-ready", "priority": "critical", "created_at": iso(NOW - 10)},
+        {"id": "normal-mid", "priority": "normal", "created_at": iso(NOW - 1 * hour - 60)})  # 2 - 1 = 1
+    held = store.claim("ses_h", "w", NOW - 5 * hour, aging_s=hour)  # the oldest ready item then
+    assert held is not None and held.item_id == "crit-held"
+    store.finish(held, "pending", {"session": "ses_h", "verdict": "api_error", "reason": "x"}, 1, iso(NOW + hour))
+    order = []
+    while (lease := store.claim(f"ses_{len(order)}", "w", NOW, aging_s=hour)) is not None:
+        order.append(lease.item_id)
+    # rank 0: old-low (3 h old) before crit-ready (10 s old); rank 1: normal-mid (1 h) before fresh-high
+    assert order == ["old-low", "crit-ready", "normal-mid", "fresh-high"]
+    assert store.get("crit-blocked")[0] == store.get("crit-held")[0] == "pending"
 
 
 def test_a_requeued_item_waits_out_its_not_before(store: Store) -> None:
