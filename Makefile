@@ -11,17 +11,22 @@ CLAUDE := .tools/claude/node_modules/.bin/claude
 # The dashboard's charts (uPlot, served as it is: no build step).
 UPLOT_VERSION := 1.6.32
 UPLOT := .tools/web/node_modules/uplot/dist/uPlot.iife.min.js
+# The Python packages: the harness's own and the tests' (packaging/install.sh: requirements.txt alone).
+REQUIREMENTS ?= requirements-dev.txt
+# make install / make uninstall (packaging/install.sh --help says more)
+PREFIX ?= /opt/harness
+INSTALL_ARGS ?=
 # The CLI make test-e2e runs the end-to-end suite against: a version or "latest".
 CLAUDE_CODE_VERSION ?= $(CLAUDE_CODE_PINNED)
-SH_FILES := loop.sh $(wildcard lib/*.sh scripts/*.sh tests/bats/*.bash tests/*.sh) tests/mocks/claude
+SH_FILES := loop.sh $(wildcard lib/*.sh scripts/*.sh tests/bats/*.bash tests/*.sh) tests/mocks/claude packaging/install.sh
 
-.PHONY: setup demo docs test test-e2e test-deps lint shellcheck pylint bats pytest bench clean
+.PHONY: setup demo docs test test-e2e test-deps lint shellcheck pylint bats pytest bench clean install uninstall
 
 setup: $(PY) $(CLAUDE) $(UPLOT)
 
-$(PY): requirements.txt
+$(PY): requirements.txt $(REQUIREMENTS)
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(REQUIREMENTS)
 	touch $(PY)
 
 $(CLAUDE):
@@ -31,6 +36,12 @@ $(CLAUDE):
 $(UPLOT):
 	npm install --silent --no-audit --no-fund --prefix .tools/web uplot@$(UPLOT_VERSION)
 	test -f $(UPLOT)
+
+install:
+	packaging/install.sh --prefix "$(PREFIX)" $(INSTALL_ARGS)
+
+uninstall:
+	packaging/install.sh --uninstall --prefix "$(PREFIX)"
 
 demo: setup
 	scripts/demo.sh

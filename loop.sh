@@ -42,6 +42,8 @@ source "$HARNESS_ROOT/lib/sidecar.sh"
 source "$HARNESS_ROOT/lib/serve.sh"
 # shellcheck source=lib/wake.sh
 source "$HARNESS_ROOT/lib/wake.sh"
+# shellcheck source=lib/notify.sh
+source "$HARNESS_ROOT/lib/notify.sh"
 
 LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_FATAL="" LOOP_SIGNAL="" LOOP_STOPPING=""
 LOOP_STOP_AT=0 LOOP_CLAIM_AT=0 LOOP_SPAWN_AT=0 LOOP_STARTED=0
@@ -286,6 +288,7 @@ loop_idle_sleep() {
   for at in "$LOOP_CLAIM_AT" "$RES_RECHECK_AT"; do
     if ((at > NOW_US && at - NOW_US < sleep_us)); then sleep_us=$((at - NOW_US)); fi
   done
+  notify_sleep_us sleep_us
   clock_secs "$sleep_us" secs
   wake_sleep "$secs"
 }
@@ -303,6 +306,7 @@ loop_run() {
     sidecar_loop_heartbeat running
     worktree_prune_aged
     loop_claim_all
+    notify_tick
     loop_done && return 0
     if ((${#S_ITEM[@]} == 0)) && [[ -z "$INT_PID" ]]; then
       loop_idle_sleep
@@ -332,6 +336,7 @@ loop_agent_version() {
 
 main() {
   log_debug_init
+  notify_init
   umask 077
   loop_parse_args "$@"
   # --once, --drain and --max-iterations end at a block that needs a person, and
@@ -379,7 +384,9 @@ main() {
   loop_reconcile
   integrate_leftovers
   integrate_due
+  notify_ready
   loop_run
+  notify_end
   sidecar_stop
   sidecar_loop_heartbeat stopped
   loop_drain_report

@@ -21,6 +21,9 @@ command -v chromium >/dev/null || need+=(chromium)
 # STORE=postgres's tests start a private cluster (tests/pg_cluster.sh) and use psql
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need+=(postgresql)
 command -v psql >/dev/null || need+=(postgresql-client)
+# packaging.bats: the units as systemd reads them, and the logrotate file rotated
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v logrotate >/dev/null || need+=(logrotate)
 if ((${#need[@]} == 0)); then
   exit 0
 fi

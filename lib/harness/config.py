@@ -11,6 +11,7 @@ arrives: harness.conf, HARNESS_<KEY>, --set (lib/config.sh) or --cfg (here).
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,5 +101,27 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def template(values: dict[str, str]) -> str:
+    """A commented harness.conf: the given keys set, every other key commented out at
+    its default, each with its help; secrets are never written (set them in the
+    environment file)."""
+    out = ["# harness.conf: KEY=VALUE lines; '#' starts a comment. Every key, its default and",
+           "# what it does; uncomment a line to change it. docs/configuration.md says more.",
+           "# Keep secrets (DATABASE_URL with a password, SERVE_TOKEN) out of this file: put",
+           "# them in the environment file beside it (HARNESS_DATABASE_URL=...), mode 0600.", ""]
+    for k in schema().values():
+        if k.name in values:
+            convert(k.name, values[k.name])
+        out.append(f"# {k.help}")
+        out.append(f"{k.name}={values[k.name]}" if k.name in values else f"# {k.name}={k.default}")
+    return "\n".join(out) + "\n"
+
+
 if __name__ == "__main__":
-    print(markdown(), end="")
+    if sys.argv[1:2] == ["template"]:  # python -m harness.config template KEY=VALUE...
+        pairs = dict(arg.split("=", 1) for arg in sys.argv[2:])
+        for name in pairs:
+            key(name)
+        print(template(pairs), end="")
+    else:
+        print(markdown(), end="")

@@ -7,6 +7,7 @@ by US (0x1f), the separator no field holds.
     loop-heartbeat --state-dir D [--arg K V | --argjson K J]... state/loop.heartbeat.json
     reconcile --state-dir D --loop-pid N [--cfg K=V]...       what an earlier loop left
     drain-check --state-dir D --max-wait-s S [--cfg K=V]...    what a drain waits for
+    sd-notify --socket PATH FIELD...                           a datagram to systemd (sdnotify.py)
 
 They run in the helper coprocess (serve/helper.py) or, without one, as
 `python -m harness <call> ...`.
@@ -150,12 +151,30 @@ def drain_check(argv: list[str]) -> int:
     return 0
 
 
+def sd_notify(argv: list[str]) -> int:
+    """sd-notify --socket PATH KEY=VALUE...: one notify datagram (READY=1, STATUS=...,
+    WATCHDOG=1, STOPPING=1) to systemd's socket."""
+    from harness.serve import sdnotify
+
+    if len(argv) < 3 or argv[0] != "--socket":
+        raise CallError("expected --socket PATH KEY=VALUE...")
+    try:
+        sdnotify.send(argv[1], argv[2:])
+    except ValueError as exc:
+        raise CallError(str(exc)) from None
+    except OSError as exc:  # the loop says it, once (lib/notify.sh)
+        print(exc)
+        return 1
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "audit": audit,
     "stop-record": stop_record,
     "loop-heartbeat": loop_heartbeat,
     "reconcile": reconcile,
     "drain-check": drain_check,
+    "sd-notify": sd_notify,
 }
 
 
