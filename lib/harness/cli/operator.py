@@ -97,8 +97,20 @@ def cmd_receipt(args: argparse.Namespace) -> int:
 
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness.ops import doctor
+
+    cfg = dict(kv.split("=", 1) for kv in args.cfg if "=" in kv)
+    return doctor.main(cfg, args.bash_version, args.json)
+
+
 def add_parsers(sub: Subparsers) -> None:
-    """worktrees, status, and the helpers' own: usage, receipt."""
+    """worktrees, status, doctor, and the helpers' own: usage, receipt."""
+    p = sub.add_parser("doctor")
+    p.add_argument("--cfg", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--bash-version", default="")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_doctor)
     p = with_state(sub, "worktrees")
     p.add_argument("action", choices=["list", "prune"])
     p.add_argument("--repo", default="")

@@ -1,0 +1,1 @@
+"""Running the harness for months: the first-run check (doctor.py)."""
