@@ -36,6 +36,12 @@ api_requests() { # jq filter over the fake API's request log
   [ "$(jq -r .branch "$dir/meta.json")" = harness/greet/1 ]
   [ "$(jq -r 'select(.type == "system" and .subtype == "init") | .session_id' "$dir/events.jsonl")" = "$(jq -r .claude_session_id "$dir/meta.json")" ]
   [ "$(jq '.tokens.output > 0 and .cost_usd > 0' "$dir/metrics.json")" = true ]
+  # the CLI's own transcript, kept beside the stream (the CLI deletes its copy after 30 days)
+  [ "$(stat -c %a "$dir/transcript.jsonl")" = 600 ]
+  [ "$(jq -r .transcript_bytes "$dir/meta.json")" = "$(stat -c %s "$dir/transcript.jsonl")" ]
+  cmp "$dir/transcript.jsonl" "$(first_match "$HOME/.claude/projects/*/$(jq -r .claude_session_id "$dir/meta.json").jsonl")"
+  [ -n "$(jq -c 'select(.type == "assistant") | .message.content[] | select(.type == "tool_use" and .name == "Write")' \
+    "$dir/transcript.jsonl")" ]
   run audit_events greet
   assert_output $'item.added\nitem.claimed\nsession.started\nsession.ended\nitem.succeeded'
 }
@@ -437,6 +443,11 @@ agent_in_tool() { # <item>: its live session's CLI is inside a tool call
   branch=$(jq -r .branch "$STATE/sessions/$second/meta.json")
   [ "$(git -C "$T/repo" log --format=%s "$branch" | head -n 2 | tr '\n' '|')" = "Add good.txt|Add bad.txt|" ]
   [ "$(jq -r .branch "$STATE/sessions/$first/meta.json")" = "$branch" ]
+  # the fix round's copy of the transcript is the whole conversation: the first round's prompt too
+  grep -qF 'Add bad.txt and commit it.' "$STATE/sessions/$first/transcript.jsonl"
+  grep -qF 'Add bad.txt and commit it.' "$STATE/sessions/$second/transcript.jsonl"
+  grep -qF 'good.txt is missing' "$STATE/sessions/$second/transcript.jsonl"
+  ! grep -qF 'good.txt is missing' "$STATE/sessions/$first/transcript.jsonl"
   # (a CLI that reports a resumed conversation's totals from its start counts the first
   # round again: the receipt takes it off, so the two rounds add up to those totals)
   jq -en --slurpfile a "$STATE/sessions/$first/metrics.json" --slurpfile b "$STATE/sessions/$second/metrics.json" \

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import jsonio
-from harness.pipeline import policy, receipt, record, verdict, worktrees
+from harness.pipeline import policy, receipt, record, transcript, verdict, worktrees
 from harness.pipeline.breaker import Breaker, outcome
 from harness.pipeline.gate import write_pause
 from harness.pipeline.record import SessionRecord
@@ -53,7 +53,7 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
     point), the audit lines."""
     rec = record.read(sdir)
     if "ended_epoch" not in rec.meta:  # kept first: a finalize repeated after a crash finds the same end
-        rec = replace(rec, meta=_ended(rec, now))
+        rec = replace(rec, meta={**_ended(rec, now), **transcript.keep(sdir, rec.meta)})
         jsonio.write_json(sdir / "meta.json", rec.meta)
     v = verdict.classify(rec)
     metrics = receipt.build(rec, v)
