@@ -353,6 +353,11 @@ main() {
   spawn_resolve_bin || die "$CFG_ERROR"
   worktree_check_repo || die "$CFG_ERROR"
   [[ -r "${CFG[BOOTSTRAP]}" ]] || die "bootstrap template not readable: ${CFG[BOOTSTRAP]}"
+  case "${CFG[SANDBOX]}" in
+    "") ;;
+    bwrap) command -v bwrap >/dev/null || die "SANDBOX=bwrap needs bubblewrap (apt-get install bubblewrap)" ;;
+    *) die "SANDBOX must be empty or bwrap, got '${CFG[SANDBOX]}'" "$EXIT_USAGE" ;;
+  esac
   loop_state_init
   resilience_init
   integrate_check || die "$CFG_ERROR" "$EXIT_USAGE"

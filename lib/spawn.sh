@@ -60,12 +60,37 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
   wait "$pid" 2>/dev/null
   rc=$?
   rm -rf -- "$SPAWN_RUNTIME"
+  [[ ! -d "$dir/git-objects" ]] || spawn_sandbox_settle "$dir"
   if [[ $rc == 0 && -s "$dir/verify.argv" && ! -e "$dir/kill.json" ]]; then
     spawn_verify "$dir"
   fi
   spawn__record "$dir" exit_code "$rc"
   wake_loop "${dir%/sessions/*}"
   return 0
+}
+
+# spawn_sandbox_settle <session-dir>: after a sandboxed agent (SANDBOX=bwrap,
+# lib/harness/pipeline/sandbox.py): the git objects it wrote into the repository
+# (objects never change: cp -n), then its branch set to the worktree's HEAD and
+# HEAD attached to it again, before the verify command or anything else reads the
+# branch. Finalize does it again when this could not.
+spawn_sandbox_settle() { # <session-dir>
+  local common head branch
+  # subst-ok (next 1 line): the wrapper traps no signal
+  if ! common=$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null) ||
+    ! cp -Rn -- "$1/git-objects/." "$common/objects/"; then
+    echo "wrapper $$: the sandbox's git objects were not copied; finalize tries again"
+    return 0
+  fi
+  [[ -s "$1/sandbox.branch" ]] || return 0
+  read -r branch <"$1/sandbox.branch" || true
+  # subst-ok (next 1 line): the wrapper traps no signal
+  if head=$(git rev-parse --verify 'HEAD^{commit}' 2>/dev/null) && git update-ref "refs/heads/$branch" "$head" &&
+    git symbolic-ref HEAD "refs/heads/$branch"; then
+    rm -f -- "$1/sandbox.branch"
+  else
+    echo "wrapper $$: $branch was not set to the sandbox's HEAD; finalize tries again"
+  fi
 }
 
 # spawn_verify <session-dir>: the agent exited 0; the verify command (verify.argv,

@@ -6,7 +6,8 @@
 # util-linux, the claude CLI and whether its version is in the tested range,
 # credentials (where they come from, never what they are), the state directory's
 # owner and mode, free disk, REPO_DIR and BASE_REF, the store (with STORE=postgres:
-# the database reachable, and this host's clock against it) and SKIP_PERMISSIONS.
+# the database reachable, and this host's clock against it), SANDBOX=bwrap (bwrap makes a
+# sandbox here) and SKIP_PERMISSIONS without one.
 # Each check is ok, WARN (works, but look) or FAIL (with a fix).
 #   --json   {"ok": bool, "checks": [{"name", "status", "detail", "fix"}]}
 # Exit codes: 0 every check passes (warnings allowed), 1 a check failed, 2 bad usage.
@@ -44,7 +45,7 @@ main() {
   local key
   local -a cfg=()
   # DATABASE_URL reaches Python through the environment (HARNESS_DATABASE_URL), never argv
-  for key in STATE_DIR STORE REPO_DIR BASE_REF MIN_FREE_MB CLAUDE_BIN LEASE_S SKIP_PERMISSIONS PERMISSION_MODE; do
+  for key in STATE_DIR STORE REPO_DIR BASE_REF MIN_FREE_MB CLAUDE_BIN LEASE_S SKIP_PERMISSIONS PERMISSION_MODE SANDBOX; do
     cfg+=(--cfg "$key=${CFG[$key]}")
   done
   PYTHONPATH="$HARNESS_ROOT/lib" exec "$HARNESS_PY" -m harness doctor --bash-version "$BASH_VERSION" "${cfg[@]}" \

@@ -24,6 +24,8 @@ command -v psql >/dev/null || need+=(postgresql-client)
 # packaging.bats: the units as systemd reads them, and the logrotate file rotated
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v logrotate >/dev/null || need+=(logrotate)
+# SANDBOX=bwrap's end-to-end test
+command -v bwrap >/dev/null || need+=(bubblewrap)
 if ((${#need[@]} == 0)); then
   exit 0
 fi

@@ -468,3 +468,31 @@ agent_in_tool() { # <item>: its live session's CLI is inside a tool call
   run q show deny
   [ "$(jq -r .hint <<<"$output")" = "its last session was denied Bash: allow with ALLOWED_TOOLS (loop.sh --set ALLOWED_TOOLS=Read,Bash) or the item's allowed_tools (Read,Bash)" ]
 }
+
+@test "SANDBOX=bwrap: reading ~/.ssh/id_rsa, writing outside the worktree and deleting the checkout's .git all fail; the agent's commit lands on its branch; the session ends with a verdict" {
+  command -v bwrap >/dev/null || fail "bubblewrap is not installed (tests/install-deps.sh installs it)"
+  git_repo "$T/repo"
+  mkdir -p "$HOME/.ssh" "$T/outside"
+  echo "PRIVATE-KEY-MATERIAL" >"$HOME/.ssh/id_rsa"
+  chmod 600 "$HOME/.ssh/id_rsa"
+  q add --id box --prompt "Try to escape. [[fake:escape outside=$T/outside/escaped.txt repo=$T/repo]]" >/dev/null
+  # as root the CLI takes --dangerously-skip-permissions only with IS_SANDBOX=1: here it is one
+  IS_SANDBOX=1 run loop --drain --set REPO_DIR="$T/repo" --set SANDBOX=bwrap --set SKIP_PERMISSIONS=true
+  assert_success
+  [ "$(item_state box)" = succeeded ] || { cat "$(session_of box)"/stderr.log "$(session_of box)"/wrapper.log; jq -c . "$(session_of box)"/meta.json; tail -3 "$(session_of box)"/events.jsonl; false; }
+  local dir
+  dir=$(session_of box)
+  [ "$(jq -r '.argv[0]' "$dir/meta.json")" = "$(command -v bwrap)" ]
+  # what each step got back, as the CLI recorded the tool results
+  jq -r 'select(.type == "user") | .message.content[]? | select(.type == "tool_result") | .content
+         | if type == "array" then map(.text? // "") | join("") else . end' "$dir/events.jsonl" >"$T/results"
+  ! grep -q PRIVATE-KEY-MATERIAL "$T/results" "$dir/events.jsonl"
+  grep -q "No such file" "$T/results"
+  ! grep -qx wrote "$T/results" && ! grep -qx deleted "$T/results"
+  [ ! -e "$T/outside/escaped.txt" ]
+  # the checkout's history is whole, and the sandboxed commit is on the item's branch
+  git -C "$T/repo" fsck --no-progress
+  [ "$(git -C "$T/repo" log --format=%s main)" = "initial commit" ]
+  [ "$(git -C "$T/repo" show "$(jq -r .branch "$dir/meta.json"):hello.txt")" = hello ]
+  [ "$(cat "$HOME/.ssh/id_rsa")" = PRIVATE-KEY-MATERIAL ]
+}

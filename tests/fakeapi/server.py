@@ -158,6 +158,20 @@ def sc_write_commit(req: Request) -> Turn:
     return Turn(text="Done: wrote and committed " + name + ".")
 
 
+def sc_escape(req: Request) -> Turn:
+    """Tries to leave its worktree: reads ~/.ssh/id_rsa, writes the file outside=, deletes
+    the .git of the checkout repo=; then does its job (writes hello.txt in its working
+    directory and commits it). Each step's result comes back as it is."""
+    outside, repo = req.params.get("outside", "/nonexistent/x"), req.params.get("repo", "/nonexistent")
+    steps = [("cat ~/.ssh/id_rsa", "read a key"), (f"echo escaped > {outside} && echo wrote", "write outside"),
+             (f"rm -rf {repo}/.git && echo deleted", "delete the checkout's history"),
+             ("echo hello > hello.txt && git add hello.txt && git -c user.name=agent -c user.email=agent@example.invalid "
+              "commit -q -m 'Add hello.txt' && git log --oneline -1", "commit")]
+    if req.step < len(steps):
+        return Turn(text=f"Step {req.step}.", tool=_bash(*steps[req.step]))
+    return Turn(text="Done.")
+
+
 def sc_endless(req: Request) -> Turn:
     return Turn(text=f"Step {req.step}.", tool=_bash(f"echo step {req.step}", "one more step"))
 
@@ -194,6 +208,7 @@ SCENARIOS = {
     "answer": sc_answer,
     "bash": sc_bash,
     "write_commit": sc_write_commit,
+    "escape": sc_escape,
     "endless": sc_endless,
     "big": sc_big,
     "slowtool": sc_slowtool,

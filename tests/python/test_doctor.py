@@ -126,3 +126,12 @@ def test_a_fleet_database_reachable_with_the_clock_checked_or_down_in_one_line(
     store = checks(down)["store"]
     assert store["status"] == "fail" and store["detail"].startswith("postgres: database fleet on 127.0.0.1 is unreachable")
     assert "\n" not in store["detail"]
+
+
+def test_the_sandbox_is_checked_and_skip_permissions_without_one_is_a_warning(place: dict[str, Any]) -> None:
+    got = checks(run(place, "--json", HARNESS_SKIP_PERMISSIONS="true"))
+    assert got["permissions"]["status"] == "warn" and "SANDBOX=bwrap" in got["permissions"]["fix"]
+    got = checks(run(place, "--json", HARNESS_SKIP_PERMISSIONS="true", HARNESS_SANDBOX="bwrap"))
+    assert got["sandbox"]["status"] == "ok" and got["permissions"]["status"] == "ok"
+    no_bwrap = {c.name: c for c in doctor.check_permissions({"SANDBOX": "bwrap"}, {"PATH": str(place["tmp"])})}
+    assert (no_bwrap["sandbox"].status, no_bwrap["sandbox"].fix) == ("fail", "apt-get install bubblewrap")

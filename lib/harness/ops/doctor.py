@@ -207,12 +207,29 @@ def check_local_store(state_dir: Path, store: str) -> Check:
     return Check("store", "ok", f"{store}: {summary}")
 
 
-def check_permissions(cfg: Mapping[str, str]) -> Check:
-    if cfg.get("SKIP_PERMISSIONS") == "true":
-        return Check("permissions", "warn", "SKIP_PERMISSIONS=true: an agent may write anything this user can",
-                     "run the loop as a user of its own, with only the repository and the state writable "
-                     "(packaging/harness.service does)")
-    return Check("permissions", "ok", f"the CLI asks ({cfg.get('PERMISSION_MODE') or 'its default mode'})")
+def check_permissions(cfg: Mapping[str, str], env: Mapping[str, str]) -> list[Check]:
+    out = []
+    sandbox = cfg.get("SANDBOX") or ""
+    if sandbox == "bwrap":
+        found = shutil.which("bwrap", path=env.get("PATH", ""))
+        proc = subprocess.run([found, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--", "true"],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL) if found else None
+        if proc is None:
+            out.append(Check("sandbox", "fail", "SANDBOX=bwrap and bwrap is not on PATH", "apt-get install bubblewrap"))
+        elif proc.returncode != 0:
+            out.append(Check("sandbox", "fail", f"bwrap cannot make a sandbox here: {proc.stderr.strip()[:200]}",
+                             "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1), "
+                             "or install bwrap setuid"))
+        else:
+            out.append(Check("sandbox", "ok", f"bwrap ({found}) makes a sandbox"))
+    if cfg.get("SKIP_PERMISSIONS") == "true" and sandbox != "bwrap":
+        out.append(Check("permissions", "warn", "SKIP_PERMISSIONS=true without a sandbox: an agent may write "
+                         "anything this user can", "SANDBOX=bwrap (docs/operations.md), and a user of its own"))
+    else:
+        out.append(Check("permissions", "ok", "SKIP_PERMISSIONS=true inside the sandbox" if sandbox == "bwrap" and
+                         cfg.get("SKIP_PERMISSIONS") == "true" else
+                         f"the CLI asks ({cfg.get('PERMISSION_MODE') or 'its default mode'})"))
+    return out
 
 
 def run_checks(cfg: Mapping[str, str], env: Mapping[str, str], bash_version: str) -> list[Check]:
@@ -223,7 +240,7 @@ def run_checks(cfg: Mapping[str, str], env: Mapping[str, str], bash_version: str
         lambda: check_disk(state_dir, float(cfg.get("MIN_FREE_MB") or 0)),
         lambda: check_repo(cfg.get("REPO_DIR", ""), cfg.get("BASE_REF") or "HEAD", env),
         lambda: check_store(state_dir, cfg.get("STORE") or "sqlite", float(cfg.get("LEASE_S") or 120), env),
-        lambda: check_permissions(cfg)]
+        lambda: check_permissions(cfg, env)]
     out: list[Check] = []
     for step in steps:
         got = step()

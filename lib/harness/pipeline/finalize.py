@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import jsonio
-from harness.pipeline import policy, receipt, record, transcript, verdict, worktrees
+from harness.pipeline import policy, receipt, record, sandbox, transcript, verdict, worktrees
 from harness.pipeline.breaker import Breaker, outcome
 from harness.pipeline.gate import write_pause
 from harness.pipeline.record import SessionRecord
@@ -75,6 +75,12 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
     out["circuit"] = c.get("state")
 
     d = _decide(rec, v, item, pol, now, rng)
+    try:  # a sandboxed agent's commits (lib/spawn.sh settled them already, unless it died first)
+        done = sandbox.settle(sdir, str(rec.meta.get("cwd") or ""))
+        if done:
+            store.audit("sandbox.settled", session=sid, item=item_id, detail=done)
+    except OSError as exc:
+        store.audit("sandbox.settle_failed", session=sid, item=item_id, error=str(exc))
     release = _released_worktree(rec, v, d, pol)
     if release:  # what was verified is what the branch holds, and lands
         try:

@@ -53,6 +53,7 @@ class Policy:
     ALLOWED_TOOLS: str = config.default("ALLOWED_TOOLS")
     PERMISSION_MODE: str = config.default("PERMISSION_MODE")
     SKIP_PERMISSIONS: str = config.default("SKIP_PERMISSIONS")
+    SANDBOX: str = config.default("SANDBOX")
     REPO_DIR: str = config.default("REPO_DIR")
     BASE_REF: str = config.default("BASE_REF")
     SESSION_TIMEOUT_S: float = config.default("SESSION_TIMEOUT_S")

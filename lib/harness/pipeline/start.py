@@ -15,7 +15,7 @@ from typing import Any
 
 from harness import jsonio
 from harness.agents import Limits, agent_for, limits_for
-from harness.pipeline import gate, render
+from harness.pipeline import gate, render, sandbox
 from harness.pipeline.policy import Policy, iso
 from harness.serve import reply
 from harness.store import Lease, StoreDownError, open_store
@@ -219,6 +219,13 @@ def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now:
         jsonio.write_json(sdir / "meta.json", meta)
         return Started(item_id, attempt, "", "", timeout_s, spawn_error=error)
     argv = argv_for(item, p, uuid, sdir / "prompt.md", resume=fix is not None)
+    if p.SANDBOX == "bwrap":
+        try:
+            argv = sandbox.wrap(argv, workdir, branch, sdir, state_dir / "run" / sid.removeprefix("ses_")[:12])
+        except OSError as exc:
+            jsonio.write_atomic(sdir / "spawn_error", (f"the sandbox: {exc}\n").encode())
+            jsonio.write_json(sdir / "meta.json", {**meta, "cwd": workdir, "branch": branch})
+            return Started(item_id, attempt, "", "", timeout_s, spawn_error=f"the sandbox: {exc}")
     meta.update(cwd=workdir, branch=branch, argv=argv, allowed_tools=_limits(item, p).allowed_tools)
     _write_argv(sdir / ARGV_FILE, argv)
     verify = verify_for(item, p)
