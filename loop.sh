@@ -46,7 +46,7 @@ source "$HARNESS_ROOT/lib/wake.sh"
 source "$HARNESS_ROOT/lib/notify.sh"
 
 LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_FATAL="" LOOP_SIGNAL="" LOOP_STOPPING=""
-LOOP_STOP_AT=0 LOOP_CLAIM_AT=0 LOOP_SPAWN_AT=0 LOOP_STARTED=0
+LOOP_STOP_AT=0 LOOP_CLAIM_AT=0 LOOP_SPAWN_AT=0 LOOP_STARTED=0 LOOP_GC_AT=0
 LOOP_DRAINED=0 LOOP_DRAIN_UNTIL=0 LOOP_DRAIN_AT="" LOOP_DRAIN_SAID="" LOOP_LEFT=0 LOOP_LEFT_SUMMARY="" LOOP_LEFT_GROUPS="[]"
 declare -a LOOP_SETS=()
 
@@ -293,6 +293,22 @@ loop_idle_sleep() {
   wake_sleep "$secs"
 }
 
+# loop_gc_tick: every GC_INTERVAL_S, retention's gc (lib/harness/ops/retention.py) in
+# the background, in a session of its own: it compresses and removes what the
+# RETAIN_* keys say and measures the disk's use (status.sh). It holds state/gc.lock
+# (a pass still running makes the next one a no-op); its output goes to state/gc.log.
+loop_gc_tick() {
+  local every
+  clock_us "${CFG[GC_INTERVAL_S]}" every
+  ((every > 0)) || return 0
+  clock_now
+  ((NOW_US - LOOP_GC_AT >= every)) || return 0
+  LOOP_GC_AT=$NOW_US
+  PYTHONPATH="$HARNESS_ROOT/lib" setsid "$HARNESS_PY" -m harness gc --state-dir "${CFG[STATE_DIR]}" \
+    --raw-days "${CFG[RETAIN_RAW_DAYS]}" --keep-days "${CFG[RETAIN_DAYS]}" --quiet \
+    </dev/null >>"${CFG[STATE_DIR]}/gc.log" 2>&1 8>&- 9>&- &
+}
+
 loop_run() {
   while :; do
     if [[ -z "$LOOP_STOPPING" && -e "${CFG[STATE_DIR]}/STOP" ]]; then
@@ -305,6 +321,7 @@ loop_run() {
     serve_check
     sidecar_loop_heartbeat running
     worktree_prune_aged
+    loop_gc_tick
     loop_claim_all
     notify_tick
     loop_done && return 0
@@ -390,6 +407,8 @@ main() {
   integrate_leftovers
   integrate_due
   notify_ready
+  clock_now
+  LOOP_GC_AT=$NOW_US # the first gc one GC_INTERVAL_S after the start
   loop_run
   notify_end
   sidecar_stop

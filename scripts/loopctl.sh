@@ -26,6 +26,10 @@
 #                                Refused while a loop runs on the state directory (exit 3)
 #   reindex                      rebuilds the store's attempts from sessions/*/metrics.json
 #                                and its audit rows from events.jsonl
+#   gc [--dry-run] [--json]      retention now: finished sessions (their item final) older
+#                                than RETAIN_RAW_DAYS get their stream and transcript
+#                                compressed, older than RETAIN_DAYS removed (receipts stay in
+#                                the store); never a live session; measures the disk's use
 #
 # Every change goes to the audit log (state/events.jsonl) and wakes a running loop,
 # which acts on it at once. <command> --help: that command's usage. Exit codes:
@@ -91,7 +95,7 @@ main() {
   set -- "${CLI_REST[@]}"
   cmd=$1
   case "$cmd" in
-    show | pause | resume | circuit | stop | unstop | worktrees | prune | migrate | reindex) config_verb_help "${BASH_SOURCE[0]}" "$@" ;;
+    show | pause | resume | circuit | stop | unstop | worktrees | prune | migrate | reindex | gc) config_verb_help "${BASH_SOURCE[0]}" "$@" ;;
   esac
   shift
   config_python "$HARNESS_ROOT" quick || die "$CFG_ERROR"
@@ -128,6 +132,12 @@ main() {
     reindex)
       (($# == 0)) || usage_error "reindex takes no arguments"
       py reindex --state-dir "$STATE" ;;
+    gc)
+      local arg
+      for arg in "$@"; do
+        [[ "$arg" == --dry-run || "$arg" == --json ]] || usage_error "gc takes --dry-run and --json, got: $arg"
+      done
+      py gc --state-dir "$STATE" --raw-days "${CFG[RETAIN_RAW_DAYS]}" --keep-days "${CFG[RETAIN_DAYS]}" "$@" ;;
     help) log_help "${BASH_SOURCE[0]}" ;;
     *) usage_error "unknown command: $cmd (see --help)" ;;
   esac

@@ -124,3 +124,21 @@ notified_at_least() { (($(notified "$1") >= $2)); } # <field> <n>
   run systemd-analyze verify "$T/harness.service"
   assert_failure
 }
+
+@test "the loop runs retention's gc by itself every GC_INTERVAL_S, in the background: an old finished session is compressed and still reads the same" {
+  q add --id a --prompt p >/dev/null
+  # a session a tenth of a second old is "old" here (RETAIN_RAW_DAYS in days)
+  "$LOOP" --state "$STATE" --set GC_INTERVAL_S=0.3 --set RETAIN_RAW_DAYS=0.000001 3>&- &
+  local pid=$! dir
+  wait_for 15 in_state a succeeded
+  dir=$(session_of a)
+  wait_for 15 test -s "$dir/events.jsonl.gz"
+  [ ! -e "$dir/events.jsonl" ]
+  run "$HARNESS_ROOT/scripts/parse-session-events.sh" --state "$STATE" summary "$(basename "$dir")"
+  assert_success
+  assert_output --partial succeeded
+  wait_for 15 audit_has '.event == "gc.done" and .compressed == 1'
+  jq -e '.bytes.streams_compressed > 0' "$STATE/disk.json" >/dev/null
+  kill -TERM "$pid"
+  wait "$pid" || true
+}

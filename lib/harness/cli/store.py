@@ -1,12 +1,15 @@
-"""The store's own verbs (loopctl.sh migrate, reindex): moving a files-backend
-state directory to SQLite, and rebuilding the attempts and audit rows from files."""
+"""The store's own verbs (loopctl.sh migrate, reindex, gc): moving a files-backend
+state directory to SQLite, rebuilding the attempts and audit rows from files, and
+retention."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from harness.cli.common import Subparsers, with_state
+from harness import jsonio
+from harness.cli.common import Subparsers, now_of, with_state
 from harness.store import StoreError, open_store
 
 
@@ -40,6 +43,36 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """loopctl.sh gc: retention's pass (ops/retention.py); one line, or --json."""
+    from harness import config
+    from harness.ops import retention
+
+    try:
+        r = retention.gc(Path(args.state_dir), args.raw_days, args.keep_days, now_of(args), args.dry_run)
+    except retention.GcBusyError as exc:
+        print(f"gc: {exc}; nothing done")
+        return 0
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from None
+    for error in r.errors:
+        print(f"harness: gc: {error}", file=sys.stderr)
+    if not args.quiet or r.compressed or r.removed or r.errors:
+        jsonio.audit(Path(args.state_dir), "gc.done", **retention.as_dict(r))
+    if args.json:
+        print(jsonio.dumps(retention.as_dict(r)).decode())
+    else:
+        verb = "would free" if args.dry_run else "freed"
+        print(f"gc: {r.sessions} sessions: {r.compressed} files compressed, {r.removed} sessions removed, "
+              f"{verb} {_mb(r.freed if not args.dry_run else r.bytes_before)}; kept {r.kept_live} live or unfinished, "
+              f"{r.kept_not_final} whose item is not final" + (f"; {len(r.errors)} errors" if r.errors else ""))
+    return 1 if r.errors else 0
+
+
 def cmd_store_init(args: argparse.Namespace) -> int:
     """The loop's start: an earlier release's files state moved over (unless
     STORE=files keeps it), then the store made ready."""
@@ -63,3 +96,11 @@ def add_parsers(sub: Subparsers) -> None:
     p.set_defaults(fn=cmd_migrate)
     p = with_state(sub, "reindex")
     p.set_defaults(fn=cmd_reindex)
+    p = with_state(sub, "gc")
+    p.add_argument("--raw-days", type=float, required=True)
+    p.add_argument("--keep-days", type=float, required=True)
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="audit only a pass that changed something (the loop's)")
+    p.add_argument("--now", type=float, help="the clock, in epoch seconds (tests)")
+    p.set_defaults(fn=cmd_gc)

@@ -172,7 +172,37 @@ def collect(state_dir: Path, p: Policy, now: float, heartbeat_s: float) -> dict[
         "today": today(state_dir, now),
         "runs": active_runs(state_dir, now),
         "hosts": hosts(state_dir, now),
+        "disk": disk(state_dir, now),
     }
+
+
+def disk(state_dir: Path, now: float) -> dict[str, Any] | None:
+    """The state directory's disk use by category, as retention's last gc measured it
+    (state/disk.json; ops/retention.py), with its age; None before the first."""
+    doc = jsonio.read_dict(state_dir / "disk.json")
+    if not doc or not isinstance(doc.get("bytes"), dict):
+        return None
+    measured = doc.get("measured_epoch")
+    age = round(now - measured, 1) if isinstance(measured, (int, float)) else None
+    return {"bytes": doc["bytes"], "measured_epoch": measured, "age_s": age}
+
+
+def _size(n: Any) -> str:
+    n = int(n or 0)
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def disk_line(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return "not measured yet (loopctl.sh gc measures it; the loop every GC_INTERVAL_S)"
+    b = d["bytes"]
+    return (f"streams {_size(b.get('streams_raw'))} (+{_size(b.get('streams_compressed'))} compressed), "
+            f"sessions {_size(b.get('sessions_other'))}, worktrees {_size(b.get('worktrees'))}, "
+            f"store {_size(b.get('store'))}, audit log {_size(b.get('audit_log'))}, other {_size(b.get('other'))}"
+            f"  [{_dur(d['age_s'])} ago]")
 
 
 def _dur(s: Any) -> str:
@@ -229,6 +259,7 @@ def render(st: dict[str, Any], style: Style) -> str:
     rate = f"{t['success_rate'] * 100:.0f}%" if t["success_rate"] is not None else "-"
     lines.append(f"today     {t['sessions']} sessions, {t['succeeded']} succeeded ({rate}), ${t['cost_usd']:.4f}, "
                  f"{_tokens(t['tokens'])} tokens  [{t['date']} UTC]")
+    lines.append(f"disk      {disk_line(st.get('disk'))}")
     lines.extend(f"{'runs' if i == 0 else '':<10}{style.text(r['line'])}" for i, r in enumerate(st.get("runs") or []))
     fleet = st.get("hosts") or []
     if len(fleet) > 1:  # a fleet (STORE=postgres): every host, its heartbeat's age, its sessions

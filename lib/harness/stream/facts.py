@@ -16,7 +16,7 @@ from harness.agents import Agent, agent_for
 from harness.stream import events as norm
 from harness.stream import fastscan
 from harness.stream.calls import ToolCalls
-from harness.stream.jsonl import LineStats, iter_lines, parse_line
+from harness.stream.jsonl import LineStats, iter_lines, open_stream, parse_line
 
 DEFAULT_AGENT = agent_for()
 
@@ -178,7 +178,7 @@ def _scan_lines(f: SessionFacts, path: Path, agent: Agent) -> None:
     """Every line; a delta (the agent's is_delta), which adds nothing but its count, is
     counted unparsed when it is whole (ends its object: the unterminated tail is parsed)."""
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below; a missing file is no events
+        fh = open_stream(path)  # or its compressed copy
     except FileNotFoundError:
         return
     with fh:

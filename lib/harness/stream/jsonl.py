@@ -6,10 +6,11 @@ and invalid UTF-8 are counted and skipped.
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import orjson
 
@@ -55,10 +56,25 @@ def iter_lines(fh: BinaryIO, stats: LineStats, include_partial: bool = True) -> 
             yield rest
 
 
+GZ = ".gz"  # a finished session's file that retention compressed (loopctl.sh gc)
+
+
+def open_stream(path: Path) -> BinaryIO:
+    """The file to read, or its compressed copy (path + .gz) when retention has
+    compressed it: read the same way. FileNotFoundError when neither exists."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        gz = path.with_name(path.name + GZ)
+        if not gz.exists():
+            raise
+        return cast(BinaryIO, gzip.open(gz, "rb"))
+
+
 def iter_events(path: Path, stats: LineStats | None = None) -> Iterator[dict[str, Any]]:
     stats = stats if stats is not None else LineStats()
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below; a missing file is no events
+        fh = open_stream(path)
     except FileNotFoundError:
         return
     with fh:

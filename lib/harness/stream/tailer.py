@@ -3,13 +3,16 @@
 A writer appends; the reader never blocks it. A new inode at the path means the
 file was rotated: what is left in the old file is read to its end first, then the
 new file from its start. A size below the offset means the file was truncated:
-reading starts again at 0 and the partial line held so far is dropped. Lines are
-bytes; nothing here parses them.
+reading starts again at 0 and the partial line held so far is dropped. A path
+that is gone while path + ".gz" exists is a finished session's file that
+retention compressed: it is read from the compressed copy, start to end. Lines
+are bytes; nothing here parses them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 from dataclasses import dataclass
 
@@ -38,18 +41,25 @@ class Tailer:
         self._inode: tuple[int, int] | None = None
         self._offset = 0
         self._partial = b""
+        self._gz: gzip.GzipFile | None = None
 
     def close(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
         self._fd = None
+        if self._gz is not None:
+            self._gz.close()
+        self._gz = None
 
     def _open(self) -> bool:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return False
+            if not os.path.exists(self.path + ".gz"):
+                return False
+            self._gz = gzip.open(self.path + ".gz", "rb")  # noqa: SIM115 - closed by close()
+            return True
         st = os.fstat(fd)
         self._fd, self._inode, self._offset, self._partial = fd, (st.st_dev, st.st_ino), 0, b""
         return True
@@ -63,8 +73,12 @@ class Tailer:
 
     def read(self, max_bytes: int = READ_CHUNK_BYTES) -> list[bytes]:
         """Complete lines appended since the last call (at most about max_bytes of them)."""
-        if self._fd is None and not self._open():
+        if self._fd is None and self._gz is None and not self._open():
             return []
+        if self._gz is not None:  # a compressed finished file: no writer, read through
+            data = self._gz.read(max_bytes)
+            self.stats.bytes_read += len(data)
+            return self._split(data)
         lines = self._drain(max_bytes)
         current = self._path_inode()
         if current is not None and current != self._inode and len(lines) == 0:
