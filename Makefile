@@ -91,6 +91,7 @@ bench: test-deps setup
 	$(PY) tests/bench/bench_feed.py
 	$(PY) tests/bench/bench_dashboard.py
 	$(PY) tests/bench/bench_fleet.py
+	$(PY) tests/bench/bench_retention.py
 
 clean:
 	rm -rf $(VENV) .tools .demo .bench .pytest_cache .mypy_cache .ruff_cache
