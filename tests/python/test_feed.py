@@ -5,12 +5,14 @@ one that reads keeps up with every event."""
 from __future__ import annotations
 
 import http.client
+import shutil
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from harness import jsonio
 from harness.store import open_store
 from test_metrics import _families, _free_port, _get, _samples, _server, _up
@@ -231,3 +233,35 @@ def _stderr_so_far(proc: subprocess.Popen[bytes]) -> bytes:
         chunk = b""
     _seen[proc.pid] = _seen.get(proc.pid, b"") + chunk
     return _seen[proc.pid]
+
+
+def test_logrotate_copytruncate_of_the_audit_log_keeps_the_feed_going(tmp_path: Path) -> None:
+    """packaging/logrotate.in rotates events.jsonl with copytruncate: the server's tailer
+    sees a shorter file and reads the new lines from its top, none lost or repeated."""
+    logrotate = shutil.which("logrotate") or shutil.which("/usr/sbin/logrotate")
+    if logrotate is None:
+        pytest.skip("logrotate is not installed (tests/install-deps.sh installs it)")
+    state = tmp_path / "state"
+    store = open_store(state)
+    conf = tmp_path / "logrotate.conf"
+    template = (Path(__file__).resolve().parents[2] / "packaging" / "logrotate.in").read_text()
+    conf.write_text("\n".join(line for line in template.replace("@STATE_DIR@", str(state)).splitlines()
+                              if not line.strip().startswith("su ")) + "\n")
+    port = _free_port()
+    proc = _server(state, f"127.0.0.1:{port}", None)
+    try:
+        _up(port, proc)
+        reader = Reader(port)
+        _connected(port, 1)
+        for n in range(5):
+            store.audit("e", n=n)
+        reader.wait_for(5)
+        subprocess.run([logrotate, "--state", str(tmp_path / "lr.state"), "--force", str(conf)], check=True)
+        assert (state / "events.jsonl.1").stat().st_size > 0 and (state / "events.jsonl").stat().st_size == 0
+        for n in range(5, 8):
+            store.audit("e", n=n)
+        reader.wait_for(8)
+        assert [d["n"] for _, d in reader.events] == list(range(8))
+        reader.close()
+    finally:
+        _stop(proc)
