@@ -442,3 +442,14 @@ sidecar_starts() { # <n>: the audit log holds n sidecar.started lines
   # the sidecar left with its loop
   wait_for 5 bash -c "! kill -0 $second 2>/dev/null"
 }
+
+@test "BUDGET_USD_PER_DAY: claiming stops at the day's cap; a drain exits 0 and says what it left and until when" {
+  local i
+  for i in 1 2 3 4 5; do q add --id "b$i" --prompt p >/dev/null; done
+  # the stub's session costs $0.0125: after three, $0.0375 is past the cap
+  run loop --drain --set BUDGET_USD_PER_DAY=0.03
+  assert_success
+  [ "$(count_in succeeded) $(count_in pending)" = "3 2" ]
+  assert_output --regexp "2 items left: 2 held by BUDGET_USD_PER_DAY until [0-9]{4}-[0-9]{2}-[0-9]{2}T00:00:00"
+  audit_has '.event == "loop.blocked" and .kind == "budget"'
+}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.pipeline import budget
 from harness.pipeline.breaker import Breaker, describe
 from harness.pipeline.policy import Policy, iso
 from harness.serve import reply
@@ -26,7 +27,7 @@ STORE_RECHECK_S = 5.0  # a database server that did not answer is asked again th
 
 @dataclass
 class Blocked:
-    kind: str  # paused, circuit, disk, load, memory, fleet (FLEET_JOBS), store (its server is down)
+    kind: str  # paused, budget, circuit, disk, load, memory, fleet (FLEET_JOBS), store (its server is down)
     reason: str
     until: float | None = None
     halt: bool = False  # a person must act (credentials, disk): --drain/--once exit 4
@@ -78,6 +79,10 @@ def check(state_dir: Path, policy: Policy, now: float) -> Blocked | None:
     if p:
         return Blocked("paused", f"paused until {p.get('until') or p.get('until_epoch')}: {p.get('reason')}",
                        until=float(p["until_epoch"]))
+    if policy.BUDGET_USD_PER_DAY > 0:
+        over = budget.daily_reason(open_store(state_dir), policy.BUDGET_USD_PER_DAY, now)
+        if over is not None:
+            return Blocked("budget", over[0], until=over[1])
     if policy.MAX_LOAD > 0:
         load = os.getloadavg()[0] / (os.cpu_count() or 1)
         if load > policy.MAX_LOAD:
@@ -130,7 +135,7 @@ def claim_gated(store: Store, session: str, worker: str, policy: Policy, now: fl
 # it asks here whether a retry comes due soon enough to wait for (DRAIN_MAX_WAIT_S),
 # and, when it leaves, what it leaves: how many items and until when.
 
-LEFT_ORDER = ("retry", "paused", "circuit", "disk", "load", "memory", "waiting", "blocked")
+LEFT_ORDER = ("retry", "paused", "budget", "circuit", "disk", "load", "memory", "waiting", "blocked")
 
 
 @dataclass
@@ -185,6 +190,8 @@ def _phrase(g: Left, now: float, max_wait_s: float) -> str:
         return head + (" (beyond DRAIN_MAX_WAIT_S)" if g.until and g.until > now + max_wait_s else "")
     if g.kind == "paused":
         return f"{g.count} paused until {at}" if at else f"{g.count} paused"
+    if g.kind == "budget":
+        return f"{g.count} held by BUDGET_USD_PER_DAY until {at}"
     if g.kind == "circuit":
         return f"{g.count} held by the breaker until {at}" if at else f"{g.count} held by the breaker ({g.detail})"
     if g.kind == "waiting":

@@ -43,6 +43,7 @@ class Policy:
     MAX_LOAD: float = config.default("MAX_LOAD")
     MIN_FREE_MEM_MB: float = config.default("MIN_FREE_MEM_MB")
     AGING_S: float = config.default("AGING_S")
+    BUDGET_USD_PER_DAY: float = config.default("BUDGET_USD_PER_DAY")
     # what a session is spawned with (start.py)
     CLAUDE_BIN: str = config.default("CLAUDE_BIN")
     BOOTSTRAP: str = config.default("BOOTSTRAP")
