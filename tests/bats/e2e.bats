@@ -496,3 +496,20 @@ agent_in_tool() { # <item>: its live session's CLI is inside a tool call
   [ "$(git -C "$T/repo" show "$(jq -r .branch "$dir/meta.json"):hello.txt")" = hello ]
   [ "$(cat "$HOME/.ssh/id_rsa")" = PRIVATE-KEY-MATERIAL ]
 }
+
+@test "the burn detector stops a session that loops on read-only calls (no_progress, evidence in the receipt), and never one that writes" {
+  git_repo "$T/repo"
+  q add --id loops --prompt "Look around forever. [[fake:endless]]" >/dev/null
+  q add --id writes --prompt "Add hello.txt and commit it. [[fake:write_commit]]" >/dev/null
+  run loop --drain --set REPO_DIR="$T/repo" --set BURN_TURNS=3 --set BURN_TOKENS=1 --set MAX_TURNS=40
+  assert_success
+  [ "$(item_state loops) $(item_field loops .last_verdict) $(item_field loops .attempts)" = "quarantined no_progress 1" ]
+  [ "$(item_state writes) $(item_field writes .last_verdict)" = "succeeded succeeded" ]
+  local dir
+  dir=$(session_of loops)
+  jq -e '.verdict == "no_progress" and .no_progress.turns_since_change >= 3 and .no_progress.tools_since.Bash >= 3
+         and .no_progress.last_change_turn == null and .turns < 40' "$dir/metrics.json" >/dev/null
+  [ "$(jq -r .reason "$dir/kill.json")" = no_progress ]
+  audit_has '.event == "session.no_progress" and .item == "loops"'
+  [ -z "$(jq -c 'select(.event == "session.no_progress" and .item == "writes")' "$STATE/events.jsonl")" ]
+}

@@ -100,6 +100,7 @@ def build(rec: SessionRecord, verdict: Verdict) -> dict[str, Any]:
         "malformed_lines": facts.stats.malformed,
         "verify": _verify(rec),
         "fix_round": meta.get("fix_round"),
+        "no_progress": rec.burn,  # the burn detector's evidence (burn.json), when it stopped the session
         # as the result line reported them: a resumed conversation's from its start on
         # some releases (cli_cumulative), where cost_usd and tokens are this round's own
         "cli_cost_usd": res.cli_cost_usd if res else None,

@@ -36,6 +36,7 @@ class SessionRecord:
     exec_at: float | None = None  # when the wrapper started the agent (agent.pid's mtime)
     kill: dict[str, Any] | None = None  # kill.json: the harness stopped it
     stall: dict[str, Any] | None = None  # stall.json: the sidecar found it stalled
+    burn: dict[str, Any] | None = None  # burn.json: the sidecar found it spending without progress
     spawn_error: str = ""
     stderr_tail: str = ""
     marks: list[dict[str, Any]] = field(default_factory=list)  # timeline.jsonl
@@ -115,6 +116,7 @@ def read(sdir: Path, facts: SessionFacts | None = None, meta: dict[str, Any] | N
         exec_at=_mtime(sdir / "agent.pid"),
         kill=jsonio.read_dict(sdir / "kill.json"),
         stall=jsonio.read_dict(sdir / "stall.json"),
+        burn=jsonio.read_dict(sdir / "burn.json"),
         spawn_error=_text(sdir / "spawn_error"),
         stderr_tail=_tail(sdir / "stderr.log"),
         marks=read_marks(sdir / "timeline.jsonl"),

@@ -12,7 +12,7 @@ from typing import Any
 
 from harness import jsonio
 
-REASONS = ("stalled", "timed_out", "interrupted")
+REASONS = ("stalled", "timed_out", "interrupted", "no_progress")
 FILE = "kill.json"
 
 

@@ -51,7 +51,7 @@ def _from_kill(kill: dict[str, Any], facts: SessionFacts, code: int | None) -> V
         return None  # it finished on its own before the stop took effect
     reason = str(kill.get("reason") or "interrupted")
     detail = str(kill.get("detail") or "")
-    verdict = reason if reason in ("stalled", "timed_out", "interrupted") else "interrupted"
+    verdict = reason if reason in ("stalled", "timed_out", "interrupted", "no_progress") else "interrupted"
     return Verdict(verdict, _clip(detail or f"stopped by the harness ({reason})"), exit_code=code)
 
 

@@ -15,6 +15,7 @@ silent default (tests/python/test_verdicts.py iterates them all).
     stalled          retry       charged   neutral; failure while        red
                                            waiting on the API
     timed_out        retry       charged   neutral                       red
+    no_progress      quarantine  charged   neutral                       red
     crashed          retry       charged   neutral; failure before init  red
     api_error        retry       charged   failure                       red
     spawn_failed     retry       charged   failure                       red
@@ -87,6 +88,8 @@ ROWS = (
     Row("stalled", Action.RETRY, True, Outcome.NEUTRAL, Colour.RED, "silent past its limit; stopped by the harness",
         outcome_api_wait=Outcome.FAILURE),
     Row("timed_out", Action.RETRY, True, Outcome.NEUTRAL, Colour.RED, "past its wall-clock limit; stopped"),
+    Row("no_progress", Action.QUARANTINE, True, Outcome.NEUTRAL, Colour.RED,
+        "spent past BURN_USD or BURN_TOKENS over BURN_TURNS turns without a write, an edit or a commit; stopped"),
     Row("crashed", Action.RETRY, True, Outcome.NEUTRAL, Colour.RED, "the agent ended without a result line",
         outcome_before_init=Outcome.FAILURE),
     Row("api_error", Action.RETRY, True, Outcome.FAILURE, Colour.RED, "the API failed (429, 5xx, connection)"),

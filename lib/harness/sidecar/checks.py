@@ -94,6 +94,31 @@ def verifying(t: Tracked) -> bool:
     return False
 
 
+def check_burn(o: Options, t: Tracked, now_wall: float) -> None:
+    """A session that spends past BURN_USD or BURN_TOKENS over BURN_TURNS turns without a
+    tool call that changes anything: the evidence (burn.json) and the stop's record
+    (kill.json, reason no_progress); the loop, woken, sends the signals."""
+    p = o.policy
+    if t.stopping is not None or verifying(t) or (t.dir / "kill.json").exists():
+        return
+    evidence = t.live.burn(p.BURN_TURNS, p.BURN_USD, p.BURN_TOKENS)
+    if evidence is None:
+        return
+    detail = (f"{evidence['turns_since_change']} turns and ${evidence['spent_usd']:.4f} ({evidence['tokens']} tokens) "
+              f"without a write, an edit or a commit (BURN_TURNS {p.BURN_TURNS}, BURN_USD {p.BURN_USD:g}, "
+              f"BURN_TOKENS {p.BURN_TOKENS}); tools since: "
+              + (", ".join(f"{k}:{v}" for k, v in sorted(evidence["tools_since"].items())) or "none"))
+    jsonio.write_json(t.dir / "burn.json", {"session_id": t.sid, "item_id": t.item_id,
+                                             "detected_at": jsonio.utc_now_iso(), **evidence})
+    first = stops.record(t.dir, "no_progress", detail, "sidecar", now_wall)
+    t.stopping = "no_progress" if first is None else str(first.get("reason") or "?")
+    if first is not None:
+        return
+    audit(o.state_dir, "session.no_progress", session=t.sid, item=t.item_id, detail=detail)
+    log(f"{t.sid}: no progress: {detail}; the loop stops it")
+    wake_loop(o.state_dir)
+
+
 def check_stall(o: Options, t: Tracked, now_wall: float, now_mono: float) -> None:
     """A session silent past its limit: the evidence (stall.json) and the stop's record
     (kill.json); the loop, woken, sends the signals."""

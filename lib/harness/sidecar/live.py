@@ -13,6 +13,8 @@ the outstanding tool's allowance inside one, is stalled.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,22 @@ from harness.stream.jsonl import parse_line
 # events of a response being streamed (the usage of the message being streamed too)
 STREAMING = (norm.TextDelta, norm.BlockEnd, norm.Streaming)
 PHASES = ("starting", "requesting", "streaming", "in_tool", "idle", "verifying", "exited")
+# Tool calls that change something (the burn detector, BURN_*): a file tool's write, or
+# a shell command that writes, moves, installs, builds or commits.
+WRITE_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
+SHELL_WRITES = re.compile(r">|(^|[;&|(`]\s*|\bsudo\s+)(git\s+(commit|add|rm|mv|apply|am|merge|rebase|cherry-pick|"
+                          r"checkout|switch|reset|stash|tag|push)|mv|cp|rm|mkdir|rmdir|touch|tee|patch|ln|chmod|"
+                          r"sed\s+-i|perl\s+-[a-z]*i|npm\s+(install|i|ci|run)|pip\s+install|make|cargo|go\s+"
+                          r"(build|mod|get))\b")
+
+
+def changes_anything(name: str, tool_input: Any) -> bool:
+    """Whether a tool call writes, edits or commits (the burn detector's progress)."""
+    if name in WRITE_TOOLS:
+        return True
+    if name == "Bash" and isinstance(tool_input, dict):
+        return bool(SHELL_WRITES.search(str(tool_input.get("command") or "")))
+    return False
 
 
 @dataclass
@@ -72,6 +90,10 @@ class LiveSession:
         self.turn_changed = False
         self.retry_run = 0  # system/api_retry lines since the API last answered
         self.retry_status = ""
+        # the burn detector: the turn, cost and tokens at the last call that changed
+        # something (the start, before one), and the tools called since
+        self.change_turn, self.change_cost, self.change_tokens = 0, 0.0, 0
+        self.since_change: Counter[str] = Counter()
 
     # --- feeding ---------------------------------------------------------
 
@@ -125,6 +147,7 @@ class LiveSession:
         elif isinstance(ev, norm.MessageEnd):
             self.phase = "in_tool" if self.tools else "idle"
         elif isinstance(ev, norm.ToolStart):
+            self._progress(ev)
             call = self.tools.get(ev.tool_id)
             if call is not None:
                 call.started_at, call.allowance_s = wall, tool_allowance_s(call, self.limits)
@@ -151,7 +174,32 @@ class LiveSession:
             self._mark(wall, "result", ev.subtype)
             self.phase = "idle"
 
+    def _progress(self, ev: norm.ToolStart) -> None:
+        if ev.input is None:  # its input is still streaming: the whole message names it again
+            return
+        if changes_anything(ev.name, ev.input):
+            self.change_turn = len(self.facts.messages)
+            self.change_cost = self.cost_so_far(self.facts.model)
+            self.change_tokens = sum(self.tokens().values())
+            self.since_change.clear()
+        else:
+            self.since_change[ev.name] += 1
+
     # --- reading ---------------------------------------------------------
+
+    def burn(self, turns: int, usd: float, tokens: int) -> dict[str, Any] | None:
+        """The evidence when, over at least `turns` turns since the last call that changed
+        anything, the session spent more than `usd` or `tokens` (0: that limit off)."""
+        since = len(self.facts.messages) - self.change_turn
+        if turns <= 0 or since < turns or (usd <= 0 and tokens <= 0):
+            return None
+        spent = self.cost_so_far(self.facts.model) - self.change_cost
+        used = sum(self.tokens().values()) - self.change_tokens
+        if not ((usd > 0 and spent > usd) or (tokens > 0 and used > tokens)):
+            return None
+        return {"turns_since_change": since, "spent_usd": round(spent, 6), "tokens": used,
+                "last_change_turn": self.change_turn or None, "tools_since": dict(self.since_change),
+                "limits": {"turns": turns, "usd": usd, "tokens": tokens}}
 
     def silence(self, now_mono: float, started_mono: float) -> tuple[float, float, str]:
         """(seconds silent, the limit that applies, "tool" or "stream")."""
