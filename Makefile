@@ -11,6 +11,11 @@ CLAUDE := .tools/claude/node_modules/.bin/claude
 # The dashboard's charts (uPlot, served as it is: no build step).
 UPLOT_VERSION := 1.6.32
 UPLOT := .tools/web/node_modules/uplot/dist/uPlot.iife.min.js
+# ccusage, the transcript cost report's reference in the tests and the benchmark (20.0.26
+# lacks its Linux binary in the registry; the binary comes as a package per platform).
+CCUSAGE_VERSION := 20.0.24
+CCUSAGE := .tools/ccusage/node_modules/.bin/ccusage
+CCUSAGE_NATIVE := @ccusage/ccusage-linux-$(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x64)
 # The Python packages: the harness's own and the tests' (packaging/install.sh: requirements.txt alone).
 REQUIREMENTS ?= requirements-dev.txt
 # make install / make uninstall (packaging/install.sh --help says more)
@@ -22,7 +27,7 @@ SH_FILES := loop.sh $(wildcard lib/*.sh scripts/*.sh tests/bats/*.bash tests/*.s
 
 .PHONY: setup demo docs test test-e2e test-deps lint shellcheck pylint bats pytest bench clean install uninstall
 
-setup: $(PY) $(CLAUDE) $(UPLOT)
+setup: $(PY) $(CLAUDE) $(UPLOT) $(CCUSAGE)
 
 $(PY): requirements.txt $(REQUIREMENTS)
 	python3 -m venv $(VENV)
@@ -36,6 +41,10 @@ $(CLAUDE):
 $(UPLOT):
 	npm install --silent --no-audit --no-fund --prefix .tools/web uplot@$(UPLOT_VERSION)
 	test -f $(UPLOT)
+
+$(CCUSAGE):
+	npm install --silent --no-audit --no-fund --prefix .tools/ccusage ccusage@$(CCUSAGE_VERSION) $(CCUSAGE_NATIVE)@$(CCUSAGE_VERSION)
+	$(CCUSAGE) --version
 
 install:
 	packaging/install.sh --prefix "$(PREFIX)" $(INSTALL_ARGS)
@@ -73,7 +82,7 @@ test-e2e: test-deps setup
 	bin=$$(tests/install-claude.sh $(CLAUDE_CODE_VERSION)); \
 	HARNESS_TEST_CLAUDE=$$bin bats --print-output-on-failure tests/bats/e2e.bats
 
-pytest: $(PY) $(UPLOT)
+pytest: $(PY) $(UPLOT) $(CCUSAGE)
 	$(PY) -m pytest -q tests/python
 
 # Benchmarks, not tests: figures with their targets (tests/bench/). About 15 minutes,
@@ -91,6 +100,7 @@ bench: test-deps setup
 	$(PY) tests/bench/bench_feed.py
 	$(PY) tests/bench/bench_dashboard.py
 	$(PY) tests/bench/bench_fleet.py
+	$(PY) tests/bench/bench_transcript_cost.py
 	$(PY) tests/bench/bench_retention.py
 
 clean:

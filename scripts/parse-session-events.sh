@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Summary: Watches and analyses sessions: live view, summaries, metrics, tools, errors, timeline, cost, export.
+# Summary: Watches and analyses sessions: live view, summaries, metrics, tools, errors, timeline, cost, reconcile, export.
 # Usage: parse-session-events.sh [--state DIR] [--config FILE] [--no-color] <command> [args]
 #
 #   list [--json] [--limit N] [--item ID]   sessions, newest first
@@ -10,6 +10,15 @@
 #   errors <id> [--json] [--raw | --safe]   tool errors, API retries, error results, stalls, stderr
 #   timeline <id> [--json] [--raw | --safe]   turn by turn, with times
 #   cost [--since WHEN] [--json]  cost and tokens by day and by item (WHEN: 2026-11-01, ISO time, 12h, 7d)
+#        cost --transcripts DIR [--mode auto|calculate|display] [--prices FILE] [--json]: per session and in
+#        all, from Claude Code transcripts (DIR: ~/.claude/projects, one project, or any tree of *.jsonl),
+#        counted as the ccusage tool counts (docs/receipts.md): one response once (message id + request id;
+#        the largest of its lines; a sidechain replay not again). Prices: the harness's, or a LiteLLM file.
+#        auto: a line's costUSD, else its tokens priced; calculate: always priced; display: costUSD only
+#   reconcile [<id>...] [--json] [--tolerance PCT]   each finished session's receipt (metrics.json)
+#        against its transcript.jsonl (the entries written while it ran): tokens and cost per session, a
+#        DRIFT flag where a token kind differs or the cost differs by more than $0.000001, or by more than
+#        PCT percent of the receipt's; "no transcript" shown, not failed. Exit 1 when a session drifts
 #   export <id> [-o FILE] [--raw | --safe]   the session as a markdown transcript
 #
 # <id> is a session id, a unique prefix of one, a work-item id (its latest session) or
@@ -20,7 +29,7 @@
 # pipe or a file (export -o), and always with --raw. A turn is one assistant message
 # of the model (the CLI's own <synthetic> messages are none); the CLI's num_turns
 # counts otherwise. Exit codes: 0 done, 1 fatal error, 2 unknown, ambiguous or
-# refused id, or bad usage.
+# refused id, or bad usage; reconcile: 1 also when a session drifts.
 set -euo pipefail
 
 HARNESS_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,12 +42,14 @@ main() {
   config_cli "${BASH_SOURCE[0]}" "--no-color" "$@"
   set -- "${CLI_REST[@]}"
   case "$1" in
-    list | cost | watch | summary | metrics | tools | errors | timeline | export) config_verb_help "${BASH_SOURCE[0]}" "$@" ;;
+    list | cost | reconcile | watch | summary | metrics | tools | errors | timeline | export) config_verb_help "${BASH_SOURCE[0]}" "$@" ;;
     help) log_help "${BASH_SOURCE[0]}"; exit 0 ;;
     *) usage_error "unknown command: $1 (see --help)" ;;
   esac
   config_python "$HARNESS_ROOT" quick || die "$CFG_ERROR"
-  [[ -d "${CFG[STATE_DIR]}/sessions" ]] || die "no sessions in ${CFG[STATE_DIR]} (wrong --state?)" "$EXIT_USAGE"
+  # cost --transcripts reads no state
+  [[ -d "${CFG[STATE_DIR]}/sessions" || ("$1" == cost && " $* " == *" --transcripts "*) ]] ||
+    die "no sessions in ${CFG[STATE_DIR]} (wrong --state?)" "$EXIT_USAGE"
   PYTHONPATH="$HARNESS_ROOT/lib" exec "$HARNESS_PY" -m harness events --state-dir "${CFG[STATE_DIR]}" "${CLI_FLAGS[@]}" "$@"
 }
 

@@ -42,6 +42,10 @@ api_requests() { # jq filter over the fake API's request log
   cmp "$dir/transcript.jsonl" "$(first_match "$HOME/.claude/projects/*/$(jq -r .claude_session_id "$dir/meta.json").jsonl")"
   [ -n "$(jq -c 'select(.type == "assistant") | .message.content[] | select(.type == "tool_use" and .name == "Write")' \
     "$dir/transcript.jsonl")" ]
+  # the receipt (from the stream's result) and the transcript (counted as ccusage counts) agree
+  run "$HARNESS_ROOT/scripts/parse-session-events.sh" --state "$STATE" reconcile --json
+  assert_success
+  [ "$(jq -c '[.sessions[] | .status]' <<<"$output")" = '["ok"]' ] || { echo "$output"; false; }
   run audit_events greet
   assert_output $'item.added\nitem.claimed\nsession.started\nsession.ended\nitem.succeeded'
 }

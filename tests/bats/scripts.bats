@@ -39,9 +39,9 @@ setup() {
 @test "every command of every script answers --help and -h with its usage, exit 0, and does nothing else" {
   local script verb flag listed n=0
   local -A verbs=(
-    [parse-session-events.sh]="list watch summary metrics tools errors timeline cost export"
+    [parse-session-events.sh]="list watch summary metrics tools errors timeline cost reconcile export"
     [queue.sh]="add list show runs run cancel retry"
-    [loopctl.sh]="show pause resume circuit stop unstop worktrees prune migrate reindex"
+    [loopctl.sh]="show pause resume circuit stop unstop worktrees prune migrate reindex gc"
   )
   for script in "${!verbs[@]}"; do
     # the commands here are the commands the script's help block lists
@@ -58,7 +58,7 @@ setup() {
       done
     done
   done
-  ((n == 52))
+  ((n == 56))
   # --help after other arguments; nothing added, stopped or created
   run "$Q" --state "$T/none" add --id x --prompt p --help
   assert_success

@@ -9,7 +9,7 @@ since the message that holds its marker, so retries and side requests get
 coherent answers, and a resumed conversation (a fix round) plays a new scenario
 from its first step.
 
-Scenarios (see SCENARIOS below): answer, bash, write_commit, endless, big,
+Scenarios (see SCENARIOS below): answer, plan, bash, write_commit, endless, big,
 slowtool, flood, hang, err400, err401, err403, err429, err500, err529.
 
 Like the real API, it refuses a request for a model it does not serve (404, any
@@ -204,8 +204,47 @@ def sc_flood(req: Request) -> Turn:
     return Turn(text=("All work and no play. " * (n // 22 + 1))[:n])
 
 
+def _plan_items(variant: str) -> list[dict[str, Any]]:
+    """A plan for tests/python/fixtures/plan/shop, the way `plan.sh` asks for one
+    (lib/harness/plan/model.py); a variant breaks it in one way."""
+    def item(item_id: str, title: str, files: list[str], size: int, deps: list[str], **more: Any) -> dict[str, Any]:
+        prompt = f"{title}. Keep the change small and add a test. [[fake:answer text=Done:{item_id}]]"
+        return {"id": item_id, "title": title, "prompt": prompt, "files": files, "size": size, "depends_on": deps, **more}
+
+    items = [
+        item("models", "Add an email field to User", ["app/models.py"], 3, []),
+        item("api", "Log in by email", ["app/api.py", "tests/login_check.py"], 5, []),
+        item("cli", "Add a login command", ["app/cli.py"], 2, []),
+        item("web", "Show the email in the web client", ["web/src/client.ts"], 2, ["api"],
+             verify="test -f web/src/client.ts"),
+        item("docs", "Document login by email", ["docs/login.md"], 1, ["cli"]),
+    ]
+    if variant == "cycle":
+        items[2]["depends_on"] = ["docs"]
+    elif variant == "unknown":
+        items[3]["depends_on"] = ["api", "ghost"]
+    elif variant == "malformed":
+        del items[1]["prompt"]
+        items[2]["size"] = "big"
+    return items
+
+
+def sc_plan(req: Request) -> Turn:
+    """A planning session (--json-schema): looks around with Glob, then answers through
+    the StructuredOutput tool the CLI offers for the schema. variant= ok (default),
+    cycle, unknown, malformed (fails the schema), prose (never calls the tool)."""
+    variant = req.params.get("variant", "ok")
+    if req.step == 0:
+        return Turn(text="Let me look at the code.", tool=("Glob", {"pattern": "**/*.py"}))
+    if req.step == 1 and variant != "prose":
+        plan = {"summary": "Log in by email, end to end.", "items": _plan_items(variant)}
+        return Turn(text="Here is the plan.", tool=("StructuredOutput", plan))
+    return Turn(text="The plan is above." if variant != "prose" else "I would start with the models, then the API.")
+
+
 SCENARIOS = {
     "answer": sc_answer,
+    "plan": sc_plan,
     "bash": sc_bash,
     "write_commit": sc_write_commit,
     "escape": sc_escape,
@@ -353,9 +392,13 @@ class Handler(BaseHTTPRequestHandler):
             content.append({"type": "text", "text": turn.text})
         if turn.tool and final:
             content.append({"type": "tool_use", "id": f"toolu_fake{n:04d}", "name": turn.tool[0], "input": turn.tool[1]})
-        usage = dict(turn.usage)
+        usage: dict[str, Any] = dict(turn.usage)
         if final:
             usage["output_tokens"] = turn.output_tokens
+        # the split of the cache writes, as the API sends it: the CLI copies it into its
+        # transcript, where ccusage-style counting reads the cache writes from it
+        usage["cache_creation"] = {"ephemeral_5m_input_tokens": usage.get("cache_creation_input_tokens", 0),
+                                   "ephemeral_1h_input_tokens": 0}
         return {
             "id": f"msg_fake{n:04d}",
             "type": "message",

@@ -1,5 +1,5 @@
-"""parse-session-events.sh's verbs: list, cost, watch, summary, metrics, tools,
-errors, timeline, export."""
+"""parse-session-events.sh's verbs: list, cost, reconcile, watch, summary, metrics,
+tools, errors, timeline, export."""
 
 from __future__ import annotations
 
@@ -9,19 +9,28 @@ import time
 from pathlib import Path
 
 from harness.cli.common import Subparsers, with_state
+from harness.report.style import Style
 from harness.store import queue
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from harness.report import export, sessions, watch
-    from harness.report import session_report as report
-    from harness.report.style import Style
-
     state_dir = Path(args.state_dir)
     color = False if args.no_color else None
     # session text escaped on a terminal or with --safe; never with --raw
     safe = False if getattr(args, "raw", False) else (True if getattr(args, "safe", False) else None)
     st = Style(sys.stdout, color, safe)
+    cmd = args.events_cmd
+    if cmd == "cost" and (args.transcripts or args.prices or args.mode != "auto"):
+        return _transcript_cost(args, st)
+    if cmd == "reconcile":
+        return _reconcile(args, state_dir, st)
+    return _session_verbs(args, state_dir, st, safe)
+
+
+def _session_verbs(args: argparse.Namespace, state_dir: Path, st: Style, safe: bool | None) -> int:
+    from harness.report import export, sessions, watch
+    from harness.report import session_report as report
+
     cmd = args.events_cmd
     if cmd == "list":
         return report.cmd_list(state_dir, st, args.json, args.limit, args.item)
@@ -53,6 +62,28 @@ def cmd_events(args: argparse.Namespace) -> int:
     return export.export(s, sys.stdout, st)
 
 
+def _transcript_cost(args: argparse.Namespace, st: Style) -> int:
+    from harness.report import transcript_cost
+
+    if not args.transcripts or args.since:
+        raise queue.QueueError("--mode and --prices go with --transcripts DIR, --since without it")
+    try:
+        return transcript_cost.cmd_transcript_cost(Path(args.transcripts), st, args.json, args.mode, args.prices)
+    except transcript_cost.TranscriptCostError as exc:
+        raise queue.QueueError(str(exc)) from None
+
+
+def _reconcile(args: argparse.Namespace, state_dir: Path, st: Style) -> int:
+    from harness.report import drift, sessions
+
+    if args.tolerance < 0:
+        raise queue.QueueError(f"--tolerance must be a percentage >= 0, not {args.tolerance:g}")
+    try:
+        chosen = [sessions.resolve(state_dir, i) for i in args.ids] if args.ids else sessions.all_sessions(state_dir)
+    except sessions.SessionLookupError as exc:
+        raise queue.QueueError(str(exc)) from None
+    return drift.cmd_reconcile(chosen, st, args.json, args.tolerance)
+
 
 def add_parsers(sub: Subparsers) -> None:
     """parse-session-events.sh's verbs."""
@@ -66,6 +97,13 @@ def add_parsers(sub: Subparsers) -> None:
     e = ev.add_parser("cost")
     e.add_argument("--json", action="store_true")
     e.add_argument("--since")
+    e.add_argument("--transcripts", metavar="DIR", help="Claude Code transcripts instead of the receipts")
+    e.add_argument("--mode", choices=("auto", "calculate", "display"), default="auto")
+    e.add_argument("--prices", metavar="FILE", help="a LiteLLM price file instead of the harness's prices")
+    e = ev.add_parser("reconcile")
+    e.add_argument("ids", nargs="*")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--tolerance", type=float, default=0.0, metavar="PCT")
     for name in ("watch", "summary", "metrics", "tools", "errors", "timeline", "export"):
         e = ev.add_parser(name)
         e.add_argument("id")
