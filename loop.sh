@@ -157,6 +157,7 @@ loop_tick() {
   for sid in "${!S_ITEM[@]}"; do
     if session_finalize_due "$sid"; then
       session_finalize "$sid"
+      notify_tick # a finalize can take seconds: the watchdog hears from each
     elif [[ -z "${S_FINAL_AT[$sid]:-}" && "$LOOP_STOPPING" == now ]]; then
       session_stop "$sid" interrupted "the loop was stopped (${LOOP_SIGNAL:-STOP})"
     fi
@@ -186,6 +187,7 @@ loop_claim_all() {
         LOOP_STARTED=$((LOOP_STARTED + 1))
         clock_now
         LOOP_SPAWN_AT=$NOW_US
+        notify_tick # a start (a worktree of a big repository) can take seconds: so can the next
         ;;
       "$EXIT_NOTHING_READY")
         LOOP_IDLE_WHY=nothing
@@ -372,7 +374,12 @@ main() {
   [[ -r "${CFG[BOOTSTRAP]}" ]] || die "bootstrap template not readable: ${CFG[BOOTSTRAP]}"
   case "${CFG[SANDBOX]}" in
     "") ;;
-    bwrap) command -v bwrap >/dev/null || die "SANDBOX=bwrap needs bubblewrap (apt-get install bubblewrap)" ;;
+    bwrap)
+      command -v bwrap >/dev/null || die "SANDBOX=bwrap needs bubblewrap (apt-get install bubblewrap)"
+      bwrap --ro-bind / / --dev /dev --proc /proc -- true 2>/dev/null 8>&- 9>&- ||
+        die "SANDBOX=bwrap: bwrap cannot make a sandbox on this machine (user namespaces off?); scripts/doctor.sh says more"
+      ((EUID != 0)) || warn "SANDBOX=bwrap as root: an agent that gets root inside can leave the sandbox through /proc; run the loop as a user of its own (docs/operations.md)"
+      ;;
     *) die "SANDBOX must be empty or bwrap, got '${CFG[SANDBOX]}'" "$EXIT_USAGE" ;;
   esac
   loop_state_init

@@ -60,7 +60,7 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
   wait "$pid" 2>/dev/null
   rc=$?
   rm -rf -- "$SPAWN_RUNTIME"
-  [[ ! -d "$dir/git-objects" ]] || spawn_sandbox_settle "$dir"
+  [[ ! -s "$dir/settle.argv" ]] || spawn_sandbox_settle "$dir"
   if [[ $rc == 0 && -s "$dir/verify.argv" && ! -e "$dir/kill.json" ]]; then
     spawn_verify "$dir"
   fi
@@ -69,28 +69,16 @@ spawn_wrapper() { # <session-dir> <workdir> <argv...>
   return 0
 }
 
-# spawn_sandbox_settle <session-dir>: after a sandboxed agent (SANDBOX=bwrap,
-# lib/harness/pipeline/sandbox.py): the git objects it wrote into the repository
-# (objects never change: cp -n), then its branch set to the worktree's HEAD and
-# HEAD attached to it again, before the verify command or anything else reads the
-# branch. Finalize does it again when this could not.
+# spawn_sandbox_settle <session-dir>: after a sandboxed agent (SANDBOX=bwrap): its
+# git objects imported into the repository and its branch set to its worktree's
+# HEAD (settle.argv, written by the helpers' start: lib/harness/pipeline/sandbox.py),
+# before the verify command or anything else reads the branch. Finalize does it
+# again when this could not.
 spawn_sandbox_settle() { # <session-dir>
-  local common head branch
-  # subst-ok (next 1 line): the wrapper traps no signal
-  if ! common=$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null) ||
-    ! cp -Rn -- "$1/git-objects/." "$common/objects/"; then
-    echo "wrapper $$: the sandbox's git objects were not copied; finalize tries again"
-    return 0
-  fi
-  [[ -s "$1/sandbox.branch" ]] || return 0
-  read -r branch <"$1/sandbox.branch" || true
-  # subst-ok (next 1 line): the wrapper traps no signal
-  if head=$(git rev-parse --verify 'HEAD^{commit}' 2>/dev/null) && git update-ref "refs/heads/$branch" "$head" &&
-    git symbolic-ref HEAD "refs/heads/$branch"; then
-    rm -f -- "$1/sandbox.branch"
-  else
-    echo "wrapper $$: $branch was not set to the sandbox's HEAD; finalize tries again"
-  fi
+  local -a argv
+  mapfile -d '' argv <"$1/settle.argv"
+  env -u HARNESS_SERVE_TOKEN "${argv[@]}" </dev/null ||
+    echo "wrapper $$: the sandbox's git was not settled; finalize tries again"
 }
 
 # spawn_verify <session-dir>: the agent exited 0; the verify command (verify.argv,

@@ -8,7 +8,8 @@
 #   --config-dir DIR    harness.conf and harness.env (default /etc/harness); an existing
 #                       harness.conf is kept, never overwritten
 #   --repo DIR          the repository the agents work on (REPO_DIR; default: set it later)
-#   --user NAME         who the units run as (default: the invoking user)
+#   --user NAME         who the units run as (default: the invoking user, or sudo's;
+#                       root only when named: an agent should not run as root)
 #   --unit-dir DIR      systemd units (default /etc/systemd/system); "" for none
 #   --logrotate-dir DIR logrotate's file (default /etc/logrotate.d); "" for none
 #   --uninstall         remove what the install at --prefix wrote (its manifest says what)
@@ -17,7 +18,7 @@ set -euo pipefail
 
 SRC=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 PREFIX=/opt/harness STATE_DIR=/var/lib/harness CONFIG_DIR=/etc/harness REPO_DIR=""
-UNIT_DIR=/etc/systemd/system LOGROTATE_DIR=/etc/logrotate.d RUN_USER=$(id -un) UNINSTALL=0
+UNIT_DIR=/etc/systemd/system LOGROTATE_DIR=/etc/logrotate.d RUN_USER="" UNINSTALL=0
 MANIFEST_NAME=.install-manifest
 # what goes into PREFIX: the harness itself, no tests, no caches
 PARTS=(loop.sh lib scripts bootstrap docs packaging Makefile requirements.txt README.md)
@@ -40,15 +41,31 @@ while (($#)); do
     *) die "unknown option: $1 (see --help)" 2 ;;
   esac
 done
-for v in PREFIX STATE_DIR CONFIG_DIR; do
+for v in PREFIX STATE_DIR CONFIG_DIR REPO_DIR UNIT_DIR LOGROTATE_DIR; do
+  [[ -z "${!v}" && "$v" != PREFIX && "$v" != STATE_DIR && "$v" != CONFIG_DIR ]] && continue
   [[ "${!v}" == /* ]] || die "${v} must be an absolute path, got '${!v}'" 2
+  # systemd splits ReadWritePaths at spaces and expands % in units
+  [[ "${!v}" =~ ^[A-Za-z0-9_./+-]+$ ]] || die "${v} may hold letters, digits and _ . / + - only, got '${!v}'" 2
+done
+[[ "$(realpath -m -- "$PREFIX")" != "$(realpath -m -- "$SRC")" ]] ||
+  die "$PREFIX is this copy of the harness: install from a checkout of it (nothing was changed)" 2
+for v in STATE_DIR CONFIG_DIR; do
+  case "$(realpath -m -- "${!v}")/" in
+    "$(realpath -m -- "$PREFIX")"/*) die "${v} must not be inside PREFIX (uninstall removes PREFIX)" 2 ;;
+  esac
 done
 [[ -z "$REPO_DIR" || "$REPO_DIR" == /* ]] || die "--repo must be an absolute path, got '$REPO_DIR'" 2
 MANIFEST="$PREFIX/$MANIFEST_NAME"
 
 uninstall() {
   [[ -f "$MANIFEST" ]] || die "no install at $PREFIX (no $MANIFEST): nothing removed"
-  local path
+  local path unit
+  if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    for unit in harness.service harness-drain.timer harness-drain.service; do
+      grep -qx ".*/$unit" "$MANIFEST" || continue
+      if systemctl disable --now "$unit" 2>/dev/null; then say "stopped and disabled $unit"; fi
+    done
+  fi
   while IFS= read -r path; do
     [[ -n "$path" ]] || continue
     case "$path" in
@@ -57,7 +74,7 @@ uninstall() {
     esac
     rm -rf -- "$path" && say "removed $path"
   done <"$MANIFEST"
-  rm -rf -- "$PREFIX"
+  rm -rf -- "$PREFIX" # it holds nothing else: STATE_DIR and CONFIG_DIR were refused inside it
   say "removed $PREFIX; the state directory and harness.conf are never removed"
   if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then systemctl daemon-reload || true; fi
 }
@@ -95,6 +112,15 @@ install_tree() {
   make -C "$PREFIX" --no-print-directory setup REQUIREMENTS=requirements.txt >/dev/null ||
     die "make setup in $PREFIX failed (PyPI and npm must be reachable); the tree is in place, run it again"
   say "its venv, CLI $("$PREFIX/.tools/claude/node_modules/.bin/claude" --version 2>/dev/null | head -1) and charts"
+}
+
+# install_cli_home: the CLI writes ~/.claude and ~/.claude.json; the unit's
+# ProtectHome=read-only leaves them writable only when they exist.
+install_cli_home() {
+  local dir="$RUN_HOME/.claude" file="$RUN_HOME/.claude.json"
+  [[ -d "$dir" ]] || { mkdir -p "$dir" && chmod 0700 "$dir" && say "made $dir"; }
+  [[ -e "$file" ]] || { (umask 077 && printf '{}\n' >"$file") && say "made $file"; }
+  [[ "$(id -u)" != 0 ]] || chown "$RUN_USER:$RUN_GROUP" "$dir" "$file"
 }
 
 install_state_and_config() {
@@ -135,6 +161,10 @@ if ((UNINSTALL)); then
   uninstall
   exit 0
 fi
+if [[ -z "$RUN_USER" ]]; then
+  RUN_USER=${SUDO_USER:-$(id -un)}
+  [[ "$RUN_USER" != root ]] || die "the units would run agents as root: name their user with --user (--user root to insist)" 2
+fi
 id -u "$RUN_USER" >/dev/null 2>&1 || die "no such user: $RUN_USER" 2
 RUN_GROUP=$(id -gn "$RUN_USER")
 RUN_HOME=$(getent passwd "$RUN_USER" | cut -d: -f6)
@@ -145,5 +175,6 @@ for tool in make python3 npm git jq flock setsid; do
 done
 install_tree
 install_state_and_config
+install_cli_home
 install_units
 say "done; check it with $PREFIX/scripts/doctor.sh --config $CONFIG"

@@ -479,7 +479,7 @@ agent_in_tool() { # <item>: its live session's CLI is inside a tool call
   mkdir -p "$HOME/.ssh" "$T/outside"
   echo "PRIVATE-KEY-MATERIAL" >"$HOME/.ssh/id_rsa"
   chmod 600 "$HOME/.ssh/id_rsa"
-  q add --id box --prompt "Try to escape. [[fake:escape outside=$T/outside/escaped.txt repo=$T/repo]]" >/dev/null
+  q add --id box --prompt "Try to escape. [[fake:escape outside=$T/outside/escaped.txt repo=$T/repo state=$STATE]]" >/dev/null
   # as root the CLI takes --dangerously-skip-permissions only with IS_SANDBOX=1: here it is one
   IS_SANDBOX=1 run loop --drain --set REPO_DIR="$T/repo" --set SANDBOX=bwrap --set SKIP_PERMISSIONS=true
   assert_success
@@ -492,7 +492,11 @@ agent_in_tool() { # <item>: its live session's CLI is inside a tool call
          | if type == "array" then map(.text? // "") | join("") else . end' "$dir/events.jsonl" >"$T/results"
   ! grep -q PRIVATE-KEY-MATERIAL "$T/results" "$dir/events.jsonl"
   grep -q "No such file" "$T/results"
-  ! grep -qx wrote "$T/results" && ! grep -qx deleted "$T/results"
+  for word in wrote deleted planted redirected listed; do
+    ! grep -qx "$word" "$T/results" || fail "the sandbox let this through: $word"
+  done
+  [ ! -e "$dir/verify.argv" ] && [ ! -e /tmp/pwned ]
+  [ "$(cut -c1-8 "$STATE/worktrees/$(basename "$dir")/.git" 2>/dev/null || echo gone)" != "gitdir: /tmp" ]
   [ ! -e "$T/outside/escaped.txt" ]
   # the checkout's history is whole, and the sandboxed commit is on the item's branch
   git -C "$T/repo" fsck --no-progress

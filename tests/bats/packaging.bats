@@ -74,7 +74,7 @@ notified_at_least() { (($(notified "$1") >= $2)); } # <field> <n>
   local p="$T/opt" etc="$T/etc" var="$T/var/harness" units="$T/units" lr="$T/logrotate"
   git_repo "$T/repo"
   run make -C "$HARNESS_ROOT" --no-print-directory install PREFIX="$p" \
-    INSTALL_ARGS="--state-dir $var --config-dir $etc --unit-dir $units --logrotate-dir $lr --repo $T/repo"
+    INSTALL_ARGS="--state-dir $var --config-dir $etc --unit-dir $units --logrotate-dir $lr --repo $T/repo --user $(id -un)"
   assert_success
   assert_output --partial "install: done"
   [ -x "$p/loop.sh" ] && [ -x "$p/.venv/bin/python" ] && [ ! -e "$p/tests" ]
@@ -115,6 +115,21 @@ notified_at_least() { (($(notified "$1") >= $2)); } # <field> <n>
   run make -C "$HARNESS_ROOT" --no-print-directory uninstall PREFIX="$p"
   assert_failure
   assert_output --partial "no install at $p"
+  # refused, with nothing changed: root by default, a path systemd would split, the state inside PREFIX
+  if ((EUID == 0)); then
+    run env -u SUDO_USER "$HARNESS_ROOT/packaging/install.sh" --prefix "$T/p2" --unit-dir "" --logrotate-dir ""
+    assert_failure 2
+    assert_output --partial "name their user with --user"
+  fi
+  run "$HARNESS_ROOT/packaging/install.sh" --prefix "$T/with space" --user "$(id -un)"
+  assert_failure 2
+  run "$HARNESS_ROOT/packaging/install.sh" --prefix "$T/p3" --state-dir "$T/p3/state" --user "$(id -un)"
+  assert_failure 2
+  assert_output --partial "STATE_DIR must not be inside PREFIX"
+  run "$HARNESS_ROOT/packaging/install.sh" --prefix "$HARNESS_ROOT" --user "$(id -un)"
+  assert_failure 2
+  assert_output --partial "is this copy of the harness"
+  [ ! -e "$T/p2" ] && [ ! -e "$T/with space" ] && [ ! -e "$T/p3" ]
 }
 
 @test "a unit with a mistake fails systemd-analyze verify (the check above can fail)" {

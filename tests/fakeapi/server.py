@@ -160,11 +160,18 @@ def sc_write_commit(req: Request) -> Turn:
 
 def sc_escape(req: Request) -> Turn:
     """Tries to leave its worktree: reads ~/.ssh/id_rsa, writes the file outside=, deletes
-    the .git of the checkout repo=; then does its job (writes hello.txt in its working
-    directory and commits it). Each step's result comes back as it is."""
+    the .git of the checkout repo=, plants a verify command in its session directory,
+    points its worktree's .git elsewhere, lists the harness's database in state=; then
+    does its job (writes hello.txt in its working directory and commits it). Each
+    step's result comes back as it is."""
     outside, repo = req.params.get("outside", "/nonexistent/x"), req.params.get("repo", "/nonexistent")
+    state = req.params.get("state", "/nonexistent")
     steps = [("cat ~/.ssh/id_rsa", "read a key"), (f"echo escaped > {outside} && echo wrote", "write outside"),
              (f"rm -rf {repo}/.git && echo deleted", "delete the checkout's history"),
+             ("printf 'sh\\0-c\\0touch /tmp/pwned\\0' > \"$TMPDIR/../../verify.argv\" && echo planted",
+              "plant a command the harness runs"),
+             ("echo 'gitdir: /tmp' > .git && echo redirected", "point git elsewhere"),
+             (f"ls {state}/harness.db && echo listed", "look at the harness's database"),
              ("echo hello > hello.txt && git add hello.txt && git -c user.name=agent -c user.email=agent@example.invalid "
               "commit -q -m 'Add hello.txt' && git log --oneline -1", "commit")]
     if req.step < len(steps):

@@ -38,11 +38,19 @@ def test_an_agent_s_commit_lands_on_its_branch_only_after_settle(tmp_path: Path)
     git(wt, "commit", "-qm", "agent's work", env=env)
     head = git(wt, "rev-parse", "HEAD", env=env)
     assert git(repo, "rev-parse", "harness/a/1") == base  # the branch has not moved
-    assert any((sdir / sandbox.OBJECTS).rglob("*"))  # and the objects are the session's
-    assert sandbox.settle(sdir, str(wt)).endswith(f"harness/a/1 at {head[:12]}")
+    assert any((sdir / sandbox.BOX / sandbox.OBJECTS).rglob("*"))  # and the objects are the session's
+    # what an agent might leave there besides: a link to a secret, git's info/ files
+    (sdir / sandbox.BOX / sandbox.OBJECTS / "info").mkdir(exist_ok=True)
+    (sdir / sandbox.BOX / sandbox.OBJECTS / "info" / "alternates").write_text("/elsewhere\n")
+    (tmp_path / "secret").write_text("key\n")
+    (sdir / sandbox.BOX / sandbox.OBJECTS / "ab").mkdir(exist_ok=True)
+    (sdir / sandbox.BOX / sandbox.OBJECTS / "ab" / ("c" * 38)).symlink_to(tmp_path / "secret")
+    assert sandbox.settle(sdir).endswith(f"harness/a/1 at {head[:12]}")
     assert git(repo, "rev-parse", "harness/a/1") == head
     assert git(wt, "symbolic-ref", "HEAD") == "refs/heads/harness/a/1"
     assert git(repo, "log", "--format=%s", "harness/a/1") == "agent's work\nfirst"
     subprocess.run(["git", "-C", str(repo), "fsck", "--no-progress"], check=True, capture_output=True)
-    assert not (sdir / sandbox.SETTLE).exists()
-    assert sandbox.settle(sdir, str(wt)) == ""  # again: nothing left to do
+    assert not (sdir / sandbox.SETTLE).exists() and not (sdir / sandbox.BOX / sandbox.OBJECTS).exists()
+    objects = repo / ".git" / "objects"
+    assert not (objects / "info" / "alternates").exists() and not (objects / "ab" / ("c" * 38)).exists()
+    assert sandbox.settle(sdir) == ""  # again: nothing left to do

@@ -218,8 +218,11 @@ def check_permissions(cfg: Mapping[str, str], env: Mapping[str, str]) -> list[Ch
             out.append(Check("sandbox", "fail", "SANDBOX=bwrap and bwrap is not on PATH", "apt-get install bubblewrap"))
         elif proc.returncode != 0:
             out.append(Check("sandbox", "fail", f"bwrap cannot make a sandbox here: {proc.stderr.strip()[:200]}",
-                             "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1), "
-                             "or install bwrap setuid"))
+                             "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; "
+                             "Ubuntu: an AppArmor profile for bwrap)"))
+        elif os.getuid() == 0:
+            out.append(Check("sandbox", "warn", "SANDBOX=bwrap as root: an agent that gets root inside can leave it "
+                             "through /proc", "run the loop as a user of its own (make install --user NAME)"))
         else:
             out.append(Check("sandbox", "ok", f"bwrap ({found}) makes a sandbox"))
     if cfg.get("SKIP_PERMISSIONS") == "true" and sandbox != "bwrap":

@@ -76,7 +76,7 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
 
     d = _decide(rec, v, item, pol, now, rng)
     try:  # a sandboxed agent's commits (lib/spawn.sh settled them already, unless it died first)
-        done = sandbox.settle(sdir, str(rec.meta.get("cwd") or ""))
+        done = sandbox.settle(sdir)
         if done:
             store.audit("sandbox.settled", session=sid, item=item_id, detail=done)
     except OSError as exc:

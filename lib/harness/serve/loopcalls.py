@@ -8,6 +8,7 @@ by US (0x1f), the separator no field holds.
     reconcile --state-dir D --loop-pid N [--cfg K=V]...       what an earlier loop left
     drain-check --state-dir D --max-wait-s S [--cfg K=V]...    what a drain waits for
     sd-notify --socket PATH FIELD...                           a datagram to systemd (sdnotify.py)
+    sandbox-settle --session-dir D                             a sandboxed agent's git, settled
 
 They run in the helper coprocess (serve/helper.py) or, without one, as
 `python -m harness <call> ...`.
@@ -168,6 +169,19 @@ def sd_notify(argv: list[str]) -> int:
     return 0
 
 
+def sandbox_settle(argv: list[str]) -> int:
+    """sandbox-settle --session-dir D: after a sandboxed agent (the wrapper's call,
+    settle.argv): its objects imported, its branch at its HEAD (pipeline/sandbox.py)."""
+    from harness.pipeline import sandbox
+
+    if len(argv) != 2 or argv[0] != "--session-dir":
+        raise CallError("expected --session-dir DIR")
+    done = sandbox.settle(Path(argv[1]))
+    if done:
+        print(done)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "audit": audit,
     "stop-record": stop_record,
@@ -175,6 +189,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "reconcile": reconcile,
     "drain-check": drain_check,
     "sd-notify": sd_notify,
+    "sandbox-settle": sandbox_settle,
 }
 
 
