@@ -521,3 +521,35 @@ agent_in_tool() { # <item>: its live session's CLI is inside a tool call
   audit_has '.event == "session.no_progress" and .item == "loops"'
   [ -z "$(jq -c 'select(.event == "session.no_progress" and .item == "writes")' "$STATE/events.jsonl")" ]
 }
+
+@test "SANDBOX=bwrap: a fix round resumes the same conversation inside the sandbox; each session's CLI config is its own" {
+  command -v bwrap >/dev/null || fail "bubblewrap is not installed (tests/install-deps.sh installs it)"
+  git_repo "$T/repo"
+  printf '%s\n' '#!/bin/sh' 'test -f good.txt && exit 0' \
+    'echo "check failed: good.txt is missing [[fake:write_commit file=good.txt]]"' 'exit 1' >"$T/repo/check.sh"
+  git -C "$T/repo" add check.sh
+  git -C "$T/repo" -c user.name=test -c user.email=test@example.invalid commit -qm "the check"
+  mkdir -p "$HOME/.claude"
+  echo '{"env": {"HARNESS_TEST_SETTING": "1"}}' >"$HOME/.claude/settings.json"
+  echo '{"claudeAiOauth": {"accessToken": "SECRET-TOKEN"}}' >"$HOME/.claude/.credentials.json"
+  echo '{"primaryApiKey": "SECRET-KEY", "numStartups": 3}' >"$HOME/.claude.json"
+  q add --id fixme --prompt "Add bad.txt and commit it. [[fake:write_commit file=bad.txt]]" --verify 'sh check.sh' >/dev/null
+  run loop --drain --set REPO_DIR="$T/repo" --set SANDBOX=bwrap
+  assert_success
+  [ "$(item_field fixme '[.history[] | "\(.verdict):\(.fix_round)"] | join(" ")')" = "verify_failed:null succeeded:1" ]
+  local first second
+  first=$(item_field fixme '.history[0].session_id')
+  second=$(item_field fixme '.history[1].session_id')
+  [ "$(jq -r 'select(.type == "system" and .subtype == "init") | .session_id' "$STATE/sessions/$second/events.jsonl")" = \
+    "$(jq -r 'select(.type == "system" and .subtype == "init") | .session_id' "$STATE/sessions/$first/events.jsonl")" ]
+  grep -qF 'Add bad.txt and commit it.' "$STATE/sessions/$second/transcript.jsonl"
+  # both commits on the branch; the user's ~/.claude got no transcript and no change
+  local branch
+  branch=$(jq -r .branch "$STATE/sessions/$second/meta.json")
+  [ "$(git -C "$T/repo" log --format=%s "$branch" | head -n 2 | tr '\n' '|')" = "Add good.txt|Add bad.txt|" ]
+  [ ! -e "$HOME/.claude/projects" ]
+  [ "$(cat "$HOME/.claude/settings.json")" = '{"env": {"HARNESS_TEST_SETTING": "1"}}' ]
+  cmp "$HOME/.claude/settings.json" "$STATE/sessions/$first/box/claude/settings.json"
+  # the credentials were bound in, never copied; the state file's key left out
+  ! grep -rqF SECRET- "$STATE"
+}

@@ -53,7 +53,8 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
     point), the audit lines."""
     rec = record.read(sdir)
     if "ended_epoch" not in rec.meta:  # kept first: a finalize repeated after a crash finds the same end
-        rec = replace(rec, meta={**_ended(rec, now), **transcript.keep(sdir, rec.meta)})
+        own = sdir / sandbox.BOX / "claude"  # a sandboxed session's own config directory
+        rec = replace(rec, meta={**_ended(rec, now), **transcript.keep(sdir, rec.meta, own if own.is_dir() else None)})
         jsonio.write_json(sdir / "meta.json", rec.meta)
     v = verdict.classify(rec)
     metrics = receipt.build(rec, v)

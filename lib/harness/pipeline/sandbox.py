@@ -4,10 +4,13 @@ Inside, the whole system is read-only (/ bound read-only), $HOME is an empty tmp
 (so ~/.ssh, ~/.aws and other repositories are not there), and the state directory
 is an empty tmpfs too (no harness.db, no other session). Writable are only: the
 session's worktree, its box (state/sessions/<sid>/box/: TMPDIR, and the git
-directories below), its runtime directory (state/run/<12 hex>: the CLI's socket),
-and the CLI's config directory (~/.claude or CLAUDE_CONFIG_DIR: credentials,
-settings, transcripts; shared with the user's other sessions, see
-docs/operations.md). Network stays (the API). Signals still reach the agent: no new
+directories below), and its runtime directory (state/run/<12 hex>: the CLI's
+socket). The CLI gets a config directory of the session's own, box/claude
+(CLAUDE_CONFIG_DIR), with copies of the user's settings and state file (its
+primaryApiKey left out) and, in a fix round, of the conversation it resumes; the
+user's .credentials.json is bound into it read-only, never copied (the CLI cannot
+refresh an OAuth token from inside). Nothing the agent writes there reaches the
+user's ~/.claude or another session. Network stays (the API). Signals still reach the agent: no new
 session, no PID namespace. The session directory itself, where the harness keeps
 what it acts on (meta.json, verify.argv, settle.json), is out of the agent's reach.
 
@@ -106,15 +109,43 @@ def _git_binds(workdir: str, branch: str, sdir: Path) -> tuple[list[str], list[s
     return binds, env
 
 
-def wrap(argv: list[str], workdir: str, branch: str, sdir: Path, runtime: Path) -> list[str]:
+def own_config(sdir: Path, resume: Path | None) -> tuple[Path, list[str]]:
+    """box/claude: the session's CLI config directory (module docstring), and the
+    binds it needs (the credentials, read-only)."""
+    config = sdir / BOX / "claude"
+    config.mkdir(mode=0o700, parents=True, exist_ok=True)
+    user = transcript.config_dir()
+    state_file = user / ".claude.json" if os.environ.get("CLAUDE_CONFIG_DIR") else user.parent / ".claude.json"
+    if (user / "settings.json").is_file() and not (config / "settings.json").exists():
+        transcript.copy_regular(user / "settings.json", config / "settings.json")
+    if state_file.is_file() and not (config / ".claude.json").exists():
+        doc = jsonio.read_dict(state_file) or {}
+        doc.pop("primaryApiKey", None)  # a secret: never written anywhere
+        jsonio.write_json(config / ".claude.json", doc)
+    binds: list[str] = []
+    credentials = user / ".credentials.json"
+    if credentials.is_file():
+        (config / ".credentials.json").touch(mode=0o600)  # the bind's mount point: empty
+        binds = ["--ro-bind", str(credentials), str(config / ".credentials.json")]
+    if resume is not None:
+        meta = jsonio.read_dict(resume.parent / "meta.json") or {}
+        at = str(meta.get("transcript_at") or "")
+        if at and ".." not in Path(at).parts and resume.is_file():
+            dest = config / "projects" / at
+            dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            transcript.copy_regular(resume, dest)
+    return config, binds
+
+
+def wrap(argv: list[str], workdir: str, branch: str, sdir: Path, runtime: Path,
+         resume: Path | None = None) -> list[str]:
     """The agent's command line under bwrap (module docstring); writes settle.argv."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise FileNotFoundError("SANDBOX=bwrap and bwrap is not installed (apt-get install bubblewrap)")
     home = Path(os.environ.get("HOME") or "/root")
     state_dir = sdir.parent.parent
-    config = transcript.config_dir()
-    config.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config, config_binds = own_config(sdir, resume)
     tmp = sdir / BOX / "tmp"
     tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
     args = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", str(home),
@@ -124,14 +155,15 @@ def wrap(argv: list[str], workdir: str, branch: str, sdir: Path, runtime: Path) 
     if home in agent.parents:
         top = home / agent.relative_to(home).parts[0]
         args += ["--ro-bind", str(top), str(top)]
-    args += ["--bind", str(config), str(config), "--bind", workdir, workdir,
-             "--bind", str(sdir / BOX), str(sdir / BOX), "--bind", str(runtime), str(runtime)]
+    args += ["--bind", workdir, workdir, "--bind", str(sdir / BOX), str(sdir / BOX), "--bind", str(runtime), str(runtime),
+             *config_binds]
     # what the agent's command line names in the session directory (its prompt file): read-only
     args += [x for a in argv if a.startswith(f"{sdir}/") and Path(a).is_file() for x in ("--ro-bind", a, a)]
     git_binds, git_env = _git_binds(workdir, branch, sdir)
     _write_argv(sdir / SETTLE_ARGV, ["env", f"PYTHONPATH={Path(__file__).resolve().parents[2]}", sys.executable,
                                      "-m", "harness", "sandbox-settle", "--session-dir", str(sdir)])
-    env = ["--setenv", "TMPDIR", str(tmp), "--setenv", "CLAUDE_CODE_TMPDIR", str(tmp), *git_env]
+    env = ["--setenv", "TMPDIR", str(tmp), "--setenv", "CLAUDE_CODE_TMPDIR", str(tmp),
+           "--setenv", "CLAUDE_CONFIG_DIR", str(config), *git_env]
     # the two empty tmpfs read-only too, once every bind below them is in place
     ro = ["--remount-ro", str(home), "--remount-ro", str(state_dir)]
     return [*args, *git_binds, *ro, *env, "--", *argv]

@@ -221,7 +221,9 @@ def start(state_dir: Path, sid: str, worker: str, loop_pid: int, p: Policy, now:
     argv = argv_for(item, p, uuid, sdir / "prompt.md", resume=fix is not None)
     if p.SANDBOX == "bwrap":
         try:
-            argv = sandbox.wrap(argv, workdir, branch, sdir, state_dir / "run" / sid.removeprefix("ses_")[:12])
+            resume = state_dir / "sessions" / str(fix.get("session") or "?") / "transcript.jsonl" if fix else None
+            argv = sandbox.wrap(argv, workdir, branch, sdir, state_dir / "run" / sid.removeprefix("ses_")[:12],
+                                resume)
         except OSError as exc:
             jsonio.write_atomic(sdir / "spawn_error", (f"the sandbox: {exc}\n").encode())
             jsonio.write_json(sdir / "meta.json", {**meta, "cwd": workdir, "branch": branch})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,12 @@ def config_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(given) if given else Path(env.get("HOME") or "~").expanduser() / ".claude"
 
 
-def find(uuid: str, cwd: str, env: Mapping[str, str] | None = None) -> Path | None:
+def find(uuid: str, cwd: str, env: Mapping[str, str] | None = None, config: Path | None = None) -> Path | None:
     """The conversation's file: in the project directory of its working directory, else
     in any project directory (the CLI's naming of it has changed before)."""
     if not UUID.match(uuid):
         return None
-    projects = config_dir(env) / "projects"
+    projects = (config or config_dir(env)) / "projects"
     if cwd:
         direct = projects / re.sub(r"[^A-Za-z0-9]", "-", cwd) / f"{uuid}.jsonl"
         if direct.is_file():
@@ -41,19 +42,35 @@ def find(uuid: str, cwd: str, env: Mapping[str, str] | None = None) -> Path | No
     return next((p for p in projects.glob(f"*/{uuid}.jsonl") if p.is_file()), None)
 
 
-def keep(sdir: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Copies the session's transcript into sdir (write then rename, mode 0600); answers
-    what meta.json records of it: the copy's name and size, or why there is none."""
-    uuid = str(meta.get("claude_session_id") or "")
-    src = find(uuid, str(meta.get("cwd") or ""))
-    if src is None:
-        return {"transcript": None, "transcript_note": f"no {uuid or '?'}.jsonl under {config_dir() / 'projects'}"}
-    tmp = sdir / f".{NAME}.tmp"
+def copy_regular(src: Path, dest: Path) -> None:
+    """src (a regular file, never through a symbolic link) to dest: written under a new
+    name, mode 0600, then renamed. OSError otherwise."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
-        with open(src, "rb") as fin, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-        os.replace(tmp, sdir / NAME)
-    except OSError as exc:
+        with open(fd, "rb") as fin:
+            if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+                raise OSError(f"{src} is not a regular file")
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+        os.replace(tmp, dest)
+    except OSError:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def keep(sdir: Path, meta: dict[str, Any], config: Path | None = None) -> dict[str, Any]:
+    """Copies the session's transcript into sdir (from config: a sandboxed session's own
+    config directory, else the CLI's); answers what meta.json records of it: the copy's
+    name, size and place under projects/, or why there is none."""
+    uuid = str(meta.get("claude_session_id") or "")
+    src = find(uuid, str(meta.get("cwd") or ""), config=config)
+    base = (config or config_dir()) / "projects"
+    if src is None:
+        return {"transcript": None, "transcript_note": f"no {uuid or '?'}.jsonl under {base}"}
+    try:
+        copy_regular(src, sdir / NAME)
+    except OSError as exc:
         return {"transcript": None, "transcript_note": f"copy of {src} failed: {exc}"}
-    return {"transcript": NAME, "transcript_bytes": (sdir / NAME).stat().st_size}
+    return {"transcript": NAME, "transcript_bytes": (sdir / NAME).stat().st_size,
+            "transcript_at": src.relative_to(base).as_posix()}
