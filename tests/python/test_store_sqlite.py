@@ -72,7 +72,31 @@ def test_the_audit_index_keeps_a_rotated_log_s_events_and_reads_the_new_one_whol
     (tmp_path / "events.jsonl").write_bytes(b"")  # copytruncate
     store.audit("five")
     assert [e["event"] for e in store.events()][-2:] == ["four", "five"]
-    assert store.reindex()["events"] == 1  # type: ignore[attr-defined]  # reindex: the file as it is now
+    # reindex: what logrotate left (events.jsonl.1: one, two), then the file as it is now (five);
+    # three and four were truncated away without a copy here
+    assert store.reindex()["events"] == 3  # type: ignore[attr-defined]
+    assert [e["event"] for e in store.events()] == ["one", "two", "five"]
+
+
+def test_a_log_truncated_in_place_and_grown_past_the_old_offset_is_read_from_its_top(tmp_path: Path) -> None:
+    """copytruncate, then more lines than there were before the next index: the size
+    alone would not tell; the first bytes do."""
+    store = open_store(tmp_path, "sqlite")
+    for n in range(3):
+        store.audit("before", n=n)
+    assert len(list(store.events())) == 3
+    (tmp_path / "events.jsonl").write_bytes(b"")  # copytruncate
+    for n in range(10):
+        store.audit("after", n=n, pad="x" * 40)
+    assert [e["n"] for e in store.events() if e["event"] == "after"] == list(range(10))
+
+
+def test_reindex_keeps_the_attempts_of_sessions_retention_removed(tmp_path: Path) -> None:
+    store = open_store(tmp_path, "sqlite")
+    store.record_attempt({"session_id": "ses_gone", "item_id": "x", "cost_usd": 1.5,
+                          "started_at": "2026-11-30T00:00:00.000Z"})
+    store.reindex()  # type: ignore[attr-defined]
+    assert [a["session_id"] for a in store.attempts()] == ["ses_gone"]
 
 
 def test_a_state_directory_being_migrated_or_with_an_emptied_database_is_refused(tmp_path: Path) -> None:

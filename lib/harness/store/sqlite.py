@@ -13,6 +13,8 @@ state/leases/ (live_changes), so that the sidecar's inotify watch sees it.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import socket
 import sqlite3
@@ -277,18 +279,28 @@ class SqliteDb(SingleHost):
             except FileNotFoundError:
                 return 0
             offset = int(mark.get("offset") or 0)
+            rows: list[tuple[str, str]] = []
             if again:
                 self.db.execute("DELETE FROM audit")
-            if again or mark.get("inode") != st.st_ino or st.st_size < offset:
-                offset = 0  # a log rotated away (renamed or truncated): its rows stay, the new one is read whole
+                for older in rotated(path, skipped if skipped is not None else []):  # oldest first
+                    rows += audit_lines(older, path, skipped if skipped is not None else [])
             with open(path, "rb") as fh:
+                head = fh.read(HEAD_BYTES)
+                moved = "head" in mark and mark["head"] != _digest(head[: int(mark.get("head_len") or 0)])
+                if again or mark.get("inode") != st.st_ino or st.st_size < offset or moved:
+                    # a log rotated away (renamed, or truncated in place: copytruncate, even one grown
+                    # past the old offset since, whose first bytes differ): its rows stay, the new one is
+                    # read whole
+                    offset = 0
                 fh.seek(offset)
                 data = fh.read(st.st_size - offset)
             whole = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
-            rows = audit_lines(whole, path, skipped if skipped is not None else [])
+            rows += audit_lines(whole, path, skipped if skipped is not None else [])
             self.db.executemany("INSERT INTO audit (event, doc) VALUES (?, ?)", rows)
-            self.db.execute(KV_PUT, (self._audit_key(), jsonio.dumps({"offset": offset + len(whole),
-                                                                      "inode": st.st_ino}).decode()))
+            head = head[: min(len(head), offset + len(whole))]
+            self.db.execute(KV_PUT, (self._audit_key(), jsonio.dumps({
+                "offset": offset + len(whole), "inode": st.st_ino, "head": _digest(head), "head_len": len(head),
+            }).decode()))
         return len(rows)
 
     def _kv(self, key: str) -> dict[str, Any] | None:
@@ -372,18 +384,40 @@ class SqliteRecords(SqliteDb):
 
     def reindex(self) -> dict[str, int]:
         """Attempts rebuilt from the sessions' receipt files, the audit rows from
-        state/events.jsonl: what the files hold, the database holds again."""
+        state/events.jsonl (and what logrotate left of it: events.jsonl.N, gzipped
+        or not): what the files hold, the database holds again. The attempts of
+        sessions whose directories retention removed (loopctl.sh gc) are kept."""
         skipped: list[str] = []
         with self._tx():  # the scan inside: a session finalized meanwhile waits, then records itself
             receipts = list(attempts.receipts(self.state_dir, skipped))
-            self.db.execute("DELETE FROM attempts")
-            self.db.execute("DELETE FROM receipts")
             for receipt in receipts:
                 self._put_attempt(receipt)
         events = self.index_audit(skipped, again=True)
         for line in skipped:
             print(f"reindex: skipped {line}", file=sys.stderr)
         return {"attempts": len(receipts), "events": events, "skipped": len(skipped)}
+
+
+HEAD_BYTES = 256  # of the audit log, kept as a digest with the offset: a file truncated in place is told apart
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def rotated(path: Path, skipped: list[str]) -> Iterator[bytes]:
+    """What logrotate left of a log: path.N and path.N.gz, oldest (highest N) first; one
+    that cannot be read is named in skipped."""
+    found = []
+    for p in path.parent.glob(path.name + ".*"):
+        n = p.name[len(path.name) + 1:].removesuffix(".gz")
+        if n.isdigit():
+            found.append((int(n), p))
+    for _n, p in sorted(found, reverse=True):
+        try:
+            yield gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            skipped.append(f"{p}: {exc}")
 
 
 def audit_lines(data: bytes, path: Path, skipped: list[str]) -> list[tuple[str, str]]:
