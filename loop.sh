@@ -311,6 +311,18 @@ loop_gc_tick() {
     </dev/null >>"${CFG[STATE_DIR]}/gc.log" 2>&1 8>&- 9>&- &
 }
 
+# loop_gc_init: the first gc when the last one (state/disk.json, which every gc
+# rewrites) is GC_INTERVAL_S old: at once for a state directory no gc has seen, so
+# that short runs (cron, the drain timer) keep it too.
+loop_gc_init() {
+  local mtime=0
+  if [[ -e "${CFG[STATE_DIR]}/disk.json" ]]; then
+    # subst-ok (next 1 line): at start, before the traps
+    mtime=$(stat -c %Y -- "${CFG[STATE_DIR]}/disk.json" 2>/dev/null) || mtime=0
+  fi
+  LOOP_GC_AT=$((mtime * 1000000))
+}
+
 loop_run() {
   while :; do
     if [[ -z "$LOOP_STOPPING" && -e "${CFG[STATE_DIR]}/STOP" ]]; then
@@ -389,6 +401,7 @@ main() {
   lock_acquire "${CFG[STATE_DIR]}/loop.lock" ||
     die "another loop is running on ${CFG[STATE_DIR]} (pid $(cat "${CFG[STATE_DIR]}/loop.lock.pid" 2>/dev/null || echo '?'))" "$EXIT_BUSY"
   loop_store_init
+  loop_gc_init
   loop_agent_version
   if ! wake_open "${CFG[STATE_DIR]}"; then
     warn "cannot make the FIFO ${CFG[STATE_DIR]}/loop.wake; the loop sleeps with sleep(1) and wakes only by the clock"
@@ -414,8 +427,6 @@ main() {
   integrate_leftovers
   integrate_due
   notify_ready
-  clock_now
-  LOOP_GC_AT=$NOW_US # the first gc one GC_INTERVAL_S after the start
   loop_run
   notify_end
   sidecar_stop

@@ -25,6 +25,8 @@ sandbox_setup() {
   export MOCK_CLAUDE_LOG="$T/mock.log"
   export HARNESS_QUIET=1 HARNESS_RETRY_BASE_S=0 HARNESS_IDLE_POLL_S=0.1 HARNESS_POLL_INTERVAL_S=0.05
   export HARNESS_KILL_GRACE_S=1
+  # no background gc in tests but those that ask for one (GC_INTERVAL_S)
+  export HARNESS_GC_INTERVAL_S=0
   Q="$HARNESS_ROOT/scripts/queue.sh"
   LOOP="$HARNESS_ROOT/loop.sh"
 }

@@ -14,6 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "lib"))
+# no background gc in the loops the tests start (retention's tests ask for one)
+os.environ.setdefault("HARNESS_GC_INTERVAL_S", "0")
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
 
 

@@ -25,7 +25,7 @@ def env_for(tmp: Path) -> dict[str, str]:
     home.mkdir(exist_ok=True)
     env.update(HOME=str(home), CLAUDE_BIN=str(ROOT / "tests" / "mocks" / "claude"), HARNESS_QUIET="1",
                HARNESS_IDLE_POLL_S="0.1", HARNESS_POLL_INTERVAL_S="0.05", HARNESS_RETRY_BASE_S="3600",
-               HARNESS_DRAIN_MAX_WAIT_S="0",
+               HARNESS_DRAIN_MAX_WAIT_S="0", HARNESS_GC_INTERVAL_S="0",
                PATH=f"{ROOT / 'tests' / 'mocks'}:{env['PATH']}")
     return env
 
@@ -125,3 +125,11 @@ def test_loopctl_gc_measures_the_disk_for_status_and_refuses_bad_limits(state: P
                                                           "RETAIN_RAW_DAYS (10)")
     events = [json.loads(line) for line in (state / "events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "gc.done" for e in events)
+
+
+def test_a_removal_a_gc_did_not_finish_is_finished_by_the_next(state: Path) -> None:
+    done = session_of(state, "done")
+    trash = done.with_name(retention.TRASH + done.name)
+    done.rename(trash)  # as if the gc had stopped between its rename and its removal
+    r = retention.gc(state, raw_days=1, keep_days=0, now=time.time())
+    assert not trash.exists() and r.errors == []

@@ -58,6 +58,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"gc: {exc}; nothing done")
         return 0
     except ValueError as exc:
+        jsonio.audit(Path(args.state_dir), "gc.failed", error=str(exc))
         raise config.ConfigError(str(exc)) from None
     for error in r.errors:
         print(f"harness: gc: {error}", file=sys.stderr)

@@ -102,11 +102,16 @@ def _ended_epoch(sdir: Path) -> float | None:
     return float(ended) if isinstance(ended, (int, float)) else metrics.stat().st_mtime
 
 
+TRASH = ".trash-"  # a session directory being removed: renamed first, so that it is gone whole or not at all
+
+
 def _one(sdir: Path, age_s: float, raw_s: float, keep_s: float, r: GcReport) -> None:
     if keep_s > 0 and age_s > keep_s:
         size = _size(sdir)
         if not r.dry_run:
-            shutil.rmtree(sdir)
+            trash = sdir.with_name(TRASH + sdir.name)
+            os.rename(sdir, trash)
+            shutil.rmtree(trash)
         r.removed += 1
         r.bytes_before += size
         return
@@ -138,6 +143,9 @@ def gc(state_dir: Path, raw_days: float, keep_days: float, now: float, dry_run: 
         meta_items: dict[str, str] = store.states()
         sessions = state_dir / "sessions"
         for entry in sorted(os.scandir(sessions), key=lambda e: e.name) if sessions.is_dir() else []:
+            if entry.name.startswith(TRASH) and not dry_run:  # a removal an earlier gc did not finish
+                shutil.rmtree(entry.path, ignore_errors=True)
+                continue
             if not entry.is_dir(follow_symlinks=False):
                 continue
             r.sessions += 1
