@@ -160,10 +160,14 @@ def feed(f: SessionFacts, line: dict[str, Any], agent: Agent | None = None) -> l
 def scan(path: Path) -> SessionFacts:
     f = SessionFacts()
     if fastscan.usable(path):
-        evs, bad, partial = fastscan.events(path)
-        if not any(ev.get("type") == "result" for ev in evs):
-            # no result line: the estimate needs the streamed usage too
-            evs, bad, partial = fastscan.events(path, with_usage=True)
+        try:
+            evs, bad, partial = fastscan.events(path)
+            if not any(ev.get("type") == "result" for ev in evs):
+                # no result line: the estimate needs the streamed usage too
+                evs, bad, partial = fastscan.events(path, with_usage=True)
+        except FileNotFoundError:  # compressed by retention's gc meanwhile: read as any other
+            _scan_lines(f, path, DEFAULT_AGENT)
+            return f
         f.fast = True
         f.stats = LineStats(lines=len(evs) + bad, malformed=bad, partial_tail=partial)
         for ev in evs:
