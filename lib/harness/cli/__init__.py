@@ -16,6 +16,7 @@ import sys
 
 from harness import config
 from harness.cli import events, loop, operator, reports
+from harness.cli import plan as plan_verbs
 from harness.cli import queue as queue_verbs
 from harness.cli import store as store_verbs
 from harness.cli.common import EXIT_REFUSED, EXIT_STORE_DOWN
@@ -32,7 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m harness")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for module in (queue_verbs, loop, events, operator, store_verbs, reports):
+    for module in (queue_verbs, loop, events, operator, store_verbs, reports, plan_verbs):
         module.add_parsers(sub)
     p = sub.add_parser("serve", help="the loop's long-lived helper (lib/harness/serve/helper.py)")
     p.set_defaults(fn=cmd_serve)
