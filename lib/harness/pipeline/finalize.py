@@ -47,15 +47,34 @@ def _ended(rec: SessionRecord, now: float) -> dict[str, Any]:
     return {**rec.meta, "ended_epoch": round(ended, 6), "ended_at": policy.iso(ended)}
 
 
+def _end_once(rec: SessionRecord, now: float) -> SessionRecord:
+    """When it ended, and its transcript kept (from a sandboxed session's own config
+    directory, else the CLI's), in meta.json: first, and once, so that a finalize
+    repeated after a crash finds the same end."""
+    if "ended_epoch" in rec.meta:
+        return rec
+    own = rec.dir / sandbox.BOX / "claude"
+    rec = replace(rec, meta={**_ended(rec, now), **transcript.keep(rec.dir, rec.meta, own if own.is_dir() else None)})
+    jsonio.write_json(rec.dir / "meta.json", rec.meta)
+    return rec
+
+
+def _settle(store: Store, sdir: Path, sid: str, item_id: str) -> None:
+    """A sandboxed agent's commits, onto its branch (lib/spawn.sh did it already,
+    unless the wrapper died first)."""
+    try:
+        done = sandbox.settle(sdir)
+        if done:
+            store.audit("sandbox.settled", session=sid, item=item_id, detail=done)
+    except OSError as exc:
+        store.audit("sandbox.settle_failed", session=sid, item=item_id, error=str(exc))
+
+
 def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: random.Random) -> dict[str, Any]:
     """Reads the session once, decides purely, then writes: when it ended (once), the
     receipt and meta.json, the breaker and the pause, the item's move (the commit
     point), the audit lines."""
-    rec = record.read(sdir)
-    if "ended_epoch" not in rec.meta:  # kept first: a finalize repeated after a crash finds the same end
-        own = sdir / sandbox.BOX / "claude"  # a sandboxed session's own config directory
-        rec = replace(rec, meta={**_ended(rec, now), **transcript.keep(sdir, rec.meta, own if own.is_dir() else None)})
-        jsonio.write_json(sdir / "meta.json", rec.meta)
+    rec = _end_once(record.read(sdir), now)
     v = verdict.classify(rec)
     metrics = receipt.build(rec, v)
     receipt.write(sdir, metrics)
@@ -76,12 +95,7 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
     out["circuit"] = c.get("state")
 
     d = _decide(rec, v, item, pol, now, rng)
-    try:  # a sandboxed agent's commits (lib/spawn.sh settled them already, unless it died first)
-        done = sandbox.settle(sdir)
-        if done:
-            store.audit("sandbox.settled", session=sid, item=item_id, detail=done)
-    except OSError as exc:
-        store.audit("sandbox.settle_failed", session=sid, item=item_id, error=str(exc))
+    _settle(store, sdir, sid, item_id)
     release = _released_worktree(rec, v, d, pol)
     if release:  # what was verified is what the branch holds, and lands
         try:

@@ -94,6 +94,14 @@ def verifying(t: Tracked) -> bool:
     return False
 
 
+def check_all(o: Options, t: Tracked, now_wall: float, now_mono: float) -> None:
+    """A round's checks of one live session: a retry storm, a stall, a burn; its heartbeat."""
+    check_storm(o, t, now_wall)
+    check_stall(o, t, now_wall, now_mono)
+    check_burn(o, t, now_wall)
+    heartbeat(o, t, now_wall, now_mono)
+
+
 def check_burn(o: Options, t: Tracked, now_wall: float) -> None:
     """A session that spends past BURN_USD or BURN_TOKENS over BURN_TURNS turns without a
     tool call that changes anything: the evidence (burn.json) and the stop's record

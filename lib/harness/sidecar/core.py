@@ -191,10 +191,7 @@ class Sidecar:
                 self.finish(t, "exit_code written")
                 continue
             now_wall, now_mono = time.time(), time.monotonic()
-            checks.check_storm(self.o, t, now_wall)
-            checks.check_stall(self.o, t, now_wall, now_mono)
-            checks.check_burn(self.o, t, now_wall)
-            checks.heartbeat(self.o, t, now_wall, now_mono)
+            checks.check_all(self.o, t, now_wall, now_mono)
         if now_mono - self.hb_mono >= self.o.heartbeat_s:
             self.own_heartbeat(now_wall)
             self.hb_mono = now_mono

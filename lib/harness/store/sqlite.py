@@ -269,7 +269,7 @@ class SqliteDb(SingleHost):
     def index_audit(self, skipped: list[str] | None = None, again: bool = False) -> int:
         """The audit log's lines not yet in the database, added; returns how many.
         A log rotated away keeps its rows, and the new file is read from its start;
-        again (reindex) drops every row and reads the file as it is now."""
+        again (reindex) drops every row and reads what logrotate left, then the file (read_audit)."""
         path = self.state_dir / "events.jsonl"
         with self._tx():
             self._serialize("audit")
@@ -278,29 +278,11 @@ class SqliteDb(SingleHost):
                 st = path.stat()
             except FileNotFoundError:
                 return 0
-            offset = int(mark.get("offset") or 0)
-            rows: list[tuple[str, str]] = []
+            rows, new_mark = read_audit(path, st, mark, again, skipped if skipped is not None else [])
             if again:
                 self.db.execute("DELETE FROM audit")
-                for older in rotated(path, skipped if skipped is not None else []):  # oldest first
-                    rows += audit_lines(older, path, skipped if skipped is not None else [])
-            with open(path, "rb") as fh:
-                head = fh.read(HEAD_BYTES)
-                moved = "head" in mark and mark["head"] != _digest(head[: int(mark.get("head_len") or 0)])
-                if again or mark.get("inode") != st.st_ino or st.st_size < offset or moved:
-                    # a log rotated away (renamed, or truncated in place: copytruncate, even one grown
-                    # past the old offset since, whose first bytes differ): its rows stay, the new one is
-                    # read whole
-                    offset = 0
-                fh.seek(offset)
-                data = fh.read(st.st_size - offset)
-            whole = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
-            rows += audit_lines(whole, path, skipped if skipped is not None else [])
             self.db.executemany("INSERT INTO audit (event, doc) VALUES (?, ?)", rows)
-            head = head[: min(len(head), offset + len(whole))]
-            self.db.execute(KV_PUT, (self._audit_key(), jsonio.dumps({
-                "offset": offset + len(whole), "inode": st.st_ino, "head": _digest(head), "head_len": len(head),
-            }).decode()))
+            self.db.execute(KV_PUT, (self._audit_key(), jsonio.dumps(new_mark).decode()))
         return len(rows)
 
     def _kv(self, key: str) -> dict[str, Any] | None:
@@ -418,6 +400,31 @@ def rotated(path: Path, skipped: list[str]) -> Iterator[bytes]:
             yield gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             skipped.append(f"{p}: {exc}")
+
+
+def read_audit(path: Path, st: os.stat_result, mark: dict[str, Any], again: bool,
+               skipped: list[str]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """The audit log's rows not yet indexed (again: what logrotate left, then the whole
+    file), and the mark to keep: offset, inode, and a digest of the first bytes."""
+    offset = int(mark.get("offset") or 0)
+    rows: list[tuple[str, str]] = []
+    if again:
+        for older in rotated(path, skipped):  # oldest first
+            rows += audit_lines(older, path, skipped)
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
+        moved = "head" in mark and mark["head"] != _digest(head[: int(mark.get("head_len") or 0)])
+        if again or mark.get("inode") != st.st_ino or st.st_size < offset or moved:
+            # a log rotated away (renamed, or truncated in place: copytruncate, even one grown
+            # past the old offset since, whose first bytes differ): its rows stay, the new one is
+            # read whole
+            offset = 0
+        fh.seek(offset)
+        data = fh.read(st.st_size - offset)
+    whole = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
+    rows += audit_lines(whole, path, skipped)
+    head = head[: min(len(head), offset + len(whole))]
+    return rows, {"offset": offset + len(whole), "inode": st.st_ino, "head": _digest(head), "head_len": len(head)}
 
 
 def audit_lines(data: bytes, path: Path, skipped: list[str]) -> list[tuple[str, str]]:
