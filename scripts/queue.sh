@@ -8,8 +8,12 @@
 #       [--verify CMD] [--verify-timeout S]
 #                              --verify: a shell command run in the worktree after a
 #                              succeeded session (over VERIFY_CMD); exit 0 verifies it
-#       [--run NAME]           --run: the run the item joins (queue.sh runs)
-#   add --file FILE [--run NAME]
+#       [--run NAME [--budget-usd X]]
+#                              --run: the run the item joins (queue.sh runs); --budget-usd:
+#                              the run's budget (set again: changed): once the run's
+#                              receipts and live sessions reach it, none of its items
+#                              is claimed
+#   add --file FILE [--run NAME [--budget-usd X]]
 #                              one JSON item, a JSON array, or JSON lines ('-': stdin);
 #                              an item's own "run" field works too
 #   list [--state S]... [--json]
@@ -45,7 +49,10 @@ queue_cmd_add() { # <args...>
       --prompt) prompt=${2-}; have_prompt=1; shift ;;
       --prompt-file) prompt_file=${2:?--prompt-file needs a path}; shift ;;
       --depends-on) deps+=("${2:?--depends-on needs an id}"); shift ;;
-      --run) run=(--run "${2:?--run needs a name}"); shift ;;
+      --run) run+=(--run "${2:?--run needs a name}"); shift ;;
+      --budget-usd)
+        [[ "${2:-}" =~ ^[0-9]+([.][0-9]+)?$ ]] || usage_error "--budget-usd needs a number"
+        run+=(--budget-usd "$2"); shift ;;
       --id | --title | --priority | --model | --allowed-tools | --verify)
         [[ $# -ge 2 ]] || usage_error "$1 needs a value"
         key=${1#--}

@@ -453,3 +453,22 @@ sidecar_starts() { # <n>: the audit log holds n sidecar.started lines
   assert_output --regexp "2 items left: 2 held by BUDGET_USD_PER_DAY until [0-9]{4}-[0-9]{2}-[0-9]{2}T00:00:00"
   audit_has '.event == "loop.blocked" and .kind == "budget"'
 }
+
+@test "a run's budget: its items stop being claimed once it has spent it, other work goes on; raised, it goes on too" {
+  local i
+  for i in 1 2 3 4; do q add --id "r$i" --prompt p --run capped --budget-usd 0.02 >/dev/null; done
+  q add --id free --prompt p >/dev/null
+  # the stub's session costs $0.0125: after two, $0.025 is past the run's $0.02
+  run loop --drain
+  assert_success
+  [ "$(item_state free) $(count_in succeeded) $(count_in pending)" = "succeeded 3 2" ]
+  assert_output --partial "2 items left: 2 held by their run's budget (run capped spent \$0.03 of its budget \$0.02)"
+  audit_has '.event == "run.budget" and .run == "capped" and .usd == 0.02'
+  run "$Q" --state "$STATE" add --id x --prompt p --budget-usd 1
+  assert_failure 2
+  assert_output --partial "--budget-usd is a run's: give --run NAME too"
+  q add --id r5 --prompt p --run capped --budget-usd 1 >/dev/null
+  run loop --drain
+  assert_success
+  [ "$(count_in succeeded) $(count_in pending)" = "6 0" ]
+}

@@ -52,3 +52,28 @@ def test_a_drain_left_at_the_cap_says_so(store: Store) -> None:
     receipt(store, "ses_a", 2.0, time.time())
     d = gate.drain_check(store.state_dir, Policy(BUDGET_USD_PER_DAY=1.0, MIN_FREE_MB=0), time.time(), 60)
     assert d.wait_until is None and d.summary(time.time()).startswith("2 items left: 2 held by BUDGET_USD_PER_DAY until ")
+
+
+def test_a_run_at_its_budget_is_skipped_and_said_so_others_go_on(store: Store) -> None:
+    store.add([("test", {"id": "r1", "prompt": "p", "run": "capped", "priority": "critical"}),
+               ("test", {"id": "r2", "prompt": "p", "run": "capped"})])
+    store.set_run_budget("capped", 1.0)
+    s = store.record_attempt
+    s({"session_id": "ses_r0", "item_id": "r0", "run": "capped", "cost_usd": 0.6, "started_at": iso(NOON)})
+    pol = Policy(MIN_FREE_MB=0, AGING_S=0)  # the clock is a year on: no ageing, priority alone
+    got = gate.claim_gated(store, "ses_a", "w", pol, NOON)
+    assert not isinstance(got, gate.Blocked) and got is not None and got.item_id == "r1"  # $0.60 of $1
+    s({"session_id": "ses_r1", "item_id": "r1", "run": "capped", "cost_usd": 0.5, "started_at": iso(NOON)})
+    got = gate.claim_gated(store, "ses_b", "w", pol, NOON)
+    assert not isinstance(got, gate.Blocked) and got is not None and got.item_id in ("next", "live")  # not r2
+    assert store.get("r2")[0] == "pending"
+    got = gate.claim_gated(store, "ses_c", "w", pol, NOON)
+    assert not isinstance(got, gate.Blocked) and got is not None and got.item_id in ("next", "live")
+    blocked = gate.claim_gated(store, "ses_d", "w", pol, NOON)
+    assert isinstance(blocked, gate.Blocked) and blocked.kind == "run_budget" and not blocked.halt
+    assert blocked.reason.startswith("run capped spent $1.10 of its budget $1")
+    d = gate.drain_check(store.state_dir, pol, NOON, 60)
+    assert d.summary(NOON) == "1 item left: 1 held by their run's budget (run capped spent $1.10 of its budget $1)"
+    store.set_run_budget("capped", 5.0)  # raised: it runs again
+    got = gate.claim_gated(store, "ses_e", "w", pol, NOON)
+    assert not isinstance(got, gate.Blocked) and got is not None and got.item_id == "r2"

@@ -88,6 +88,23 @@ def test_claims_follow_priority_with_ageing_past_held_and_blocked_heads(store: S
     assert store.get("crit-blocked")[0] == store.get("crit-held")[0] == "pending"
 
 
+def test_a_claim_skips_the_runs_it_is_told_to_and_run_budgets_are_kept(store: Store) -> None:
+    add(store, {"id": "held", "priority": "high", "run": "capped"}, {"id": "free", "priority": "low", "run": "other"},
+        {"id": "loose", "priority": "low"})
+    first = store.claim("ses_1", "w", NOW, skip_runs=frozenset({"capped"}))
+    assert first is not None and first.item_id in ("free", "loose")
+    second = store.claim("ses_2", "w", NOW, skip_runs=frozenset({"capped"}))
+    assert second is not None and {first.item_id, second.item_id} == {"free", "loose"}
+    assert store.claim("ses_3", "w", NOW, skip_runs=frozenset({"capped"})) is None
+    third = store.claim("ses_4", "w", NOW)
+    assert third is not None and third.item_id == "held"
+    assert store.run_budgets() == {}
+    store.set_run_budget("capped", 2.5)
+    store.set_run_budget("capped", 3.0)  # set again: changed
+    store.set_run_budget("other", 1.0)
+    assert store.run_budgets() == {"capped": 3.0, "other": 1.0}
+
+
 def test_a_requeued_item_waits_out_its_not_before(store: Store) -> None:
     add(store, {"id": "a"})
     lease = store.claim("ses_1", "w", NOW)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -22,9 +23,16 @@ def cmd_queue_add(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise queue.QueueError(f"cannot read {args.file}: {exc.strerror}") from None
     entries = queue.parse_items(data, label)
+    if args.budget_usd is not None and not args.run:
+        raise queue.QueueError("--budget-usd is a run's: give --run NAME too")
+    if args.budget_usd is not None and not (args.budget_usd > 0 and math.isfinite(args.budget_usd)):
+        raise queue.QueueError(f"--budget-usd must be a positive number of USD, got {args.budget_usd:g}")
     if args.run:
         entries = [(where, _in_run(where, raw, queue.check_run(args.run))) for where, raw in entries]
-    ids = store_of(args).add(entries)
+    store = store_of(args)
+    ids = store.add(entries)
+    if args.budget_usd is not None:  # once the items are in: a refused add sets no budget
+        store.set_run_budget(args.run, args.budget_usd)
     for item_id in ids:
         print(item_id)
     return 0
@@ -165,6 +173,7 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--file")
     p.add_argument("--label", help="how errors name the input (default: the file, or stdin)")
     p.add_argument("--run", help="the run every item joins")
+    p.add_argument("--budget-usd", type=float, help="the run's budget: no item of it is claimed once it has spent this")
     p.set_defaults(fn=cmd_queue_add)
     p = with_state(sub, "queue-runs")
     p.add_argument("--name", help="one run, with its items")

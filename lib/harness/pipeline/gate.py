@@ -27,7 +27,7 @@ STORE_RECHECK_S = 5.0  # a database server that did not answer is asked again th
 
 @dataclass
 class Blocked:
-    kind: str  # paused, budget, circuit, disk, load, memory, fleet (FLEET_JOBS), store (its server is down)
+    kind: str  # paused, budget, run_budget, circuit, disk, load, memory, fleet (FLEET_JOBS), store (its server is down)
     reason: str
     until: float | None = None
     halt: bool = False  # a person must act (credentials, disk): --drain/--once exit 4
@@ -113,12 +113,16 @@ def claim_gated(store: Store, session: str, worker: str, policy: Policy, now: fl
         asked.update(ok=ok, circuit=c)
         return ok
 
+    held = budget.held_runs(store)
     try:
-        lease = store.claim(session, worker, now, admit=admit, aging_s=policy.AGING_S)
+        lease = store.claim(session, worker, now, admit=admit, aging_s=policy.AGING_S, skip_runs=frozenset(held))
     except FleetFullError as exc:
         if asked.get("ok"):
             breaker.release(session)
         return Blocked("fleet", str(exc), until=now + FLEET_RECHECK_S)
+    if lease is None and not asked and held and _held_ready(store, held, now, policy):
+        return Blocked("run_budget", "; ".join(held[r] for r in sorted(held)) + " (queue.sh add --run NAME "
+                       "--budget-usd X raises it)")
     if lease is not None or not asked:
         return lease  # claimed, or nothing was ready
     if asked["ok"]:
@@ -129,13 +133,20 @@ def claim_gated(store: Store, session: str, worker: str, policy: Policy, now: fl
     return Blocked("circuit", f"circuit breaker {describe(c, now)}", until=until, halt=bool(c.get("auth")))
 
 
+def _held_ready(store: Store, held: dict[str, str], now: float, policy: Policy) -> bool:
+    """Whether an item of a run over its budget would run now, were it not for the budget."""
+    states = store.states()
+    return any(c.run in held and c.not_before <= now and all(states.get(d) == "succeeded" for d in c.depends_on)
+               for c in store.pending(now, policy.AGING_S))
+
+
 # --- what a drain leaves behind ---------------------------------------------
 #
 # `loop.sh --drain` ends when nothing runs and nothing is ready. Before it does,
 # it asks here whether a retry comes due soon enough to wait for (DRAIN_MAX_WAIT_S),
 # and, when it leaves, what it leaves: how many items and until when.
 
-LEFT_ORDER = ("retry", "paused", "budget", "circuit", "disk", "load", "memory", "waiting", "blocked")
+LEFT_ORDER = ("retry", "paused", "budget", "run_budget", "circuit", "disk", "load", "memory", "waiting", "blocked")
 
 
 @dataclass
@@ -192,6 +203,8 @@ def _phrase(g: Left, now: float, max_wait_s: float) -> str:
         return f"{g.count} paused until {at}" if at else f"{g.count} paused"
     if g.kind == "budget":
         return f"{g.count} held by BUDGET_USD_PER_DAY until {at}"
+    if g.kind == "run_budget":
+        return f"{g.count} held by their run's budget ({g.detail})"
     if g.kind == "circuit":
         return f"{g.count} held by the breaker until {at}" if at else f"{g.count} held by the breaker ({g.detail})"
     if g.kind == "waiting":
@@ -218,6 +231,7 @@ def drain_check(state_dir: Path, policy: Policy, now: float, max_wait_s: float) 
     store = open_store(state_dir)
     cands = store.pending(now, policy.AGING_S)
     states = store.states()
+    held = budget.held_runs(store) if cands else {}
     block = (check(state_dir, policy, now) or _breaker_block(state_dir, policy, now)) if cands else None
     block_at = str((active_pause(state_dir, now) or {}).get("until") or "") if block and block.kind == "paused" else ""
     wait_until: float | None = None
@@ -233,6 +247,8 @@ def drain_check(state_dir: Path, policy: Policy, now: float, max_wait_s: float) 
         failed = queue.blocked_reason(c.depends_on, states)
         if failed:
             add("blocked", None, failed)
+        elif c.run in held:
+            add("run_budget", None, held[str(c.run)])
         elif any(states.get(d) != "succeeded" for d in c.depends_on):
             add("waiting", None)
         elif block is not None and (block.until is None or block.until >= c.not_before):

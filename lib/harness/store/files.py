@@ -70,8 +70,8 @@ class FilesStore(SingleHost, attempts.ReceiptFiles):
         return queue.candidates(self.q, now, aging_s)[0]
 
     def claim(self, session_id: str, worker: str, now: float, admit: Callable[[], bool] | None = None,
-              aging_s: float = 0.0) -> Lease | None:
-        item = queue.claim(self.q, session_id, worker, now, admit, aging_s)
+              aging_s: float = 0.0, skip_runs: frozenset[str] = frozenset()) -> Lease | None:
+        item = queue.claim(self.q, session_id, worker, now, admit, aging_s, skip_runs)
         if item is None:
             return None
         return _lease(str(item["id"]), item)
@@ -171,6 +171,20 @@ class FilesStore(SingleHost, attempts.ReceiptFiles):
                     continue
                 if isinstance(ev, dict):
                     yield ev
+
+    def set_run_budget(self, run: str, usd: float) -> None:
+        """state/run_budgets.json, rewritten whole."""
+        budgets = self.run_budgets()
+        budgets[run] = usd
+        jsonio.write_json(self.state_dir / "run_budgets.json", budgets)
+        self.audit("run.budget", run=run, usd=usd)
+
+    def run_budgets(self) -> dict[str, float]:
+        try:
+            data = jsonio.read_json(self.state_dir / "run_budgets.json")
+        except FileNotFoundError:
+            return {}
+        return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def pause(self) -> dict[str, Any] | None:
         """state/pause.json; an unreadable one reads as a pause that has ended, said so."""

@@ -98,9 +98,10 @@ FIX_ROUTE = ("(i.fixing = 0 OR COALESCE(i.doc::jsonb -> 'fix' ->> 'host', %(me)s
 READY = (
     "((i.state = 'pending' AND i.not_before <= %(now)s) OR (i.state = 'running' AND i.lease_expires < %(now)s)) "
     f"AND {FIX_ROUTE} "
+    "AND NOT (COALESCE(i.run, '') = ANY(%(skip)s::text[])) "  # runs over their budget
     "AND (i.deps IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(i.deps::jsonb) AS d(id) "
     "  WHERE NOT EXISTS (SELECT 1 FROM items s WHERE s.id = d.id AND s.state = 'succeeded')))")
-ITEM_FIELDS = "i.id, i.rank, i.created, i.not_before, i.deps, i.fixing, i.state, i.doc"
+ITEM_FIELDS = "i.id, i.rank, i.created, i.not_before, i.deps, i.fixing, i.state, i.doc, i.run"
 # Every claimable row in claim order ({rank}: the rank, or the rank with ageing): exact, and
 # its cost grows with the claimable rows.
 READY_SORTED = (f"SELECT {ITEM_FIELDS} FROM items i WHERE {READY} "
@@ -248,8 +249,8 @@ class PostgresStore(SqliteStore):
         self.db.execute(PG_ITEM_PUT, (*row_values(item), lease.get("host"), lease.get("expires_epoch")))
 
     def claim(self, session_id: str, worker: str, now: float, admit: Callable[[], bool] | None = None,
-              aging_s: float = 0.0) -> Lease | None:
-        if admit is not None and (self._ready(now, aging_s) is None or not admit()):
+              aging_s: float = 0.0, skip_runs: frozenset[str] = frozenset()) -> Lease | None:
+        if admit is not None and (self._ready(now, aging_s, skip_runs=skip_runs) is None or not admit()):
             return None
         with self._tx():
             if self.fleet_jobs > 0 and self._fleet_full(now):
@@ -257,7 +258,7 @@ class PostgresStore(SqliteStore):
             # this statement's generic plan costs half the server's CPU of a custom one, which
             # is planned again at every claim; its shape is fixed, so the generic plan is as good
             self.db.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            row = self._claimable(now, aging_s, lock=True)
+            row = self._claimable(now, aging_s, lock=True, skip_runs=skip_runs)
             if row is None:
                 return None
             c, state, item = self._candidate(row), row[6], jsonio.loads(row[7])
@@ -296,7 +297,8 @@ class PostgresStore(SqliteStore):
                               (now,)).fetchone()
         return bool(row and int(row[0]) >= self.fleet_jobs)
 
-    def _ready(self, now: float, aging_s: float, lock: bool = False) -> queue.Candidate | None:
+    def _ready(self, now: float, aging_s: float, lock: bool = False,  # type: ignore[override]
+               skip_runs: frozenset[str] = frozenset()) -> queue.Candidate | None:
         """The best item that may run now: pending, not held back, its dependencies
         done; or running on a lease that has expired. With lock, the row is locked,
         and rows other claimers hold are skipped.
@@ -308,20 +310,20 @@ class PostgresStore(SqliteStore):
         class's first unlocked row in index order. When other claimers hold every
         row left in the class, or nothing is found, the whole claimable set is sorted
         (READY_SORTED): the exact order, at the cost of reading every claimable row."""
-        row = self._claimable(now, aging_s, lock)
+        row = self._claimable(now, aging_s, lock, skip_runs)
         return None if row is None else self._candidate(row)
 
-    def _claimable(self, now: float, aging_s: float, lock: bool) -> Any:
+    def _claimable(self, now: float, aging_s: float, lock: bool, skip_runs: frozenset[str] = frozenset()) -> Any:
         """_ready's row: the candidate's fields, its state and its document."""
         rank = "rank" if aging_s <= 0 else "GREATEST(0, rank - floor(GREATEST(0, %(now)s - created) / %(aging)s))"
-        args = {"now": now, "aging": aging_s, "me": self.host, "lease": self.lease_s}
+        args = {"now": now, "aging": aging_s, "me": self.host, "lease": self.lease_s, "skip": sorted(skip_runs)}
         locking = " FOR UPDATE SKIP LOCKED" if lock else ""
         row = self._fetch_one(CLASS_HEADS.format(rank=rank) + locking, args)
         return row if row is not None else self._fetch_one(READY_SORTED.format(rank=rank) + locking, args)
 
     @staticmethod
     def _candidate(r: Any) -> queue.Candidate:
-        return queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[4])) if r[4] else [], bool(r[5]))
+        return queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[4])) if r[4] else [], bool(r[5]), r[8])
 
     def _fetch_one(self, statement: str, args: dict[str, Any]) -> Any:
         try:

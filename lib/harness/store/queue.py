@@ -327,6 +327,7 @@ class Candidate:
     not_before: float
     depends_on: list[str]
     fixing: bool = False  # waits for a fix round: goes before new work
+    run: str | None = None  # the run it belongs to (a run over its budget is skipped)
 
     def effective_rank(self, now: float, aging_s: float) -> int:
         """One level up for each aging_s waited, so that old low-priority work is not starved."""
@@ -356,6 +357,7 @@ def candidates(queue: Queue, now: float = 0.0, aging_s: float = 0.0) -> tuple[li
             Candidate(
                 item_id, rank, _epoch(item.get("created_at")), _epoch(item.get("not_before")),
                 list(item.get("depends_on") or []), bool(item.get("fix")),
+                str(item["run"]) if item.get("run") else None,
             )
         )
     # fix rounds first (work that is nearly done), then priority with aging, age, id
@@ -383,7 +385,7 @@ def ready(queue: Queue, now: float, aging_s: float = 0.0) -> list[str]:
 
 def claim(
     queue: Queue, session_id: str, worker: str, now: float, admit: Callable[[], bool] | None = None,
-    aging_s: float = 0.0,
+    aging_s: float = 0.0, skip_runs: frozenset[str] = frozenset(),
 ) -> dict[str, Any] | None:
     """Claims the best ready item for session_id; None when nothing is ready, or
     when admit (asked once an item is ready, before each rename) says no."""
@@ -392,7 +394,7 @@ def claim(
         _set_aside(queue, item_id)
     done = set(queue.ids("succeeded"))
     for c in cands:
-        if c.not_before > now or not all(d in done for d in c.depends_on):
+        if c.not_before > now or not all(d in done for d in c.depends_on) or (c.run and c.run in skip_runs):
             continue
         if admit is not None and not admit():
             return None

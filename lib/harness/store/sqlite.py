@@ -289,6 +289,15 @@ class SqliteDb(SingleHost):
         row = self.db.execute("SELECT doc FROM kv WHERE key = ?", (key,)).fetchone()
         return jsonio.loads(row[0]) if row else None
 
+    def set_run_budget(self, run: str, usd: float) -> None:
+        with self._tx():
+            self.db.execute(KV_PUT, (f"run_budget:{run}", jsonio.dumps({"usd": usd}).decode()))
+        self.audit("run.budget", run=run, usd=usd)
+
+    def run_budgets(self) -> dict[str, float]:
+        rows = self.db.execute("SELECT key, doc FROM kv WHERE key LIKE ?", ("run_budget:%",)).fetchall()
+        return {key.removeprefix("run_budget:"): float(jsonio.loads(doc)["usd"]) for key, doc in rows}
+
     def pause(self) -> dict[str, Any] | None:
         return self._kv("pause")
 
@@ -512,8 +521,8 @@ class SqliteStore(SqliteRecords):
     def _candidates(self, now: float, aging_s: float) -> list[queue.Candidate]:
         """Pending items in claim order, from their columns alone."""
         rows = self.db.execute(
-            "SELECT id, rank, created, not_before, deps, fixing FROM items WHERE state = 'pending'").fetchall()
-        cands = [queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[4])) if r[4] else [], bool(r[5]))
+            "SELECT id, rank, created, not_before, deps, fixing, run FROM items WHERE state = 'pending'").fetchall()
+        cands = [queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[4])) if r[4] else [], bool(r[5]), r[6])
                  for r in rows]
         cands.sort(key=lambda c: (not c.fixing, c.effective_rank(now, aging_s), c.created, c.item_id))
         return cands
@@ -523,13 +532,13 @@ class SqliteStore(SqliteRecords):
         return self._candidates(now, aging_s)
 
     def claim(self, session_id: str, worker: str, now: float, admit: Callable[[], bool] | None = None,
-              aging_s: float = 0.0) -> Lease | None:
+              aging_s: float = 0.0, skip_runs: frozenset[str] = frozenset()) -> Lease | None:
         # admit (the claim gate: the breaker's half-open probe) is asked once an item is
         # ready, outside the transaction: it writes the breaker's record itself
-        if admit is not None and (self._ready(now, aging_s) is None or not admit()):
+        if admit is not None and (self._ready(now, aging_s, skip_runs) is None or not admit()):
             return None
         with self._tx():
-            c = self._ready(now, aging_s)
+            c = self._ready(now, aging_s, skip_runs)
             if c is not None:
                 found = self._load(c.item_id)
                 assert found is not None
@@ -545,15 +554,19 @@ class SqliteStore(SqliteRecords):
                 return Lease(c.item_id, session_id, item["claims"], worker, item)
         return None
 
-    def _ready(self, now: float, aging_s: float) -> queue.Candidate | None:
-        """The best pending item that may run now (not held back, its dependencies done):
-        the claim order of _candidates, computed by the database, read until one is ready."""
+    def _ready(self, now: float, aging_s: float, skip_runs: frozenset[str] = frozenset()) -> queue.Candidate | None:
+        """The best pending item that may run now (not held back, its dependencies done,
+        its run not skipped): the claim order of _candidates, computed by the database,
+        read until one is ready."""
         rank = "rank" if aging_s <= 0 else "max(0, rank - CAST(max(0.0, ? - created) / ? AS INTEGER))"
         cur = self.db.execute(
-            "SELECT id, rank, created, not_before, deps, fixing FROM items WHERE state = 'pending' AND not_before <= ? "
-            f"ORDER BY fixing DESC, {rank}, created, id", (now, now, aging_s) if aging_s > 0 else (now,))
+            "SELECT id, rank, created, not_before, deps, fixing, run FROM items WHERE state = 'pending' "
+            f"AND not_before <= ? ORDER BY fixing DESC, {rank}, created, id",
+            (now, now, aging_s) if aging_s > 0 else (now,))
         for r in cur:
-            c = queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[4])) if r[4] else [], bool(r[5]))
+            c = queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[4])) if r[4] else [], bool(r[5]), r[6])
+            if c.run and c.run in skip_runs:
+                continue
             if c.depends_on:
                 marks = ", ".join("?" * len(c.depends_on))
                 done = self.db.execute(f"SELECT count(*) FROM items WHERE state = 'succeeded' AND id IN ({marks})",
