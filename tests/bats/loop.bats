@@ -472,3 +472,18 @@ sidecar_starts() { # <n>: the audit log holds n sidecar.started lines
   assert_success
   [ "$(count_in succeeded) $(count_in pending)" = "6 0" ]
 }
+
+@test "STOP_AT_UTILIZATION: a rate-limit warning past it pauses claiming until the window resets; below it, nothing" {
+  q add --id w --prompt "[[mock:warning]]" >/dev/null
+  q add --id next --prompt p >/dev/null
+  run loop --drain --set STOP_AT_UTILIZATION=0.9 -j 1
+  assert_success
+  [ "$(item_state w) $(item_state next)" = "succeeded pending" ]
+  assert_output --partial "1 item left: 1 paused until "
+  audit_has '.event == "loop.paused" and .by == "utilization" and (.reason | test("five_hour window is 92% used"))'
+  "$HARNESS_ROOT/scripts/loopctl.sh" --state "$STATE" resume >/dev/null
+  q add --id w2 --prompt "[[mock:warning]]" >/dev/null
+  MOCK_CLAUDE_UTILIZATION=0.5 run loop --drain --set STOP_AT_UTILIZATION=0.9
+  assert_success
+  [ "$(count_in succeeded) $(count_in pending)" = "3 0" ]
+}

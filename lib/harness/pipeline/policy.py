@@ -44,6 +44,7 @@ class Policy:
     MIN_FREE_MEM_MB: float = config.default("MIN_FREE_MEM_MB")
     AGING_S: float = config.default("AGING_S")
     BUDGET_USD_PER_DAY: float = config.default("BUDGET_USD_PER_DAY")
+    STOP_AT_UTILIZATION: float = config.default("STOP_AT_UTILIZATION")
     BURN_USD: float = config.default("BURN_USD")
     BURN_TOKENS: int = config.default("BURN_TOKENS")
     BURN_TURNS: int = config.default("BURN_TURNS")

@@ -33,8 +33,29 @@ def _lease(item_id: str, item: dict[str, Any]) -> Lease:
     return Lease(item_id, str(lease.get("session_id") or ""), token, str(lease.get("worker") or ""), item)
 
 
+class RunBudgetFile:
+    """The files store's run budgets: state/run_budgets.json, rewritten whole."""
+
+    state_dir: Path
+
+    def audit(self, event: str, **fields: Any) -> None: ...
+
+    def set_run_budget(self, run: str, usd: float) -> None:
+        budgets = self.run_budgets()
+        budgets[run] = usd
+        jsonio.write_json(self.state_dir / "run_budgets.json", budgets)
+        self.audit("run.budget", run=run, usd=usd)
+
+    def run_budgets(self) -> dict[str, float]:
+        try:
+            data = jsonio.read_json(self.state_dir / "run_budgets.json")
+        except FileNotFoundError:
+            return {}
+        return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 @dataclass
-class FilesStore(SingleHost, attempts.ReceiptFiles):
+class FilesStore(SingleHost, attempts.ReceiptFiles, RunBudgetFile):
     state_dir: Path
     # running/<file> -> (mtime, session id, item id, item): live() reads a file again
     # only when it changed (the sidecar asks many times a second)
@@ -171,20 +192,6 @@ class FilesStore(SingleHost, attempts.ReceiptFiles):
                     continue
                 if isinstance(ev, dict):
                     yield ev
-
-    def set_run_budget(self, run: str, usd: float) -> None:
-        """state/run_budgets.json, rewritten whole."""
-        budgets = self.run_budgets()
-        budgets[run] = usd
-        jsonio.write_json(self.state_dir / "run_budgets.json", budgets)
-        self.audit("run.budget", run=run, usd=usd)
-
-    def run_budgets(self) -> dict[str, float]:
-        try:
-            data = jsonio.read_json(self.state_dir / "run_budgets.json")
-        except FileNotFoundError:
-            return {}
-        return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def pause(self) -> dict[str, Any] | None:
         """state/pause.json; an unreadable one reads as a pause that has ended, said so."""

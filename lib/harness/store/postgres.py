@@ -43,7 +43,7 @@ from harness import jsonio
 from harness.store import queue
 from harness.store.base import FleetFullError, Lease, StoreDownError, StoreError, StoreUnavailableError, host_name
 from harness.store.files import this_host
-from harness.store.sqlite import ITEM_COLUMNS, SqliteStore, row_values, upsert
+from harness.store.sqlite import ITEM_COLUMNS, SqliteStore, candidate, row_values, upsert
 
 URL_ENV = "HARNESS_DATABASE_URL"
 LEASE_ENV = "HARNESS_LEASE_S"
@@ -323,7 +323,7 @@ class PostgresStore(SqliteStore):
 
     @staticmethod
     def _candidate(r: Any) -> queue.Candidate:
-        return queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[4])) if r[4] else [], bool(r[5]), r[8])
+        return candidate((*r[:6], r[8]))  # (ITEM_FIELDS: the state and the document between)
 
     def _fetch_one(self, statement: str, args: dict[str, Any]) -> Any:
         try:

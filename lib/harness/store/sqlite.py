@@ -134,6 +134,14 @@ def _lease_doc(item: dict[str, Any]) -> dict[str, Any]:
     return lease if isinstance(lease, dict) else {}
 
 
+CANDIDATE_COLUMNS = "id, rank, created, not_before, deps, fixing, run"
+
+
+def candidate(r: Any) -> queue.Candidate:
+    """A claim candidate from its columns (CANDIDATE_COLUMNS, in that order)."""
+    return queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[4])) if r[4] else [], bool(r[5]), r[6])
+
+
 def row_values(item: dict[str, Any]) -> tuple[Any, ...]:
     rank = queue.PRIORITIES.index(item["priority"]) if item.get("priority") in queue.PRIORITIES else 2
     lease = _lease_doc(item)
@@ -520,10 +528,7 @@ class SqliteStore(SqliteRecords):
 
     def _candidates(self, now: float, aging_s: float) -> list[queue.Candidate]:
         """Pending items in claim order, from their columns alone."""
-        rows = self.db.execute(
-            "SELECT id, rank, created, not_before, deps, fixing, run FROM items WHERE state = 'pending'").fetchall()
-        cands = [queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[4])) if r[4] else [], bool(r[5]), r[6])
-                 for r in rows]
+        cands = [candidate(r) for r in self.db.execute(f"SELECT {CANDIDATE_COLUMNS} FROM items WHERE state = 'pending'")]
         cands.sort(key=lambda c: (not c.fixing, c.effective_rank(now, aging_s), c.created, c.item_id))
         return cands
 
@@ -555,16 +560,12 @@ class SqliteStore(SqliteRecords):
         return None
 
     def _ready(self, now: float, aging_s: float, skip_runs: frozenset[str] = frozenset()) -> queue.Candidate | None:
-        """The best pending item that may run now (not held back, its dependencies done,
-        its run not skipped): the claim order of _candidates, computed by the database,
-        read until one is ready."""
+        """The best pending item that may run now (not held back, its dependencies done, its run
+        not skipped): the claim order of _candidates, computed by the database, read until one is ready."""
         rank = "rank" if aging_s <= 0 else "max(0, rank - CAST(max(0.0, ? - created) / ? AS INTEGER))"
-        cur = self.db.execute(
-            "SELECT id, rank, created, not_before, deps, fixing, run FROM items WHERE state = 'pending' "
-            f"AND not_before <= ? ORDER BY fixing DESC, {rank}, created, id",
-            (now, now, aging_s) if aging_s > 0 else (now,))
-        for r in cur:
-            c = queue.Candidate(r[0], r[1], r[2], r[3], list(jsonio.loads(r[4])) if r[4] else [], bool(r[5]), r[6])
+        cur = self.db.execute(f"SELECT {CANDIDATE_COLUMNS} FROM items WHERE state = 'pending' AND not_before <= ? "
+                              f"ORDER BY fixing DESC, {rank}, created, id", (now, now, aging_s) if aging_s > 0 else (now,))
+        for c in map(candidate, cur):
             if c.run and c.run in skip_runs:
                 continue
             if c.depends_on:

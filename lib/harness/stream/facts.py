@@ -44,6 +44,7 @@ class SessionFacts:
     api_retries: Counter[str] = field(default_factory=Counter)
     compactions: int = 0
     rate_limit: norm.RateLimit | None = None
+    utilization: tuple[float, str, float | None] | None = None  # the highest seen: (0..1, window, its reset)
     last_assistant_text: str = ""
     current_message: str = ""
     fast: bool = False  # read by fastscan: deltas were skipped, not counted
@@ -124,6 +125,11 @@ def _on_result(f: SessionFacts, ev: norm.Result) -> None:
 def _on_rate_limit(f: SessionFacts, ev: norm.RateLimit) -> None:
     if f.rate_limit is None or ev.status == "rejected":
         f.rate_limit = ev
+    used = ev.raw.get("utilization")
+    if isinstance(used, (int, float)) and not isinstance(used, bool):
+        share = float(used) / 100 if used > 1 else float(used)  # a percentage, in some releases' words
+        if f.utilization is None or share > f.utilization[0]:
+            f.utilization = (share, ev.kind, ev.resets_at)
 
 
 # what each kind of event adds; the others (deltas, block ends...) add nothing
