@@ -177,4 +177,4 @@ install_tree
 install_state_and_config
 install_cli_home
 install_units
-say "done; check it with $PREFIX/scripts/doctor.sh --config $CONFIG"
+say "done; check it with $PREFIX/scripts/doctor.sh --config $CONFIG --user $RUN_USER --env-file $CONFIG_DIR/harness.env"

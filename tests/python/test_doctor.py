@@ -135,3 +135,33 @@ def test_the_sandbox_is_checked_and_skip_permissions_without_one_is_a_warning(pl
     assert got["sandbox"]["status"] == ("warn" if os.getuid() == 0 else "ok") and got["permissions"]["status"] == "ok"
     no_bwrap = {c.name: c for c in doctor.check_permissions({"SANDBOX": "bwrap"}, {"PATH": str(place["tmp"])})}
     assert (no_bwrap["sandbox"].status, no_bwrap["sandbox"].fix) == ("fail", "apt-get install bubblewrap")
+
+
+def test_the_unit_s_environment_file_and_user_are_what_is_checked(place: dict[str, Any]) -> None:
+    env_file = place["tmp"] / "harness.env"
+    env_file.write_text(f'# the unit\'s\nANTHROPIC_API_KEY="{SECRET}"\n\nHARNESS_MIN_FREE_MB=1\n')
+    got = checks(run(place, "--json", "--env-file", str(env_file), ANTHROPIC_API_KEY=""))
+    assert got["credentials"]["status"] == "ok" and got["credentials"]["detail"] == "ANTHROPIC_API_KEY is set"
+    env_file.write_text(f"ANTHROPIC_API_KEY {SECRET}\n")
+    bad = run(place, "--env-file", str(env_file))
+    assert bad.returncode == 2 and "line 1 is not KEY=VALUE" in bad.stderr
+    unknown = run(place, "--user", "no-such-user-x")
+    assert unknown.returncode == 2 and "no such user: no-such-user-x" in unknown.stderr
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="checking for another user needs root (runuser)")
+def test_as_root_the_loop_s_user_is_checked_not_root(place: dict[str, Any]) -> None:
+    got = checks(run(place, "--json", "--user", "nobody"))
+    state = got["state directory"]
+    assert state["status"] == "fail" and "not nobody (65534)" in state["detail"]
+    assert state["fix"].startswith(f"chown -R nobody {place['state']}")
+    # the tests' temp directory is root's, 0700: nobody cannot enter it; opened, git refuses
+    # a repository nobody does not own
+    repo = got["repository"]
+    assert (repo["status"], repo["detail"]) == ("fail", f"{place['repo']}: nobody cannot enter it")
+    for d in (place["tmp"], *place["tmp"].parents):
+        if d == Path("/tmp"):
+            break
+        d.chmod(d.stat().st_mode | 0o055)
+    repo = checks(run(place, "--json", "--user", "nobody"))["repository"]
+    assert (repo["status"], repo["detail"]) == ("fail", f"{place['repo']}: git refuses it to nobody (dubious ownership)")

@@ -101,7 +101,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from harness.ops import doctor
 
     cfg = dict(kv.split("=", 1) for kv in args.cfg if "=" in kv)
-    return doctor.main(cfg, args.bash_version, args.json)
+    try:
+        return doctor.main(cfg, args.bash_version, args.json, args.user)
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from None
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -109,6 +112,7 @@ def add_parsers(sub: Subparsers) -> None:
     p = sub.add_parser("doctor")
     p.add_argument("--cfg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--bash-version", default="")
+    p.add_argument("--user", default="", help="check for this user (the loop's, as its unit names it)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_doctor)
     p = with_state(sub, "worktrees")

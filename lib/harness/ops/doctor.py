@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -114,21 +115,47 @@ def check_credentials(env: Mapping[str, str]) -> Check:
                  "(the systemd unit's harness.env, mode 0600)")
 
 
-def check_state(state_dir: Path) -> Check:
+@dataclass
+class RunAs:
+    """Whom the checks are for: the loop's user (--user, as the unit names it), else whoever runs them."""
+
+    name: str
+    uid: int
+    home: str
+
+    @classmethod
+    def of(cls, name: str) -> RunAs:
+        if not name:
+            me = pwd.getpwuid(os.getuid())
+            return cls(me.pw_name, me.pw_uid, os.environ.get("HOME") or me.pw_dir)
+        try:
+            who = pwd.getpwnam(name)
+        except KeyError:
+            raise ValueError(f"no such user: {name}") from None
+        return cls(who.pw_name, who.pw_uid, who.pw_dir)
+
+    def argv(self, *argv: str) -> list[str]:
+        """argv as this user: through runuser when we are root and they are not."""
+        if self.uid != os.getuid() and os.getuid() == 0 and shutil.which("runuser"):
+            return ["runuser", "-u", self.name, "--", *argv]
+        return list(argv)
+
+
+def check_state(state_dir: Path, who: RunAs) -> Check:
     if not state_dir.exists():
         parent = next((p for p in state_dir.parents if p.exists()), Path("/"))
         if os.access(parent, os.W_OK):
             return Check("state directory", "warn", f"{state_dir} does not exist yet; the first loop makes it (0700)")
         return Check("state directory", "fail", f"{state_dir} does not exist and {parent} is not writable",
-                     f"mkdir -m 700 {state_dir} && chown {os.getuid()} {state_dir}")
+                     f"mkdir -m 700 {state_dir} && chown {who.name} {state_dir}")
     st = state_dir.stat()
-    if st.st_uid != os.getuid():
-        return Check("state directory", "fail", f"{state_dir} belongs to uid {st.st_uid}, not this user ({os.getuid()})",
-                     f"chown -R {os.getuid()} {state_dir}, or run as its owner")
+    if st.st_uid != who.uid:
+        return Check("state directory", "fail", f"{state_dir} belongs to uid {st.st_uid}, not {who.name} ({who.uid})",
+                     f"chown -R {who.name} {state_dir}, or run the loop as its owner")
     if st.st_mode & 0o077:
         return Check("state directory", "fail", f"{state_dir} is mode {st.st_mode & 0o777:o}: others can read it",
                      f"chmod 700 {state_dir}")
-    return Check("state directory", "ok", f"{state_dir} (0700, this user's)")
+    return Check("state directory", "ok", f"{state_dir} (0700, {who.name}'s)")
 
 
 def check_disk(state_dir: Path, min_free_mb: float) -> Check:
@@ -142,12 +169,12 @@ def check_disk(state_dir: Path, min_free_mb: float) -> Check:
                  "sessions and worktrees grow: keep a few GB free" if status == "warn" else "")
 
 
-def check_repo(repo: str, base_ref: str, env: Mapping[str, str]) -> Check:
+def check_repo(repo: str, base_ref: str, env: Mapping[str, str], who: RunAs) -> Check:
     if not repo:
         return Check("repository", "ok", "REPO_DIR is empty: sessions work in plain directories")
 
-    def git(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, env=dict(env),
+    def git(*args: str) -> subprocess.CompletedProcess[str]:  # as the loop's user: git's ownership check is theirs
+        return subprocess.run(who.argv("git", "-C", repo, *args), capture_output=True, text=True, env=dict(env),
                               stdin=subprocess.DEVNULL)
 
     try:
@@ -155,6 +182,12 @@ def check_repo(repo: str, base_ref: str, env: Mapping[str, str]) -> Check:
     except OSError as exc:
         return Check("repository", "fail", f"git cannot run: {exc}", "apt-get install git")
     if top.returncode != 0:
+        said = (top.stderr.strip().splitlines() or [""])[0]
+        if "dubious ownership" in said:
+            return Check("repository", "fail", f"{repo}: git refuses it to {who.name} (dubious ownership)",
+                         f"chown -R {who.name} {repo}, or git config --global --add safe.directory {repo} as {who.name}")
+        if "Permission denied" in said:
+            return Check("repository", "fail", f"{repo}: {who.name} cannot enter it", f"chown -R {who.name} {repo}")
         return Check("repository", "fail", f"{repo} is not a git repository",
                      "set REPO_DIR to a clone (git clone URL DIR)")
     if git("rev-parse", "--verify", "--quiet", f"{base_ref}^{{commit}}").returncode != 0:
@@ -235,13 +268,14 @@ def check_permissions(cfg: Mapping[str, str], env: Mapping[str, str]) -> list[Ch
     return out
 
 
-def run_checks(cfg: Mapping[str, str], env: Mapping[str, str], bash_version: str) -> list[Check]:
+def run_checks(cfg: Mapping[str, str], env: Mapping[str, str], bash_version: str, who: RunAs) -> list[Check]:
     state_dir = Path(cfg["STATE_DIR"])
+    env = {**env, "HOME": who.home}  # the loop's user's: their ~/.claude holds their credentials
     steps: list[Callable[[], list[Check] | Check]] = [
         lambda: check_runtime(bash_version), lambda: check_tools(env), lambda: check_cli(cfg, env),
-        lambda: check_credentials(env), lambda: check_state(state_dir),
+        lambda: check_credentials(env), lambda: check_state(state_dir, who),
         lambda: check_disk(state_dir, float(cfg.get("MIN_FREE_MB") or 0)),
-        lambda: check_repo(cfg.get("REPO_DIR", ""), cfg.get("BASE_REF") or "HEAD", env),
+        lambda: check_repo(cfg.get("REPO_DIR", ""), cfg.get("BASE_REF") or "HEAD", env, who),
         lambda: check_store(state_dir, cfg.get("STORE") or "sqlite", float(cfg.get("LEASE_S") or 120), env),
         lambda: check_permissions(cfg, env)]
     out: list[Check] = []
@@ -262,8 +296,8 @@ def render(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-def main(cfg: Mapping[str, str], bash_version: str, as_json: bool) -> int:
-    checks = run_checks(cfg, os.environ, bash_version)
+def main(cfg: Mapping[str, str], bash_version: str, as_json: bool, user: str = "") -> int:
+    checks = run_checks(cfg, os.environ, bash_version, RunAs.of(user))
     ok = not any(c.status == "fail" for c in checks)
     if as_json:
         print(json.dumps({"ok": ok, "checks": [asdict(c) for c in checks]}, indent=1))
