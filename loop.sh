@@ -7,7 +7,7 @@
 #   --drain             exit when nothing is ready and nothing is running; waits for a
 #                       retry due within DRAIN_MAX_WAIT_S, and says what it leaves
 #   --max-iterations N  start at most N sessions, then exit when they have ended
-#   -j, --jobs N        sessions at once (JOBS)
+#   -j, --jobs N        sessions at once (JOBS; with JOBS_MAX, where the governor starts)
 #   --state DIR         state directory (STATE_DIR)
 #   --config FILE       configuration file (default: harness.conf beside loop.sh, if any)
 #   --set KEY=VALUE     set any configuration key (see --print-config)
@@ -46,7 +46,7 @@ source "$HARNESS_ROOT/lib/wake.sh"
 source "$HARNESS_ROOT/lib/notify.sh"
 
 LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_FATAL="" LOOP_SIGNAL="" LOOP_STOPPING=""
-LOOP_STOP_AT=0 LOOP_CLAIM_AT=0 LOOP_SPAWN_AT=0 LOOP_STARTED=0 LOOP_GC_AT=0
+LOOP_JOBS_CAP=1 LOOP_STOP_AT=0 LOOP_CLAIM_AT=0 LOOP_SPAWN_AT=0 LOOP_STARTED=0 LOOP_GC_AT=0
 LOOP_DRAINED=0 LOOP_DRAIN_UNTIL=0 LOOP_DRAIN_AT="" LOOP_DRAIN_SAID="" LOOP_LEFT=0 LOOP_LEFT_SUMMARY="" LOOP_LEFT_GROUPS="[]"
 declare -a LOOP_SETS=()
 
@@ -168,7 +168,7 @@ loop_can_claim() {
   local delay
   [[ -z "$LOOP_STOPPING" && -z "$LOOP_FATAL" ]] || return 1
   [[ $LOOP_MAX == 0 || $LOOP_STARTED -lt $LOOP_MAX ]] || return 1
-  ((${#S_ITEM[@]} < CFG[JOBS])) || return 1
+  ((${#S_ITEM[@]} < LOOP_JOBS_CAP)) || return 1
   resilience_may_ask || return 1
   clock_now
   clock_us "${CFG[SPAWN_DELAY_S]}" delay
@@ -396,6 +396,9 @@ main() {
   esac
   loop_state_init
   resilience_init
+  # the governor (JOBS_MAX) decides in the claim gate how many run, up to JOBS_MAX
+  LOOP_JOBS_CAP=${CFG[JOBS]}
+  ((CFG[JOBS_MAX] == 0)) || LOOP_JOBS_CAP=${CFG[JOBS_MAX]}
   integrate_check || die "$CFG_ERROR" "$EXIT_USAGE"
   # subst-ok (next 2 lines): before the traps
   lock_acquire "${CFG[STATE_DIR]}/loop.lock" ||

@@ -36,7 +36,7 @@ notify_send() {
 # notify_status_text: the STATUS= line, from the loop's own counts.
 notify_status_text() {
   local -n _out=$1
-  _out="${#S_ITEM[@]} of ${CFG[JOBS]} sessions running, $LOOP_STARTED started"
+  _out="${#S_ITEM[@]} of ${LOOP_JOBS_CAP:-${CFG[JOBS]}} sessions running, $LOOP_STARTED started"
   local stopping=${LOOP_STOPPING:-$NOTIFY_ENDING}
   [[ -z "$stopping" ]] || _out+="; stopping ($stopping)"
   [[ -z "${RES_BLOCK:-}" ]] || _out+="; not claiming: ${RES_BLOCK}"

@@ -37,8 +37,10 @@ resilience_blocked() { # <reply-line>
   local kind reason until halt idle key
   IFS=$'\x1f' read -r kind halt until reason <<<"$1"
   key=$kind
-  case "$kind" in paused | circuit) key+=":$until" ;; esac
-  if [[ "$key" != "$RES_BLOCK_KEY" ]]; then
+  case "$kind" in paused | circuit) key+=":$until" ;; governor) key+=":$reason" ;; esac
+  # the governor's limit is the loop at work, not a block: its changes are audited
+  # (governor.changed), the loop's heartbeat and status.sh show it
+  if [[ "$key" != "$RES_BLOCK_KEY" && "$kind" != governor ]]; then
     log_audit loop.blocked --arg kind "$kind" --arg reason "$reason" --argjson halt "$halt"
     if [[ "$halt" != true ]] || ((!RES_HALT_EXITS)); then warn "not claiming: $reason"; fi
   fi
@@ -54,8 +56,10 @@ resilience_blocked() { # <reply-line>
 # resilience_unblocked: a claim went through (or nothing was ready) after a block.
 resilience_unblocked() {
   [[ -n "$RES_BLOCK" ]] || return 0
-  log_audit loop.unblocked --arg was "$RES_BLOCK"
-  info "claiming again (was: ${RES_BLOCK#*:})"
+  if [[ "$RES_BLOCK" != governor:* ]]; then
+    log_audit loop.unblocked --arg was "$RES_BLOCK"
+    info "claiming again (was: ${RES_BLOCK#*:})"
+  fi
   RES_BLOCK="" RES_BLOCK_KEY="" RES_BLOCK_HALT=0 RES_RECHECK_AT=0
 }
 

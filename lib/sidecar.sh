@@ -74,7 +74,7 @@ sidecar_loop_heartbeat() { # <state>
   clock_secs "$NOW_US" written
   clock_iso now
   if ! py_again loop-heartbeat --state-dir "${CFG[STATE_DIR]}" --argjson pid "$$" --arg state "$1" \
-    --argjson written_at "$written" --arg at "$now" --argjson sessions "${#S_ITEM[@]}" --argjson jobs "${CFG[JOBS]}" \
+    --argjson written_at "$written" --arg at "$now" --argjson sessions "${#S_ITEM[@]}" --argjson jobs "${LOOP_JOBS_CAP:-${CFG[JOBS]}}" \
     --arg mode "$LOOP_MODE" --argjson sidecar_pid "${SIDECAR_PID:-null}" --arg stopping "$LOOP_STOPPING" \
     --argjson started "$LOOP_STARTED" --arg blocked "${RES_BLOCK:-}"; then
     warn "cannot write $file"

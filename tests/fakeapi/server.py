@@ -12,6 +12,9 @@ from its first step.
 Scenarios (see SCENARIOS below): answer, plan, bash, write_commit, endless, big,
 slowtool, flood, hang, err400, err401, err403, err429, err500, err529.
 
+With ``--max-inflight K`` it answers 429 (rate_limit_error) to a request that
+arrives while K are in flight already, as an account's concurrency limit does.
+
 Like the real API, it refuses a request for a model it does not serve (404, any
 name that does not start with ``claude-``) and a prompt over its context window
 (400 "prompt is too long", the window from ``--context-tokens``, tokens estimated
@@ -270,8 +273,21 @@ class Server(ThreadingHTTPServer):
         super().__init__(addr, Handler)
         self.args = args
         self.counter = 0
+        self.inflight = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+
+    def enter(self) -> bool:
+        """One more request in flight; False (and not counted) when that is over --max-inflight."""
+        with self.lock:
+            if 0 < self.args.max_inflight <= self.inflight:
+                return False
+            self.inflight += 1
+            return True
+
+    def leave(self) -> None:
+        with self.lock:
+            self.inflight -= 1
 
     def next_number(self) -> int:
         with self.lock:
@@ -344,6 +360,22 @@ class Handler(BaseHTTPRequestHandler):
             self.server.record(entry)
             self._send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": "not found"}})
             return
+        if not self.server.enter():
+            # --max-inflight: more requests in flight than the account may have, as a
+            # per-account concurrency limit answers (the CLI retries it: api_retry 429)
+            entry["status"] = 429
+            entry["inflight_refused"] = True
+            self.server.record(entry)
+            self._send_json(429, {"type": "error", "error": {"type": "rate_limit_error",
+                                                             "message": "Too many requests in flight (fake)"}})
+            return
+        try:
+            self._messages(entry, body, raw)
+        finally:
+            self.server.leave()
+
+    def _messages(self, entry: dict[str, Any], body: dict[str, Any], raw: bytes) -> None:
+        n = int(entry["n"])
         refusal = self._refusal(body, len(raw))
         if refusal:
             status, etype, message = refusal
@@ -492,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bodies", help="keep each raw request body as DIR/<n>.json")
     ap.add_argument("--context-tokens", type=int, default=1_000_000,
                     help="refuse a request over this many tokens (body bytes / 4) as too long")
+    ap.add_argument("--max-inflight", type=int, default=0,
+                    help="answer 429 to a request while this many are in flight already (0: no limit)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     if args.scenario not in SCENARIOS and args.scenario not in ERRORS and args.scenario != "hang":

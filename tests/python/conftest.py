@@ -91,3 +91,18 @@ def pg_schema(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[arg-type]  # a name made above, never input
     yield schema
     drop_schema(pg_url, schema)
+
+
+@pytest.fixture(params=["files", "sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """An empty store of each backend (lib/harness/store/__init__.py BACKENDS); postgres
+    on a schema of the test's own."""
+    from harness import store as store_mod
+
+    assert request.param in store_mod.BACKENDS
+    if request.param == "postgres":
+        request.getfixturevalue("pg_schema")
+    s = store_mod.open_store(tmp_path, request.param)
+    store_mod.name_store(tmp_path, request.param)  # what opens the directory again finds this backend
+    s.init()
+    yield s

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import jsonio
-from harness.pipeline import policy, receipt, record, sandbox, transcript, verdict, worktrees
+from harness.pipeline import governor, policy, receipt, record, sandbox, transcript, verdict, worktrees
 from harness.pipeline.breaker import Breaker, outcome
 from harness.pipeline.gate import write_pause
 from harness.pipeline.record import SessionRecord
@@ -57,19 +57,6 @@ def _end_once(rec: SessionRecord, now: float) -> SessionRecord:
     rec = replace(rec, meta={**_ended(rec, now), **transcript.keep(rec.dir, rec.meta, own if own.is_dir() else None)})
     jsonio.write_json(rec.dir / "meta.json", rec.meta)
     return rec
-
-
-def _stop_at_utilization(state_dir: Path, rec: SessionRecord, pol: policy.Policy, now: float) -> None:
-    """STOP_AT_UTILIZATION: a rate-limit event of the session's that says the account's
-    window is used that far pauses claiming (every host's) until the window resets."""
-    used = rec.facts.utilization
-    if pol.STOP_AT_UTILIZATION <= 0 or used is None or used[0] < pol.STOP_AT_UTILIZATION:
-        return
-    share, window, resets = used
-    if resets is None or resets <= now:
-        return
-    write_pause(state_dir, resets, f"the {window or 'usage'} window is {share:.0%} used (STOP_AT_UTILIZATION "
-                f"{pol.STOP_AT_UTILIZATION:g}); claiming resumes when it resets", by="utilization", session=rec.session_id)
 
 
 def _settle(store: Store, sdir: Path, sid: str, item_id: str) -> None:
@@ -119,7 +106,7 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
             release = ""  # kept: nothing of it is lost
     if d.pause_until is not None:
         write_pause(state_dir, d.pause_until, v.reason, by="usage_limited", session=sid)
-    _stop_at_utilization(state_dir, rec, pol, now)
+    governor.stop_at_utilization(store, pol, rec.facts.utilization, now, rec.session_id)
     history = {
         "session_id": sid, "attempt": rec.meta.get("attempt"), "verdict": v.verdict, "reason": d.reason,
         "exit_code": v.exit_code, "started_at": rec.meta.get("started_at"), "ended_at": rec.meta.get("ended_at"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.pipeline import budget
+from harness.pipeline import budget, governor
 from harness.pipeline.breaker import Breaker, describe
 from harness.pipeline.policy import Policy, iso
 from harness.serve import reply
@@ -22,12 +22,13 @@ from harness.store import FleetFullError, Lease, Store, open_store, queue
 
 LOAD_RECHECK_S = 2.0
 FLEET_RECHECK_S = 2.0  # a full fleet (FLEET_JOBS) is asked again this soon
+GOVERNOR_RECHECK_S = 2.0  # a claim the governor turned away is asked again this soon (or when a session ends)
 STORE_RECHECK_S = 5.0  # a database server that did not answer is asked again this soon
 
 
 @dataclass
 class Blocked:
-    kind: str  # paused, budget, run_budget, circuit, disk, load, memory, fleet (FLEET_JOBS), store (its server is down)
+    kind: str  # paused, budget, run_budget, governor, circuit, disk, load, memory, fleet (FLEET_JOBS), store (its server is down)
     reason: str
     until: float | None = None
     halt: bool = False  # a person must act (credentials, disk): --drain/--once exit 4
@@ -109,6 +110,11 @@ def claim_gated(store: Store, session: str, worker: str, policy: Policy, now: fl
     asked: dict[str, Any] = {}
 
     def admit() -> bool:
+        if policy.JOBS_MAX > 0:
+            go, record, running = governor.admit(store, policy, now)
+            if not go:
+                asked.update(governor=record, running=running)
+                return False
         ok, c = breaker.allow(session, now)
         asked.update(ok=ok, circuit=c)
         return ok
@@ -125,6 +131,10 @@ def claim_gated(store: Store, session: str, worker: str, policy: Policy, now: fl
                        "--budget-usd X raises it)")
     if lease is not None or not asked:
         return lease  # claimed, or nothing was ready
+    if "governor" in asked:
+        g = asked["governor"]
+        return Blocked("governor", f"the governor's target is {g['target']} sessions at once, {asked['running']} "
+                       f"run ({g.get('why')})", until=now + GOVERNOR_RECHECK_S)
     if asked["ok"]:
         breaker.release(session)  # admitted, then lost every race for an item
         return None

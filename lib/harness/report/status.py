@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import jsonio
-from harness.pipeline import gate
+from harness.pipeline import gate, governor
 from harness.pipeline.breaker import Breaker, describe
 from harness.pipeline.policy import Policy
 from harness.report.style import Style, clip
@@ -173,6 +173,7 @@ def collect(state_dir: Path, p: Policy, now: float, heartbeat_s: float) -> dict[
         "runs": active_runs(state_dir, now),
         "hosts": hosts(state_dir, now),
         "disk": disk(state_dir, now),
+        "governor": governor.status(open_store(state_dir), now),
     }
 
 
@@ -247,6 +248,11 @@ def render(st: dict[str, Any], style: Style) -> str:
     lines.append(f"pause     {style.yellow('until ' + str(pause['until']) + ': ' + str(pause['reason'])) if pause else 'no'}")
     cstate = c["summary"]
     lines.append(f"circuit   {style.green(cstate) if c['state'] == 'closed' else style.red(cstate)}")
+    g = st.get("governor")
+    if g:
+        lines.append(f"governor  target {g['target']} ({g['min']}..{g['max']}), {g['running']} running; "
+                     f"{g['throttled']} of {g['requests']} requests refused 429/529 in {g['window_s']:g} s; "
+                     f"{style.text(str(g['why']))}")
     if loop["stop_file"]:
         lines.append(f"STOP      {style.yellow('present: loops stop claiming (scripts/loopctl.sh unstop)')}")
     qc = st["queue"]

@@ -23,6 +23,9 @@ ever a label.
     harness_pause_until_timestamp_seconds    when a pause ends (0: none)
     harness_run_progress_ratio{run}          finished share of each active run
     harness_run_eta_seconds{run}             each active run's ETA (absent: too little data)
+    harness_governor_target                  sessions at once the governor allows (JOBS_MAX; absent without)
+    harness_governor_cause{cause}            1 for why it last moved: start, clean, hold, storm, warning
+    harness_governor_throttled_ratio         share of requests refused 429/529 in its window
     harness_session_wall_seconds             histogram
     harness_session_ttft_seconds             histogram: time to the first streamed message
     harness_verify_seconds                   histogram
@@ -167,6 +170,28 @@ class StoreCollector(Collector):
                 eta.add_metric([run.name], run.eta.seconds)
         yield progress
         yield eta
+        yield from _governor(store, now)
+
+
+GOVERNOR_CAUSES = ("start", "clean", "hold", "storm", "warning")
+
+
+def _governor(store: Store, now: float) -> Iterator[Metric]:
+    """The governor's target and why (its last cause), while a loop keeps it (JOBS_MAX)."""
+    from harness.pipeline import governor
+
+    g = governor.status(store, now)
+    if g is None:
+        return
+    yield GaugeMetricFamily("harness_governor_target", "Sessions at once the governor allows (every host's).",
+                            value=g["target"])
+    cause = GaugeMetricFamily("harness_governor_cause", "1 for the cause of the governor's last decision.",
+                              labels=["cause"])
+    for c in GOVERNOR_CAUSES:
+        cause.add_metric([c], 1.0 if c == g["cause"] else 0.0)
+    yield cause
+    yield GaugeMetricFamily("harness_governor_throttled_ratio", "Share of API requests refused 429/529 in the "
+                            "governor's window.", value=g["throttled_share"])
 
 
 def registry(state_dir: Path) -> CollectorRegistry:

@@ -27,6 +27,7 @@ from typing import Any
 
 from harness import jsonio
 from harness.sidecar import checks
+from harness.sidecar.governing import Feed
 from harness.sidecar.model import Options, Tracked, lock, log, proc_start
 from harness.store import open_store
 from harness.stream.waker import Waker
@@ -75,6 +76,7 @@ class Sidecar:
         self.store = open_store(opts.state_dir)  # its live() rereads a lease only when it changed
         self.done: set[str] = set()  # ended, but the loop has not finalized them yet
         self.unspawned = 0  # leases whose session has no meta.json yet
+        self.gov = Feed(opts, self.store)
         self.metrics = MetricsFile(opts.state_dir, opts.metrics_textfile, opts.metrics_s) \
             if opts.metrics_textfile is not None else None
 
@@ -122,6 +124,7 @@ class Sidecar:
             for line in lines:
                 t.live.feed_line(line, wall, mono)
             n += len(lines)
+        self.gov.collect(t, time.time())  # after the replay too: what arrived before the sidecar looked
         self.lines += n
         self.write_marks(t)
         return n
@@ -157,6 +160,8 @@ class Sidecar:
         for line in t.tailer.flush():
             t.live.feed_line(line, wall, time.monotonic())
         self.write_marks(t)  # the unterminated last line's, if it has any
+        self.gov.collect(t, wall)
+        self.gov.forget(t.sid)
         t.live.phase = "exited"
         t.ended = True
         checks.heartbeat(self.o, t, wall, time.monotonic(), force=True)
@@ -195,6 +200,7 @@ class Sidecar:
         if now_mono - self.hb_mono >= self.o.heartbeat_s:
             self.own_heartbeat(now_wall)
             self.hb_mono = now_mono
+        self.gov.tick(now_wall, now_mono)
         if self.metrics is not None:
             self.metrics.tick(now_mono)
 

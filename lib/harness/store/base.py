@@ -132,6 +132,9 @@ class Store(Protocol):
     def run_budgets(self) -> dict[str, float]: ...
     def beat(self, info: dict[str, Any], now: float | None = None) -> int: ...  # a fleet's host heartbeat and lease renewal
     def exclusive(self, name: str) -> AbstractContextManager[bool]: ...  # True: no other host runs `name` now
+    def shared_record(self, name: str) -> dict[str, Any] | None: ...  # a record every loop shares (store/shared.py)
+    def update_shared(self, name: str) -> AbstractContextManager[dict[str, Any]]: ...
+    def running_count(self, now: float) -> int: ...  # sessions running on every host
 
 
 class SingleHost:

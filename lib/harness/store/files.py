@@ -20,6 +20,7 @@ from harness import jsonio
 from harness.pipeline.policy import iso
 from harness.store import attempts, queue
 from harness.store.base import FencedError, Lease, SingleHost, UnknownItemError, UnreadableItemError
+from harness.store.shared import FileShared
 
 
 def _lease(item_id: str, item: dict[str, Any]) -> Lease:
@@ -55,7 +56,7 @@ class RunBudgetFile:
 
 
 @dataclass
-class FilesStore(SingleHost, attempts.ReceiptFiles, RunBudgetFile):
+class FilesStore(SingleHost, attempts.ReceiptFiles, RunBudgetFile, FileShared):
     state_dir: Path
     # running/<file> -> (mtime, session id, item id, item): live() reads a file again
     # only when it changed (the sidecar asks many times a second)

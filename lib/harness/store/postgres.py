@@ -43,6 +43,7 @@ from harness import jsonio
 from harness.store import queue
 from harness.store.base import FleetFullError, Lease, StoreDownError, StoreError, StoreUnavailableError, host_name
 from harness.store.files import this_host
+from harness.store.shared import PgShared
 from harness.store.sqlite import ITEM_COLUMNS, SqliteStore, candidate, row_values, upsert
 
 URL_ENV = "HARNESS_DATABASE_URL"
@@ -176,7 +177,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 @dataclass
-class PostgresStore(SqliteStore):
+class PostgresStore(PgShared, SqliteStore):
     """The Store protocol on PostgreSQL, for one host of a fleet (this module's docstring)."""
 
     shared = True  # several hosts use it: each reconciles its own leases only

@@ -31,6 +31,7 @@ from harness.pipeline.policy import iso
 from harness.store import attempts, queue
 from harness.store.base import FencedError, Lease, SingleHost, StoreError, StoreUnavailableError, UnknownItemError
 from harness.store.files import this_host
+from harness.store.shared import SqliteShared
 
 DB_FILE = "harness.db"
 LOCK_NOTICE_S = 5.0  # sqlite's own busy wait, after which a waiting write says so on stderr
@@ -460,7 +461,7 @@ def audit_lines(data: bytes, path: Path, skipped: list[str]) -> list[tuple[str, 
 
 
 @dataclass
-class SqliteStore(SqliteRecords):
+class SqliteStore(SqliteRecords, SqliteShared):
     """The Store protocol over the database: items, claims with their fencing tokens, live sessions."""
 
     # --- items -----------------------------------------------------------
