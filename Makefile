@@ -103,6 +103,7 @@ bench: test-deps setup
 	$(PY) tests/bench/bench_transcript_cost.py
 	$(PY) tests/bench/bench_retention.py
 	$(PY) tests/bench/bench_analyze.py
+	$(PY) tests/bench/bench_governor.py
 
 clean:
 	rm -rf $(VENV) .tools .demo .bench .pytest_cache .mypy_cache .ruff_cache

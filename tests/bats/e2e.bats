@@ -333,6 +333,20 @@ PY
   [ "$(jq -c '[.window[] | .verdict]' <(store_record breaker))" = '["api_error"]' ]
 }
 
+@test "the governor cuts the sessions at once when the real CLI meets 429s (an API that takes one request at a time)" {
+  fakeapi_stop
+  fakeapi_start answer --max-inflight 1
+  for i in 1 2 3 4 5 6; do q add --id "g$i" --prompt "Answer $i. [[fake:answer delay=1]]" >/dev/null; done
+  CLAUDE_CODE_MAX_RETRIES=10 run loop --drain -j 3 --set JOBS_MAX=3 --set GOVERNOR_STEP_S=60 \
+    --set GOVERNOR_WINDOW_S=60 --set CIRCUIT_STORM_RETRIES=0
+  assert_success
+  [ "$(count_in succeeded)" = 6 ]
+  audit_has '.event == "governor.changed" and .cause == "storm" and .from == 3 and .to < 3'
+  # what the governor counted is what the CLI said: its api_retry lines, in the receipts too
+  [ "$(cat "$STATE"/sessions/*/metrics.json | jq -s 'map(.api_retries["429"] // 0) | add')" -gt 1 ]
+  [ "$(api_requests 'select(.status == 429)' | wc -l)" -gt 1 ]
+}
+
 @test "400: failed, not retryable, quarantined at once; the breaker counts the API as up" {
   q add --id b --prompt "hi [[fake:err400]]" >/dev/null
   run loop --drain

@@ -13,13 +13,8 @@ teardown() { sandbox_teardown; }
 # limited_api <K>: tests/fakeapi answering 429 to a request that arrives while K are
 # in flight; the mock agent's "api" mode asks it (and retries 429s as the CLI does)
 limited_api() { # <K>
-  FAKEAPI_DIR="$T/fakeapi"
-  mkdir -p "$FAKEAPI_DIR"
-  python3 "$HARNESS_ROOT/tests/fakeapi/server.py" --max-inflight "$1" --port-file "$FAKEAPI_DIR/port" \
-    --log "$FAKEAPI_DIR/requests.jsonl" 2>"$FAKEAPI_DIR/stderr.log" 3>&- &
-  FAKEAPI_PID=$!
-  wait_for 10 test -s "$FAKEAPI_DIR/port"
-  export ANTHROPIC_BASE_URL="http://127.0.0.1:$(cat "$FAKEAPI_DIR/port")"
+  fakeapi_start answer --max-inflight "$1"
+  export CLAUDE_BIN="$HARNESS_ROOT/tests/mocks/claude"
 }
 
 @test "the governor settles near the API's limit: JOBS_MAX=8 on an API that refuses above 3 in flight" {

@@ -144,13 +144,16 @@ session_of() { # <item>: the newest session directory of the item
   echo "$STATE/sessions/$sid"
 }
 
-# fakeapi_start [scenario]: the scripted Messages API on a free loopback port;
-# exports what the real CLI needs to talk to it.
+# fakeapi_start [scenario [server options...]]: the scripted Messages API on a free
+# loopback port (--max-inflight K, say); exports what the real CLI needs to talk to it.
 fakeapi_start() {
+  local scenario=${1:-answer}
+  (($# == 0)) || shift
   FAKEAPI_DIR="$T/fakeapi"
   mkdir -p "$FAKEAPI_DIR/bodies"
-  python3 "$HARNESS_ROOT/tests/fakeapi/server.py" --scenario "${1:-answer}" --port-file "$FAKEAPI_DIR/port" \
-    --log "$FAKEAPI_DIR/requests.jsonl" --bodies "$FAKEAPI_DIR/bodies" 2>"$FAKEAPI_DIR/stderr.log" 3>&- &
+  rm -f "$FAKEAPI_DIR/port" # a server started before in this test wrote its own
+  python3 "$HARNESS_ROOT/tests/fakeapi/server.py" --scenario "$scenario" --port-file "$FAKEAPI_DIR/port" \
+    --log "$FAKEAPI_DIR/requests.jsonl" --bodies "$FAKEAPI_DIR/bodies" "$@" 2>"$FAKEAPI_DIR/stderr.log" 3>&- &
   FAKEAPI_PID=$!
   wait_for 10 test -s "$FAKEAPI_DIR/port"
   ANTHROPIC_BASE_URL="http://127.0.0.1:$(cat "$FAKEAPI_DIR/port")"

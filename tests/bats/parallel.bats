@@ -172,7 +172,7 @@ PY
   assert_line --regexp "^h +ses_[0-9a-f-]{12} +requesting +[0-9]+s +[0-9]+s +0 +0 \\\$ 0.0000  $STATE/worktrees/ses_"
   run "$STATUS" --state "$STATE" --json
   assert_success
-  [ "$(jq -c 'keys' <<<"$output")" = '["agents","at","circuit","disk","hosts","loop","pause","queue","runs","sidecar","state_dir","today"]' ]
+  [ "$(jq -c 'keys' <<<"$output")" = '["agents","at","circuit","disk","governor","hosts","loop","pause","queue","runs","sidecar","state_dir","today"]' ]
   [ "$(jq -c '.agents[0] | keys' <<<"$output")" = '["attempt","branch","cost_usd","heartbeat_age_s","item","outstanding_tool","phase","running_s","session","since_last_event_s","stale","tokens","turns","worktree"]' ]
   [ "$(jq -r '[.loop.running, .agents[0].item, .agents[0].stale, .today.sessions] | join(" ")' <<<"$output")" = "true h false 1" ]
   # a heartbeat nobody rewrites any more is flagged

@@ -32,8 +32,8 @@ def test_the_helpers_read_exactly_the_keys_of_scope_helpers_with_the_schema_defa
 def test_an_unknown_or_foreign_key_or_a_bad_value_is_refused() -> None:
     with pytest.raises(config.UnknownKeyError, match="unknown configuration key NO_SUCH_KEY"):
         Policy.from_pairs(["NO_SUCH_KEY=1"])
-    with pytest.raises(config.UnknownKeyError, match="JOBS is not one the helpers read"):
-        Policy.from_pairs(["JOBS=2"])
+    with pytest.raises(config.UnknownKeyError, match="IDLE_POLL_S is not one the helpers read"):
+        Policy.from_pairs(["IDLE_POLL_S=2"])
     with pytest.raises(config.BadValueError, match="MAX_ATTEMPTS must be a whole number"):
         Policy.from_pairs(["MAX_ATTEMPTS=many"])
     assert Policy.from_pairs(["MAX_ATTEMPTS=7", "RETRY_BASE_S=0.5"]).MAX_ATTEMPTS == 7

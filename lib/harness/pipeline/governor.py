@@ -35,6 +35,7 @@ NAME = "governor"
 PROBE_WINDOWS = 5  # a level that stormed is tried again after this many windows
 STALE_WINDOWS = 10  # a record nobody updated for this many windows starts over (a loop that stopped)
 THROTTLED = ("429", "529")
+CUT_AFTER_S = 2.0  # a cut needs this much evidence after the last change (less with a shorter GOVERNOR_STEP_S)
 
 
 @dataclass
@@ -99,7 +100,7 @@ def decide(record: dict[str, Any], p: Policy, now: float, running: int) -> dict[
         # level's evidence, so the count starts when they have gone down to the target
         record["changed_at"] = round(now, 3)
         return None
-    if throttled >= 2 and share > p.GOVERNOR_STORM_SHARE and since_change >= p.GOVERNOR_STEP_S / 2:
+    if throttled >= 2 and share > p.GOVERNOR_STORM_SHARE and since_change >= min(p.GOVERNOR_STEP_S / 2, CUT_AFTER_S):
         level = max(1, min(target, running) if running else target)
         new = max(p.JOBS_MIN, min(target - 1, math.floor(level * (1 - share))))
         record.update(storm_level=level, storm_at=round(now, 3))
