@@ -3,14 +3,13 @@
 Reads every *.jsonl below a directory (transcripts.py: which lines count and what
 they hold), keeps the entries ccusage keeps (dedup.py) and prices them
 (prices.py). The files are read by two processes on a machine with more than one
-core: a forked child reads the second half (by bytes) and sends its entries back.
+core: a forked child reads the second half (by bytes) and sends its entries back
+(forked.py).
 """
 
 from __future__ import annotations
 
 import gc
-import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from harness.report import transcripts
+from harness import forked
+from harness.report import scan_cache, transcripts
 from harness.report.dedup import Ledger
 from harness.report.prices import CostMode, PriceBook
 from harness.report.transcripts import Entry
@@ -83,33 +83,11 @@ def scan_files(paths: list[Path], sessions: list[str], lo: int, hi: int) -> list
     return [transcripts.scan(_read(paths[i]), sessions[i], dates) for i in range(lo, hi)]
 
 
-def _child(paths: list[Path], sessions: list[str], lo: int, hi: int) -> tuple[int, int]:
-    """A forked child that scans paths[lo:hi] and writes them to a pipe: (pid, read end)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: scan, write, leave without running any cleanup
-        code = 0
-        try:
-            os.close(r)
-            rows = [[bad, [[getattr(e, s) for s in Entry.__slots__] for e in es]]
-                    for es, bad in scan_files(paths, sessions, lo, hi)]
-            view = memoryview(orjson.dumps(rows))
-            while view:
-                view = view[os.write(w, view):]
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    return pid, r
+def _encode(scanned: list[Scanned]) -> bytes:
+    return orjson.dumps([[bad, [[getattr(e, s) for s in Entry.__slots__] for e in es]] for es, bad in scanned])
 
 
-def _collect(pid: int, r: int) -> list[Scanned] | None:
-    with os.fdopen(r, "rb") as fh:
-        data = fh.read()
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        return None
+def _decode(data: bytes) -> list[Scanned]:
     return [([Entry(*row) for row in es], bad) for bad, es in orjson.loads(data)]
 
 
@@ -121,28 +99,62 @@ def _split(paths: list[Path]) -> int:
             sizes.append(p.stat().st_size)
         except OSError:
             sizes.append(0)
+    return _half(sizes)
+
+
+def _half(sizes: list[int]) -> int:
+    """The index that halves these sizes' sum."""
     half, run = sum(sizes) / 2, 0
     for i, size in enumerate(sizes):
         run += size
         if run >= half:
             return i + 1
-    return len(paths)
+    return len(sizes)
 
 
 def scan_all(paths: list[Path], sessions: list[str], workers: int | None = None) -> list[Scanned]:
     """Every file's entries, in the files' order."""
     if workers is None:
-        workers = 2 if (os.cpu_count() or 1) > 1 and threading.active_count() == 1 else 1
+        workers = forked.default_workers()
     mid = _split(paths) if workers > 1 and len(paths) > 1 else len(paths)
     if mid >= len(paths):
         return scan_files(paths, sessions, 0, len(paths))
-    try:
-        pid, r = _child(paths, sessions, mid, len(paths))
-    except OSError:
-        return scan_files(paths, sessions, 0, len(paths))
-    first = scan_files(paths, sessions, 0, mid)
-    second = _collect(pid, r)
-    return first + (second if second is not None else scan_files(paths, sessions, mid, len(paths)))
+    first, second = forked.both(lambda: scan_files(paths, sessions, 0, mid),
+                                lambda: scan_files(paths, sessions, mid, len(paths)), _encode, _decode)
+    return first + second
+
+
+def _read_parts(paths: list[Path], sessions: list[str], plans: list[scan_cache.Plan],
+                lo: int, hi: int) -> list[scan_cache.Part]:
+    dates: dict[str, bool] = {}
+    return [scan_cache.read(paths[i], sessions[i], plans[i], dates) for i in range(lo, hi)]
+
+
+def scan_cached(paths: list[Path], sessions: list[str], cache: scan_cache.ScanCache,
+                workers: int | None = None) -> list[Scanned]:
+    """Every file's entries, in the files' order: what the cache holds of a file that did
+    not change, what was appended to one that grew, the whole of the others; then the
+    cache written for the next run."""
+    plans = [cache.plan(p) for p in paths]
+    todo = [i for i, pl in enumerate(plans) if not pl.unchanged]
+    tp, ts, tpl = [paths[i] for i in todo], [sessions[i] for i in todo], [plans[i] for i in todo]
+    if workers is None:
+        workers = forked.default_workers()
+    sizes = [(pl.st.st_size - pl.start) if pl.st is not None else 0 for pl in tpl]
+    mid = _half(sizes) if workers > 1 and len(tp) > 1 else len(tp)
+    if mid >= len(tp):
+        parts = _read_parts(tp, ts, tpl, 0, len(tp))
+    else:
+        first, second = forked.both(
+            lambda: _read_parts(tp, ts, tpl, 0, mid), lambda: _read_parts(tp, ts, tpl, mid, len(tp)),
+            lambda ps: orjson.dumps([p.encode() for p in ps]),
+            lambda data: [scan_cache.Part.decode(v) for v in orjson.loads(data)])
+        parts = first + second
+    out: list[Scanned] = [(pl.kept, pl.kept_bad) for pl in plans]
+    for i, part in zip(todo, parts, strict=True):
+        out[i] = cache.take(paths[i], plans[i], part)
+    cache.save()
+    return out
 
 
 @contextmanager
@@ -158,18 +170,23 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def tally(root: Path, mode: CostMode, book: PriceBook, workers: int | None = None) -> Usage:
-    """The totals of every transcript below root (or of root, a file)."""
+def tally(root: Path, mode: CostMode, book: PriceBook, workers: int | None = None,
+          cache: scan_cache.ScanCache | None = None) -> Usage:
+    """The totals of every transcript below root (or of root, a file); with a cache,
+    only what changed since the cache's last run is read."""
     with _no_gc():
-        return _tally(root, mode, book, workers)
+        return _tally(root, mode, book, workers, cache)
 
 
-def _tally(root: Path, mode: CostMode, book: PriceBook, workers: int | None) -> Usage:
+def _tally(root: Path, mode: CostMode, book: PriceBook, workers: int | None,
+           cache: scan_cache.ScanCache | None) -> Usage:
     paths = transcripts.files(root)
     keys = [transcripts.session_of(p, root) for p in paths]
     ledger = Ledger()
     usage = Usage(sessions={}, total=Totals(), files=len(paths))
-    for where, (entries, bad) in enumerate(scan_all(paths, [k[1] for k in keys], workers)):
+    sessions = [k[1] for k in keys]
+    scanned = scan_all(paths, sessions, workers) if cache is None else scan_cached(paths, sessions, cache, workers)
+    for where, (entries, bad) in enumerate(scanned):
         usage.malformed += bad
         usage.entries_read += len(entries)
         for e in entries:

@@ -7,7 +7,7 @@ found by one regular-expression pass over the mapped file: every line that is no
 a stream_event, plus stream_event message_start (each turn's id) and, for a session
 without a result line, message_delta (streamed usage).
 Only those are parsed. On a machine with more than one core the file is split in
-two and the second half is scanned by a forked child at the same time.
+two and the second half is scanned by a forked child at the same time (forked.py).
 
 Used for files of FAST_MIN_BYTES and more whose first line is compact JSON;
 anything else is read line by line (jsonl.iter_events).
@@ -18,11 +18,12 @@ from __future__ import annotations
 import mmap
 import os
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from harness import forked
 
 FAST_MIN_BYTES = 32 << 20
 COMPACT_PREFIX = b'{"type":"'
@@ -112,39 +113,12 @@ def _scan(mm: mmap.mmap, lo: int, hi: int, size: int, pattern: re.Pattern[bytes]
     return out, bad
 
 
-def _child(mm: mmap.mmap, lo: int, hi: int, size: int, pattern: re.Pattern[bytes]) -> tuple[int, int]:
-    """Forks a child that scans [lo, hi) and writes its events to a pipe: (pid, read end)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: scan, write, leave without running any cleanup
-        code = 0
-        try:
-            os.close(r)
-            events, bad = _scan(mm, lo, hi, size, pattern)
-            data = orjson.dumps({"events": events, "bad": bad})
-            view = memoryview(data)
-            while view:
-                view = view[os.write(w, view) :]
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    return pid, r
+def _encode(got: tuple[list[dict[str, Any]], int]) -> bytes:
+    return orjson.dumps({"events": got[0], "bad": got[1]})
 
 
-def _collect(pid: int, r: int) -> tuple[list[dict[str, Any]], int] | None:
-    chunks: list[bytes] = []
-    with os.fdopen(r, "rb") as fh:
-        while True:
-            chunk = fh.read(1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        return None
-    got = orjson.loads(b"".join(chunks))
+def _decode(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    got = orjson.loads(data)
     return list(got["events"]), int(got["bad"])
 
 
@@ -161,18 +135,11 @@ def events(
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             partial = mm[size - 1 : size] != b"\n"
             if workers is None:
-                workers = 2 if (os.cpu_count() or 1) > 1 and threading.active_count() == 1 else 1
+                workers = forked.default_workers()
             if workers < 2:
                 evs, bad = _scan(mm, 0, size, size, pattern)
                 return evs, bad, partial
             mid = size // 2
-            try:
-                pid, r = _child(mm, mid, size, size, pattern)
-            except OSError:
-                evs, bad = _scan(mm, 0, size, size, pattern)
-                return evs, bad, partial
-            first, bad1 = _scan(mm, 0, mid, size, pattern)
-            second = _collect(pid, r)
-            if second is None:  # the child failed: scan its half here
-                second = _scan(mm, mid, size, size, pattern)
-            return first + second[0], bad1 + second[1], partial
+            first, second = forked.both(lambda: _scan(mm, 0, mid, size, pattern),
+                                        lambda: _scan(mm, mid, size, size, pattern), _encode, _decode)
+            return first[0] + second[0], first[1] + second[1], partial
