@@ -14,7 +14,9 @@
 #        all, from Claude Code transcripts (DIR: ~/.claude/projects, one project, or any tree of *.jsonl),
 #        counted as the ccusage tool counts (docs/receipts.md): one response once (message id + request id;
 #        the largest of its lines; a sidechain replay not again). Prices: the harness's, or a LiteLLM file.
-#        auto: a line's costUSD, else its tokens priced; calculate: always priced; display: costUSD only
+#        auto: a line's costUSD, else its tokens priced; calculate: always priced; display: costUSD only.
+#        What was read is kept (--cache FILE; default ~/.cache/harness, 0600: token counts, ids, models,
+#        times; no text): the next run reads only what the transcripts gained. --no-cache: read all, keep none
 #   reconcile [<id>...] [--json] [--tolerance PCT]   each finished session's receipt (metrics.json)
 #        against its transcript.jsonl (the entries written while it ran): tokens and cost per session, a
 #        DRIFT flag where a token kind differs or the cost differs by more than $0.000001, or by more than

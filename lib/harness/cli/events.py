@@ -63,12 +63,14 @@ def _session_verbs(args: argparse.Namespace, state_dir: Path, st: Style, safe: b
 
 
 def _transcript_cost(args: argparse.Namespace, st: Style) -> int:
-    from harness.report import transcript_cost
+    from harness.report import scan_cache, transcript_cost
 
     if not args.transcripts or args.since:
         raise queue.QueueError("--mode and --prices go with --transcripts DIR, --since without it")
     try:
-        return transcript_cost.cmd_transcript_cost(Path(args.transcripts), st, args.json, args.mode, args.prices)
+        root = Path(args.transcripts)
+        cache = None if args.no_cache else Path(args.cache) if args.cache else scan_cache.default_path(root)
+        return transcript_cost.cmd_transcript_cost(root, st, args.json, args.mode, args.prices, cache)
     except transcript_cost.TranscriptCostError as exc:
         raise queue.QueueError(str(exc)) from None
 
@@ -100,6 +102,8 @@ def add_parsers(sub: Subparsers) -> None:
     e.add_argument("--transcripts", metavar="DIR", help="Claude Code transcripts instead of the receipts")
     e.add_argument("--mode", choices=("auto", "calculate", "display"), default="auto")
     e.add_argument("--prices", metavar="FILE", help="a LiteLLM price file instead of the harness's prices")
+    e.add_argument("--cache", metavar="FILE", help="where --transcripts keeps what it read (default: ~/.cache/harness)")
+    e.add_argument("--no-cache", action="store_true", help="read every transcript whole, keep nothing")
     e = ev.add_parser("reconcile")
     e.add_argument("ids", nargs="*")
     e.add_argument("--json", action="store_true")

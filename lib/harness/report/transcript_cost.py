@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report.prices import CostMode, PriceBook
+from harness.report.scan_cache import ScanCache
 from harness.report.style import Style, clip, out_json
 from harness.report.usage import Totals, Usage, tally, totals_json
 
@@ -16,7 +17,9 @@ class TranscriptCostError(Exception):
     """A transcripts directory or price file that cannot be used; one line."""
 
 
-def load(root: Path, mode: str, prices: str | None) -> tuple[Usage, PriceBook, CostMode]:
+def load(root: Path, mode: str, prices: str | None,
+         cache: Path | None = None) -> tuple[Usage, PriceBook, CostMode]:
+    """The report's numbers; with a cache file, only what changed since its last run is read."""
     if not root.exists():
         raise TranscriptCostError(f"no such transcripts directory: {root}")
     try:
@@ -24,7 +27,7 @@ def load(root: Path, mode: str, prices: str | None) -> tuple[Usage, PriceBook, C
     except ValueError as exc:
         raise TranscriptCostError(str(exc)) from None
     cost_mode = CostMode(mode)
-    return tally(root, cost_mode, book), book, cost_mode
+    return tally(root, cost_mode, book, cache=ScanCache(cache) if cache is not None else None), book, cost_mode
 
 
 def report_json(root: Path, u: Usage, book: PriceBook, mode: CostMode) -> dict[str, Any]:
@@ -41,8 +44,9 @@ def _row(st: Style, name: str, project: str, t: Totals) -> None:
           f"{t.input:>10,} {t.output:>10,} {t.cache_read:>13,} {t.cache_write:>12,}")
 
 
-def cmd_transcript_cost(root: Path, st: Style, as_json: bool, mode: str, prices: str | None) -> int:
-    u, book, cost_mode = load(root, mode, prices)
+def cmd_transcript_cost(root: Path, st: Style, as_json: bool, mode: str, prices: str | None,
+                        cache: Path | None = None) -> int:
+    u, book, cost_mode = load(root, mode, prices, cache)
     if as_json:
         out_json(report_json(root, u, book, cost_mode))
         return 0
