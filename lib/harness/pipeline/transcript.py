@@ -5,8 +5,8 @@ Claude Code writes each conversation to <config>/projects/<project>/<uuid>.jsonl
 every character but letters and digits made '-') and deletes files older than its
 cleanupPeriodDays (30 by default). At a session's end the harness copies it to
 transcript.jsonl beside the stream, where retention (loopctl.sh gc) and the
-receipts' reconciliation find it. A fix round resumes the same conversation, so
-its copy holds the rounds before it too.
+receipts' reconciliation find it, and its subagents' transcripts to subagents/. A
+fix round resumes the same conversation, so its copy holds the rounds before it too.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 NAME = "transcript.jsonl"
+SUBAGENTS = "subagents"  # the subagents' transcripts, as the CLI keeps them beside the conversation
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -72,5 +73,30 @@ def keep(sdir: Path, meta: dict[str, Any], config: Path | None = None) -> dict[s
         copy_regular(src, sdir / NAME)
     except OSError as exc:
         return {"transcript": None, "transcript_note": f"copy of {src} failed: {exc}"}
-    return {"transcript": NAME, "transcript_bytes": (sdir / NAME).stat().st_size,
-            "transcript_at": src.relative_to(base).as_posix()}
+    out: dict[str, Any] = {"transcript": NAME, "transcript_bytes": (sdir / NAME).stat().st_size,
+                           "transcript_at": src.relative_to(base).as_posix()}
+    out.update(keep_subagents(src, sdir))
+    return out
+
+
+def keep_subagents(src: Path, sdir: Path) -> dict[str, Any]:
+    """The conversation's subagents' transcripts (<uuid>/subagents/*.jsonl beside it) to
+    sdir/subagents/, where ccusage-style counting (cost --transcripts) finds them as the
+    session's: regular files only, never through a link; what failed is named."""
+    found = sorted(p for p in (src.parent / src.stem / "subagents").glob("*.jsonl")) if src.suffix else []
+    if not found:
+        return {}
+    dest = sdir / SUBAGENTS
+    kept, failed = 0, []
+    try:
+        dest.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        return {"transcript_subagents": 0, "transcript_subagents_note": f"cannot make {dest}: {exc}"}
+    for p in found:
+        try:
+            copy_regular(p, dest / p.name)
+            kept += 1
+        except OSError as exc:
+            failed.append(f"{p.name}: {exc}")
+    note = {"transcript_subagents_note": "; ".join(failed)[:1000]} if failed else {}
+    return {"transcript_subagents": kept, **note}
