@@ -46,7 +46,7 @@ source "$HARNESS_ROOT/lib/wake.sh"
 source "$HARNESS_ROOT/lib/notify.sh"
 
 LOOP_MODE=forever LOOP_MAX=0 LOOP_CONFIG="" LOOP_PRINT=0 LOOP_HALT="" LOOP_FATAL="" LOOP_SIGNAL="" LOOP_STOPPING=""
-LOOP_JOBS_CAP=1 LOOP_STOP_AT=0 LOOP_CLAIM_AT=0 LOOP_SPAWN_AT=0 LOOP_STARTED=0 LOOP_GC_AT=0
+LOOP_GC_PID="" LOOP_GC_START="" LOOP_JOBS_CAP=1 LOOP_STOP_AT=0 LOOP_CLAIM_AT=0 LOOP_SPAWN_AT=0 LOOP_STARTED=0 LOOP_GC_AT=0
 LOOP_DRAINED=0 LOOP_DRAIN_UNTIL=0 LOOP_DRAIN_AT="" LOOP_DRAIN_SAID="" LOOP_LEFT=0 LOOP_LEFT_SUMMARY="" LOOP_LEFT_GROUPS="[]"
 declare -a LOOP_SETS=()
 
@@ -298,17 +298,28 @@ loop_idle_sleep() {
 # loop_gc_tick: every GC_INTERVAL_S, retention's gc (lib/harness/ops/retention.py) in
 # the background, in a session of its own: it compresses and removes what the
 # RETAIN_* keys say and measures the disk's use (status.sh). It holds state/gc.lock
-# (a pass still running makes the next one a no-op); its output goes to state/gc.log.
+# (a pass still running makes the next one a no-op; one still running a whole
+# interval later is killed, audited as gc.killed); its output goes to state/gc.log.
 loop_gc_tick() {
-  local every
+  local every start
   clock_us "${CFG[GC_INTERVAL_S]}" every
   ((every > 0)) || return 0
   clock_now
   ((NOW_US - LOOP_GC_AT >= every)) || return 0
   LOOP_GC_AT=$NOW_US
+  # the last pass still runs a whole interval later: hung (a stuck file system, say);
+  # it holds gc.lock, so every later pass would be a no-op: its process group goes
+  if [[ -n "$LOOP_GC_PID" ]] && spawn_proc_start "$LOOP_GC_PID" start && [[ "$start" == "$LOOP_GC_START" ]]; then
+    kill -KILL -- "-$LOOP_GC_PID" 2>/dev/null || true
+    log_audit gc.killed --argjson pid "$LOOP_GC_PID" --arg reason "still running after GC_INTERVAL_S"
+    warn "the last gc (pid $LOOP_GC_PID) still ran after GC_INTERVAL_S (${CFG[GC_INTERVAL_S]}s); killed it"
+  fi
+  [[ -z "$LOOP_GC_PID" ]] || wait "$LOOP_GC_PID" 2>/dev/null || true
   PYTHONPATH="$HARNESS_ROOT/lib" setsid "$HARNESS_PY" -m harness gc --state-dir "${CFG[STATE_DIR]}" \
     --raw-days "${CFG[RETAIN_RAW_DAYS]}" --keep-days "${CFG[RETAIN_DAYS]}" --quiet \
     </dev/null >>"${CFG[STATE_DIR]}/gc.log" 2>&1 8>&- 9>&- &
+  LOOP_GC_PID=$! LOOP_GC_START=""
+  spawn_proc_start "$LOOP_GC_PID" LOOP_GC_START || true
 }
 
 # loop_gc_init: the first gc when the last one (state/disk.json, which every gc

@@ -157,3 +157,26 @@ notified_at_least() { (($(notified "$1") >= $2)); } # <field> <n>
   kill -TERM "$pid"
   wait "$pid" || true
 }
+
+@test "a gc still running a whole GC_INTERVAL_S later (hung) is killed, said and audited, and the next one runs" {
+  # the helpers' python, but a gc that never ends
+  cat >"$T/py" <<SH
+#!/usr/bin/env bash
+if [[ "\${3:-}" == gc ]]; then echo "gc \$\$" >>"$T/gc-runs"; exec sleep 600; fi
+exec "$HARNESS_ROOT/.venv/bin/python" "\$@"
+SH
+  chmod +x "$T/py"
+  HARNESS_QUIET=0 "$LOOP" --state "$STATE" --set GC_INTERVAL_S=1 --set PYTHON="$T/py" 2>"$T/loop.err" 3>&- &
+  local pid=$!
+  wait_for 20 audit_has '.event == "gc.killed"'
+  wait_for 10 bash -c "[ \$(wc -l <'$T/gc-runs') -ge 2 ]"
+  kill -TERM "$pid"
+  wait "$pid" || true
+  grep -q "the last gc (pid [0-9]*) still ran after GC_INTERVAL_S (1s); killed it" "$T/loop.err"
+  # the first one is gone; the last outlives the loop (a gc finishes by itself): the test ends it
+  local first last
+  first=$(head -n 1 "$T/gc-runs" | cut -d' ' -f2)
+  last=$(tail -n 1 "$T/gc-runs" | cut -d' ' -f2)
+  kill "$last" 2>/dev/null || true
+  ! kill -0 "$first" 2>/dev/null
+}
