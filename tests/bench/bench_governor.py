@@ -26,7 +26,7 @@ from common import ROOT
 N_ITEMS = int(os.environ.get("BENCH_GOVERNOR_ITEMS", "80"))
 K = int(os.environ.get("BENCH_GOVERNOR_K", "3"))
 REQUESTS = os.environ.get("BENCH_GOVERNOR_REQUESTS", "4")
-REQUEST_S = float(os.environ.get("BENCH_GOVERNOR_REQUEST_S", "0.3"))
+REQUEST_S = float(os.environ.get("BENCH_GOVERNOR_REQUEST_S", "1.0"))
 AGENT = os.environ.get("BENCH_GOVERNOR_AGENT", "mock")
 CLAUDE = ROOT / ".tools/claude/node_modules/.bin/claude"
 CONFIGS = [("governor JOBS_MAX=8", ["--set", "JOBS_MAX=8", "--set", "GOVERNOR_STEP_S=2", "--set", "GOVERNOR_WINDOW_S=6"]),
