@@ -150,7 +150,9 @@ class ScanCache:
         return kept + part.done + part.tail, kept_bad + part.bad + part.tail_bad
 
     def save(self) -> None:
-        if self.path is None:
+        """The records of this run's files (those gone since are dropped); not rewritten
+        when nothing changed."""
+        if self.path is None or (not self.tails and not self.whole and self.new.keys() == self.old.keys()):
             return
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
