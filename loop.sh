@@ -314,7 +314,6 @@ loop_gc_tick() {
     log_audit gc.killed --argjson pid "$LOOP_GC_PID" --arg reason "still running after GC_INTERVAL_S"
     warn "the last gc (pid $LOOP_GC_PID) still ran after GC_INTERVAL_S (${CFG[GC_INTERVAL_S]}s); killed it"
   fi
-  [[ -z "$LOOP_GC_PID" ]] || wait "$LOOP_GC_PID" 2>/dev/null || true
   PYTHONPATH="$HARNESS_ROOT/lib" setsid "$HARNESS_PY" -m harness gc --state-dir "${CFG[STATE_DIR]}" \
     --raw-days "${CFG[RETAIN_RAW_DAYS]}" --keep-days "${CFG[RETAIN_DAYS]}" --quiet \
     </dev/null >>"${CFG[STATE_DIR]}/gc.log" 2>&1 8>&- 9>&- &

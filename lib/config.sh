@@ -138,9 +138,15 @@ config_load() { # <root> <config-file> [KEY=VALUE from flags...]
     [[ "$kv" == *=* ]] || { CFG_ERROR="expected KEY=VALUE, got \"$kv\" (flag)"; return 1; }
     config_set "${kv%%=*}" "${kv#*=}" "flag" || return 1
   done
-  if ((CFG[JOBS_MAX] > 0 && (CFG[JOBS_MIN] < 1 || CFG[JOBS_MIN] > CFG[JOBS_MAX]))); then
-    CFG_ERROR="JOBS_MIN must be between 1 and JOBS_MAX (${CFG[JOBS_MAX]}), got ${CFG[JOBS_MIN]}"
-    return 1
+  if ((CFG[JOBS_MAX] > 0)); then
+    if ((CFG[JOBS_MIN] < 1 || CFG[JOBS_MIN] > CFG[JOBS_MAX])); then
+      CFG_ERROR="JOBS_MIN must be between 1 and JOBS_MAX (${CFG[JOBS_MAX]}), got ${CFG[JOBS_MIN]}"
+      return 1
+    fi
+    if [[ ! "${CFG[GOVERNOR_STEP_S]}" =~ [1-9] || ! "${CFG[GOVERNOR_WINDOW_S]}" =~ [1-9] ]]; then
+      CFG_ERROR="with JOBS_MAX, GOVERNOR_STEP_S and GOVERNOR_WINDOW_S must be above 0"
+      return 1
+    fi
   fi
   # the store's choices reach every helper (lib/harness/store/__init__.py reads them)
   export HARNESS_STORE="${CFG[STORE]}" HARNESS_DB_LOCK_WAIT_S="${CFG[DB_LOCK_WAIT_S]}"

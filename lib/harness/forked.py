@@ -57,6 +57,8 @@ def both(here: Callable[[], T], there: Callable[[], T], encode: Callable[[T], by
         pid, r = _child(lambda: encode(there()))
     except OSError:
         return here(), there()
-    first = here()
-    data = _collect(pid, r)
+    try:
+        first = here()
+    finally:
+        data = _collect(pid, r)  # reaped even when here() failed
     return first, (decode(data) if data is not None else there())

@@ -42,7 +42,12 @@ def test_it_starts_at_jobs_kept_between_min_and_max() -> None:
     assert governor.current(None, pol(JOBS=1, JOBS_MIN=2), T0)["target"] == 2
     stale = record_at(5, updated_at=T0 - 11 * 60)
     assert governor.current(stale, pol(JOBS=2), T0)["target"] == 2  # nobody updated it for 10 windows
-    assert governor.current(record_at(5), pol(JOBS_MAX=4), T0)["target"] == 1  # outside the new JOBS_MAX
+    # another host's (or an earlier) JOBS_MAX: kept within this one's, its evidence kept
+    assert governor.current(record_at(5, buckets=[[T0, "h2", 3, 1]]), pol(JOBS_MAX=4), T0)["buckets"] == [[T0, "h2", 3, 1]]
+    assert governor.current(record_at(5), pol(JOBS_MAX=4), T0)["target"] == 4
+    assert governor.current(record_at(1), pol(JOBS_MIN=2), T0)["target"] == 2
+    ahead = governor.current(record_at(5, changed_at=T0 + 300), pol(), T0)  # the clock went back
+    assert ahead["target"] == 5 and ahead["changed_at"] == T0
 
 
 def test_a_storm_cuts_the_target_in_proportion_to_the_refused_share() -> None:
@@ -107,9 +112,12 @@ def test_a_rate_limit_warning_halves_the_target_and_holds_it_for_a_window() -> N
     change = governor.decide(r, p, T0, 6)
     assert change is not None and (change["to"], change["cause"]) == (3, "warning")
     assert "the five_hour window is 85% used" in r["why"]
+    # every session says it: another warning within the window cuts no more
+    governor.note(r, "h1", Seen(5, 0, (0.86, "five_hour")), p, T0 + 5)
+    assert governor.decide(r, p, T0 + 5, 3) is None and r["target"] == 3
     r["demand_at"] = T0 + 30
     assert feed(r, p, T0 + 30, ok=10, throttled=0, running=3) is None and r["target"] == 3  # within the window
-    assert feed(r, p, T0 + 61, ok=10, throttled=0, running=3) is not None and r["target"] == 4
+    assert feed(r, p, T0 + 66, ok=10, throttled=0, running=3) is not None and r["target"] == 4
 
 
 def test_only_the_window_counts() -> None:
@@ -126,7 +134,7 @@ def test_hosts_share_one_record_and_the_claim_gate_obeys_it(any_store: Store) ->
     assert isinstance(gate.claim_gated(any_store, "ses_1", "w", p, T0), object)
     assert gate.claim_gated(any_store, "ses_2", "w", p, T0) is not None
     blocked = gate.claim_gated(any_store, "ses_3", "w", p, T0)
-    assert isinstance(blocked, gate.Blocked) and blocked.kind == "governor" and blocked.until == T0 + 2
+    assert isinstance(blocked, gate.Blocked) and blocked.kind == "governor" and blocked.until == T0 + 1  # half a step
     assert "the governor's target is 2 sessions at once, 2 run" in blocked.reason
     assert any_store.running_count(T0) == 2
     # two hosts report: one clean, one that saw 429s; the second's decision is the fleet's

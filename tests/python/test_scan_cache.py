@@ -88,3 +88,37 @@ def test_two_workers_and_the_command_use_it(tmp_path: Path) -> None:
     unwritable = subprocess.run([*argv, "--cache", str(tmp_path / "a-file" / "c.json")], capture_output=True, env=env)
     assert unwritable.returncode == 0 and unwritable.stdout == cold
     assert b"cannot write the scan cache" in unwritable.stderr
+
+
+def test_an_edit_in_place_or_a_regrowth_past_the_head_is_read_again_whole(tmp_path: Path) -> None:
+    """What the first bytes alone would not tell: the same size with other bytes after
+    them, and a file truncated and written again to beyond where the last run stopped."""
+    projects = synthetic_tree(tmp_path / "cfg")
+    big = projects / "p2" / "cccc-3333.jsonl"
+    filler = b"".join(line(entry(f"m{n}", f"r{n}", T3, sid="cccc-3333", o=1)) for n in range(40))  # past 4 KB
+    big.write_bytes(filler + line(entry("msg_e", "req_e", T3, sid="cccc-3333", o=1000)))
+    cache_file = tmp_path / "c.json"
+    both(projects, cache_file)
+    data = big.read_bytes()
+    big.write_bytes(data.replace(b'"output_tokens":1000', b'"output_tokens":9000'))  # same size, later bytes
+    report, c = both(projects, cache_file)
+    assert c.whole == 1 and report["total"]["tokens"]["output"] > 9000
+    with open(big, "r+b") as fh:  # truncated to its head, then written again longer than before
+        fh.truncate(len(filler) - 100)
+        fh.seek(0, os.SEEK_END)
+        fh.write(b"\n" + line(entry("msg_f", "req_f", T3, sid="cccc-3333", o=7)) * 3 + filler)
+    _, c = both(projects, cache_file)
+    assert c.whole == 1
+
+
+def test_a_fifo_named_like_a_transcript_and_a_foreign_record_do_not_stop_the_report(tmp_path: Path) -> None:
+    projects = synthetic_tree(tmp_path / "cfg")
+    os.mkfifo(projects / "p2" / "hang.jsonl")
+    cache_file = tmp_path / "c.json"
+    both(projects, cache_file)
+    data = orjson.loads(cache_file.read_bytes())
+    for rec in data["files"].values():
+        rec["entries"] = [["not", "an", "entry"]]
+    cache_file.write_bytes(orjson.dumps(data))
+    _, c = both(projects, cache_file)
+    assert c.whole == 5  # the four again, and the FIFO, read as nothing (never opened to block)

@@ -38,3 +38,22 @@ def test_without_subagents_nothing_more_is_said(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
     got = transcript.keep(tmp_path / "s", {"claude_session_id": UUID, "cwd": "/w"}, config=tmp_path / "cfg")
     assert "transcript_subagents" not in got and not (tmp_path / "s" / "subagents").exists()
+
+
+def test_a_fifo_or_a_linked_directory_is_never_read(tmp_path: Path) -> None:
+    project = tmp_path / "cfg" / "projects" / "-w"
+    (project / UUID / "subagents").mkdir(parents=True)
+    (project / f"{UUID}.jsonl").write_bytes(b"{}\n")
+    os.mkfifo(project / UUID / "subagents" / "agent-x.jsonl")  # opening it would block for ever
+    (tmp_path / "s").mkdir()
+    got = transcript.keep(tmp_path / "s", {"claude_session_id": UUID, "cwd": "/w"}, config=tmp_path / "cfg")
+    assert got["transcript_subagents"] == 0 and "not a regular file" in got["transcript_subagents_note"]
+    elsewhere = tmp_path / "other" / "subagents"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "theirs.jsonl").write_bytes(b"{}\n")
+    (project / UUID / "subagents" / "agent-x.jsonl").unlink()
+    (project / UUID / "subagents").rmdir()
+    os.symlink(elsewhere, project / UUID / "subagents")
+    (tmp_path / "t").mkdir()
+    got = transcript.keep(tmp_path / "t", {"claude_session_id": UUID, "cwd": "/w"}, config=tmp_path / "cfg")
+    assert "transcript_subagents" not in got and not (tmp_path / "t" / "subagents").exists()

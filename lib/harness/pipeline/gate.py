@@ -134,7 +134,7 @@ def claim_gated(store: Store, session: str, worker: str, policy: Policy, now: fl
     if "governor" in asked:
         g = asked["governor"]
         return Blocked("governor", f"the governor's target is {g['target']} sessions at once, {asked['running']} "
-                       f"run ({g.get('why')})", until=now + GOVERNOR_RECHECK_S)
+                       f"run ({g.get('why')})", until=now + min(GOVERNOR_RECHECK_S, policy.GOVERNOR_STEP_S / 2))
     if asked["ok"]:
         breaker.release(session)  # admitted, then lost every race for an item
         return None

@@ -11,7 +11,8 @@ then decides, for the whole fleet, under the record's lock:
   through, min(target, running) x (1 - share), at least one less, never below
   JOBS_MIN. The level that stormed is tried again only after PROBE_WINDOWS windows.
 - a rate-limit warning (allowed_warning, with the window's utilization): the
-  target halves, and does not grow while warnings keep coming within the window.
+  target halves, at most once per window (every session reports the account's
+  warning), and does not grow while warnings keep coming within the window.
 - clean: no refusal for GOVERNOR_STEP_S since the last change, while work waited
   (a claim the governor turned away within the step): one more, up to JOBS_MAX.
 
@@ -52,16 +53,24 @@ def start_target(p: Policy) -> int:
 
 
 def current(record: dict[str, Any] | None, p: Policy, now: float) -> dict[str, Any]:
-    """The record as it stands, or a fresh one when there is none, it is stale or it
-    is outside this loop's JOBS_MIN..JOBS_MAX (the configuration changed)."""
-    stale = now - STALE_WINDOWS * max(p.GOVERNOR_WINDOW_S, p.GOVERNOR_STEP_S)
-    if (record and isinstance(record.get("target"), int) and float(record.get("updated_at") or 0) >= stale
-            and p.JOBS_MIN <= record["target"] <= p.JOBS_MAX):
+    """The record as it stands (its target kept within this loop's JOBS_MIN..JOBS_MAX),
+    or a fresh one when there is none or nobody kept it for STALE_WINDOWS windows."""
+    horizon = STALE_WINDOWS * max(p.GOVERNOR_WINDOW_S, p.GOVERNOR_STEP_S)
+    if record and isinstance(record.get("target"), int) and now - horizon <= _num(record, "updated_at") <= now + horizon:
+        # another host's JOBS_MIN..JOBS_MAX may differ: this one's bounds, not a new record
+        record["target"] = max(p.JOBS_MIN, min(p.JOBS_MAX, record["target"]))
+        if _num(record, "changed_at") > now:  # a clock that went back: the evidence starts now
+            record["changed_at"] = round(now, 3)
         return record
     target = start_target(p)
     return {"target": target, "cause": "start", "why": f"starting at {target} (JOBS={p.JOBS}, between "
             f"JOBS_MIN={p.JOBS_MIN} and JOBS_MAX={p.JOBS_MAX})", "changed_at": now, "updated_at": now,
             "buckets": [], "storm_level": None, "storm_at": None, "warning": None, "demand_at": None}
+
+
+def _num(d: dict[str, Any], key: str) -> float:
+    v = d.get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
 
 
 def note(record: dict[str, Any], host: str, seen: Seen, p: Policy, now: float) -> None:
@@ -73,7 +82,8 @@ def note(record: dict[str, Any], host: str, seen: Seen, p: Policy, now: float) -
         buckets.append([round(now, 3), host, seen.ok, seen.throttled])
     record["buckets"] = buckets
     if seen.warning is not None:
-        record["warning"] = {"utilization": seen.warning[0], "window": seen.warning[1], "at": round(now, 3)}
+        n = int((record.get("warning") or {}).get("n") or 0) + 1  # which warning: each is acted on once
+        record["warning"] = {"utilization": seen.warning[0], "window": seen.warning[1], "at": round(now, 3), "n": n}
     record["updated_at"] = round(now, 3)
 
 
@@ -106,10 +116,15 @@ def decide(record: dict[str, Any], p: Policy, now: float, running: int) -> dict[
         record.update(storm_level=level, storm_at=round(now, 3))
         why = f"{throttled} of {total} requests refused 429/529 ({share:.0%}) with {level} running"
         return _change(record, new, "storm", why, now, share=round(share, 3), requests=total)
-    if warning and float(warning.get("at") or 0) > float(record.get("changed_at") or 0):
-        new = max(p.JOBS_MIN, min(target - 1, math.ceil(target / 2)))
-        why = f"rate-limit warning: the {warning.get('window') or 'usage'} window is {warning['utilization']:.0%} used"
-        return _change(record, new, "warning", why, now)
+    fresh = warning is not None and _num(warning, "n") > _num(record, "warning_used")
+    if fresh and warning is not None:
+        record["warning_used"] = warning["n"]  # acted on once: a cut, or none within a window of the last
+        if _num(warning, "at") - _num(record, "warning_cut_at") >= p.GOVERNOR_WINDOW_S:  # every session says it
+            record["warning_cut_at"] = round(now, 3)
+            new = max(p.JOBS_MIN, min(target - 1, math.ceil(target / 2)))
+            why = (f"rate-limit warning: the {warning.get('window') or 'usage'} window is "
+                   f"{_num(warning, 'utilization'):.0%} used")
+            return _change(record, new, "warning", why, now)
     return _grow(record, p, now, throttled, warning)
 
 

@@ -46,7 +46,7 @@ def find(uuid: str, cwd: str, env: Mapping[str, str] | None = None, config: Path
 def copy_regular(src: Path, dest: Path) -> None:
     """src (a regular file, never through a symbolic link) to dest: written under a new
     name, mode 0600, then renamed. OSError otherwise."""
-    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         with open(fd, "rb") as fin:
@@ -79,11 +79,21 @@ def keep(sdir: Path, meta: dict[str, Any], config: Path | None = None) -> dict[s
     return out
 
 
+def _real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def keep_subagents(src: Path, sdir: Path) -> dict[str, Any]:
     """The conversation's subagents' transcripts (<uuid>/subagents/*.jsonl beside it) to
     sdir/subagents/, where ccusage-style counting (cost --transcripts) finds them as the
     session's: regular files only, never through a link; what failed is named."""
-    found = sorted(p for p in (src.parent / src.stem / "subagents").glob("*.jsonl")) if src.suffix else []
+    where = src.parent / src.stem / "subagents"
+    if not all(_real_dir(d) for d in (where.parent, where)):
+        return {}  # none, or reached through a link (which could lead anywhere)
+    found = sorted(where.glob("*.jsonl"))
     if not found:
         return {}
     dest = sdir / SUBAGENTS

@@ -72,10 +72,10 @@ class Usage:
 
 def _read(path: Path) -> bytes:
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb", opener=scan_cache.regular_only) as fh:
             return fh.read()
     except OSError:
-        return b""  # gone since the walk, or unreadable: no entries
+        return b""  # gone since the walk, unreadable, or not a file (a FIFO): no entries
 
 
 def scan_files(paths: list[Path], sessions: list[str], lo: int, hi: int) -> list[Scanned]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from harness.pipeline import governor
 from harness.sidecar.model import Options, Tracked, log
-from harness.store import Store, StoreError
+from harness.store import Store
 from harness.store.base import host_name
 
 REPORT_S = 1.0  # at most this often (and at least once per GOVERNOR_STEP_S / 2)
@@ -23,7 +23,7 @@ class Feed:
         self.host = host_name()
         self.seen = governor.Seen()
         self.counted: dict[str, tuple[int, int]] = {}  # session -> (answered, refused) already added
-        self.warned: dict[str, float] = {}  # session -> the utilization of its last warning added
+        self.warned: dict[str, int] = {}  # session -> how many of its warnings were added
         self.paused: set[str] = set()  # sessions whose utilization paused claiming already
         self.last_report = float("-inf")
         self.error = ""
@@ -35,16 +35,14 @@ class Feed:
             ok, refused = len(f.messages), sum(f.api_retries.get(s, 0) for s in governor.THROTTLED)
             if t.sid not in self.counted and t.live.replay_upto > 0:
                 self.counted[t.sid] = (ok, refused)  # a restarted sidecar reads the stream again: counted before
+                self.warned[t.sid] = f.warnings
             was_ok, was_refused = self.counted.get(t.sid, (0, 0))
             self.seen.ok += max(0, ok - was_ok)
             self.seen.throttled += max(0, refused - was_refused)
             self.counted[t.sid] = (ok, refused)
-            rl = f.rate_limit
-            used = f.utilization
-            if rl is not None and rl.status == "allowed_warning" and used is not None \
-                    and used[0] > self.warned.get(t.sid, -1.0):
-                self.warned[t.sid] = used[0]
-                self.seen.warning = (used[0], used[1])
+            if f.warning is not None and f.warnings > self.warned.get(t.sid, 0):
+                self.warned[t.sid] = f.warnings  # every warning (the CLI sends one per change of status)
+                self.seen.warning = (f.warning[0] if f.warning[0] is not None else 0.0, f.warning[1])
         if f.utilization is not None and self.o.policy.STOP_AT_UTILIZATION > 0 and t.sid not in self.paused:
             self._stop_at(t, now_wall)
 
@@ -67,6 +65,10 @@ class Feed:
         self.last_report = now_mono
         seen, self.seen = self.seen, governor.Seen()
         change = self._guard(lambda: governor.step(self.store, self.host, seen, self.o.policy, now_wall))
+        if self.error:  # not reported: kept for the next report
+            self.seen.ok += seen.ok
+            self.seen.throttled += seen.throttled
+            self.seen.warning = self.seen.warning or seen.warning
         if isinstance(change, dict):
             log(f"governor: {change['why']}")
 
@@ -74,7 +76,7 @@ class Feed:
         """A store that is down must not stop the sidecar; it says so, once per error."""
         try:
             result = call()
-        except (StoreError, OSError) as exc:
+        except Exception as exc:  # a store down, a database error, a record it cannot read: said, not fatal
             if str(exc) != self.error:
                 log(f"governor: cannot reach the store: {exc}")
             self.error = str(exc)

@@ -79,7 +79,8 @@ class FileShared:
             before = jsonio.dumps(record)
             yield record
             if jsonio.dumps(record) != before:
-                jsonio.write_json(self.state_dir / f"{name}.json", record, pretty=False)
+                # rewritten every second or so: the next write mends a lost one, no fsync
+                jsonio.write_atomic(self.state_dir / f"{name}.json", jsonio.dumps(record) + b"\n", durable=False)
         finally:
             os.close(fd)
 

@@ -45,6 +45,8 @@ class SessionFacts:
     compactions: int = 0
     rate_limit: norm.RateLimit | None = None
     utilization: tuple[float, str, float | None] | None = None  # the highest seen: (0..1, window, its reset)
+    warnings: int = 0  # allowed_warning events seen (the CLI sends one each time the limit's status changes)
+    warning: tuple[float | None, str] | None = None  # the latest: its utilization (0..1, when said), window
     last_assistant_text: str = ""
     current_message: str = ""
     fast: bool = False  # read by fastscan: deltas were skipped, not counted
@@ -126,10 +128,14 @@ def _on_rate_limit(f: SessionFacts, ev: norm.RateLimit) -> None:
     if f.rate_limit is None or ev.status == "rejected":
         f.rate_limit = ev
     used = ev.raw.get("utilization")
+    share = None
     if isinstance(used, (int, float)) and not isinstance(used, bool):
         share = float(used) / 100 if used > 1 else float(used)  # a percentage, in some releases' words
         if f.utilization is None or share > f.utilization[0]:
             f.utilization = (share, ev.kind, ev.resets_at)
+    if ev.status == "allowed_warning":
+        f.warnings += 1
+        f.warning = (share, ev.kind)
 
 
 # what each kind of event adds; the others (deltas, block ends...) add nothing
