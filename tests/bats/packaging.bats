@@ -159,10 +159,11 @@ notified_at_least() { (($(notified "$1") >= $2)); } # <field> <n>
 }
 
 @test "a gc still running a whole GC_INTERVAL_S later (hung) is killed, said and audited, and the next one runs" {
-  # the helpers' python, but a gc that never ends
+  # the helpers' python, but a gc that never ends: stuck on I/O (a FIFO nobody opens to write)
+  mkfifo "$T/never"
   cat >"$T/py" <<SH
 #!/usr/bin/env bash
-if [[ "\${3:-}" == gc ]]; then echo "gc \$\$" >>"$T/gc-runs"; exec sleep 600; fi
+if [[ "\${3:-}" == gc ]]; then echo "gc \$\$" >>"$T/gc-runs"; exec cat "$T/never"; fi
 exec "$HARNESS_ROOT/.venv/bin/python" "\$@"
 SH
   chmod +x "$T/py"

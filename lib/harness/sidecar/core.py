@@ -63,6 +63,19 @@ class MetricsFile:
             self.error = ""
 
 
+def write_marks(t: Tracked) -> None:
+    """The session's new marks (turns, tools, retries) appended to its timeline.jsonl."""
+    marks = t.live.take_marks()
+    if marks:
+        data = b"".join(jsonio.dumps(m.as_dict()) + b"\n" for m in marks)
+        try:
+            fd = os.open(t.dir / "timeline.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "ab") as fh:
+                fh.write(data)
+        except OSError as exc:
+            log(f"{t.sid}: cannot append to timeline.jsonl: {exc}")
+
+
 class Sidecar:
     def __init__(self, opts: Options) -> None:
         self.o = opts
@@ -126,19 +139,8 @@ class Sidecar:
             n += len(lines)
         self.gov.collect(t, time.time())  # after the replay too: what arrived before the sidecar looked
         self.lines += n
-        self.write_marks(t)
+        write_marks(t)
         return n
-
-    def write_marks(self, t: Tracked) -> None:
-        marks = t.live.take_marks()
-        if marks:
-            data = b"".join(jsonio.dumps(m.as_dict()) + b"\n" for m in marks)
-            try:
-                fd = os.open(t.dir / "timeline.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                with os.fdopen(fd, "ab") as fh:
-                    fh.write(data)
-            except OSError as exc:
-                log(f"{t.sid}: cannot append to timeline.jsonl: {exc}")
 
     def adapt(self, t: Tracked, got: int) -> None:
         """Busy sessions are polled; quiet ones are watched (when inotify works)."""
@@ -159,7 +161,7 @@ class Sidecar:
         wall = time.time()
         for line in t.tailer.flush():
             t.live.feed_line(line, wall, time.monotonic())
-        self.write_marks(t)  # the unterminated last line's, if it has any
+        write_marks(t)  # the unterminated last line's, if it has any
         self.gov.collect(t, wall)
         self.gov.forget(t.sid)
         t.live.phase = "exited"
