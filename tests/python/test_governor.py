@@ -169,3 +169,15 @@ def test_stop_at_utilization_pauses_until_the_reset(any_store: Store, used: Any,
     assert (pause is not None and pause["until_epoch"] == T0 + 600 and pause["by"] == "utilization") is paused
     if paused:  # said once
         assert governor.stop_at_utilization(any_store, p, used, T0 + 1, "ses_2") is False
+
+
+def test_a_finished_session_s_warning_is_heard_once_even_if_the_sidecar_heard_it_too(any_store: Store) -> None:
+    p = pol(JOBS=4, JOBS_MAX=4)
+    governor.note_warning(any_store, "h1", p, (0.8, "five_hour"), T0)  # its finalize
+    record = any_store.shared_record("governor")
+    assert record is not None and (record["target"], record["cause"]) == (2, "warning")
+    governor.note_warning(any_store, "h1", p, (0.8, "five_hour"), T0 + 1)  # the sidecar's report of it
+    assert any_store.shared_record("governor")["target"] == 2  # type: ignore[index]
+    governor.note_warning(any_store, "h1", pol(JOBS_MAX=0), (0.9, "five_hour"), T0 + 2)
+    governor.note_warning(any_store, "h1", p, None, T0 + 2)
+    assert len([e for e in any_store.events() if e.get("event") == "governor.changed"]) == 1

@@ -107,6 +107,7 @@ def finalize(sdir: Path, state_dir: Path, pol: policy.Policy, now: float, rng: r
     if d.pause_until is not None:
         write_pause(state_dir, d.pause_until, v.reason, by="usage_limited", session=sid)
     governor.stop_at_utilization(store, pol, rec.facts.utilization, now, rec.session_id)
+    governor.note_warning(store, host_name(), pol, rec.facts.warning, now)
     history = {
         "session_id": sid, "attempt": rec.meta.get("attempt"), "verdict": v.verdict, "reason": d.reason,
         "exit_code": v.exit_code, "started_at": rec.meta.get("started_at"), "ended_at": rec.meta.get("ended_at"),

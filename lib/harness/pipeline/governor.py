@@ -26,6 +26,7 @@ host) as the target says. Every change is an audit line, governor.changed.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,6 +170,18 @@ def step(store: Store, host: str, seen: Seen, p: Policy, now: float) -> dict[str
     if change is not None:
         store.audit("governor.changed", host=host, running=running, **change)
     return change
+
+
+def note_warning(store: Store, host: str, p: Policy, warning: tuple[float | None, str] | None, now: float) -> None:
+    """A finished session's last rate-limit warning, reported by its finalize: a session
+    shorter than the sidecar's look at it must not go unheard (the sidecar may have
+    reported it too: each warning cuts at most once a window). Errors are said, never fatal."""
+    if p.JOBS_MAX <= 0 or warning is None:
+        return
+    try:
+        step(store, host, Seen(warning=(warning[0] if warning[0] is not None else 0.0, warning[1])), p, now)
+    except Exception as exc:  # the session's finalize goes on without it
+        print(f"harness: governor: cannot note a rate-limit warning: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def admit(store: Store, p: Policy, now: float) -> tuple[bool, dict[str, Any], int]:
