@@ -73,10 +73,12 @@ sidecar_loop_heartbeat() { # <state>
   LOOP_HB_AT=$NOW_US
   clock_secs "$NOW_US" written
   clock_iso now
+  local blocked=${RES_BLOCK:-}
+  [[ "$blocked" != governor:* ]] || blocked="" # at the governor's target: at work, as with -j N all running
   if ! py_again loop-heartbeat --state-dir "${CFG[STATE_DIR]}" --argjson pid "$$" --arg state "$1" \
     --argjson written_at "$written" --arg at "$now" --argjson sessions "${#S_ITEM[@]}" --argjson jobs "${LOOP_JOBS_CAP:-${CFG[JOBS]}}" \
     --arg mode "$LOOP_MODE" --argjson sidecar_pid "${SIDECAR_PID:-null}" --arg stopping "$LOOP_STOPPING" \
-    --argjson started "$LOOP_STARTED" --arg blocked "${RES_BLOCK:-}"; then
+    --argjson started "$LOOP_STARTED" --arg blocked "$blocked"; then
     warn "cannot write $file"
   fi
 }

@@ -116,8 +116,8 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     env, port = _env(tmp), _free_port()
     state = tmp / "state"
     with open(tmp / "loop.out", "wb") as out:
-        loop = subprocess.Popen([str(ROOT / "loop.sh"), "--state", str(state), "-j", "2", "--set",
-                                 f"SERVE_ADDR=127.0.0.1:{port}"], env=env, stdin=subprocess.DEVNULL, stdout=out,
+        loop = subprocess.Popen([str(ROOT / "loop.sh"), "--state", str(state), "-j", "2", "--set", "JOBS_MAX=2",
+                                 "--set", f"SERVE_ADDR=127.0.0.1:{port}"], env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     pw: Playwright | None = None
@@ -185,6 +185,9 @@ def test_a_live_session_appears_streams_its_transcript_and_shows_model_text_as_t
     try:
         page = h.page(ctx)
         expect(page.locator("#feed")).to_have_text("feed: live", timeout=10_000)
+        # the governor (JOBS_MAX=2, starting at -j 2): its target and why
+        expect(page.locator("#governor")).to_contain_text("target 2 (1..2)", timeout=10_000)
+        expect(page.locator("#governor")).to_contain_text("starting at 2 (JOBS=2")
         h.add("live", f"[[mock:say]] say: {HOSTILE}")
 
         wait_until("session.started for the item", lambda: h.event("session.started", "live"))

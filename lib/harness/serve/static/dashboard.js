@@ -60,6 +60,7 @@ function render(s) {
   document.getElementById("pause-actions").hidden = !s.actions;
   renderLoop(s.loop);
   renderHolds(s.circuit, s.pause);
+  renderGovernor(s.governor);
   renderToday(s.today, s.queue);
   const now = serverNow();
   const fresh = new Map(s.agents.map((a) => [a.session || `item:${a.item}`, {
@@ -101,6 +102,14 @@ function renderHolds(c, p) {
   } else {
     setText("pause", "not paused", "good");
   }
+}
+
+// renderGovernor(g): JOBS_MAX's target and why (null: no governor; -j is fixed)
+function renderGovernor(g) {
+  if (!g) { setText("governor", "off (JOBS_MAX is 0: -j is fixed)"); return; }
+  const refused = `${g.throttled} of ${g.requests} requests refused 429/529 in ${g.window_s} s`;
+  setText("governor", `target ${g.target} (${g.min}..${g.max}), ${g.running} running; ${refused}; ${g.why || ""}`,
+    g.cause === "storm" || g.cause === "warning" ? "warn" : "good");
 }
 
 function renderToday(t, q) {
